@@ -1,0 +1,3 @@
+from poser.cli import main
+
+main()

@@ -1,0 +1,141 @@
+"""The `poser` command line: parses options and calls library functions, nothing more.
+
+Every command shares one vocabulary of options (defined once below): --data, --weights,
+--out, --json, --device, --seed. A PoserError becomes one red line and a non-zero exit.
+"""
+
+from __future__ import annotations
+
+import functools
+import sys
+from collections.abc import Callable
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from poser import __version__
+from poser.console import console, results
+from poser.errors import PoserError
+
+app = typer.Typer(
+    name="poser",
+    help="DeepPose human pose estimation: fetch data, train, evaluate, annotate images and video.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode="rich",
+)
+
+
+class Device(StrEnum):
+    auto = "auto"
+    cpu = "cpu"
+    cuda = "cuda"
+
+
+# The shared option vocabulary.
+DataOpt = Annotated[Path | None, typer.Option(
+    "--data", help="Dataset root, as fetch-coco / fetch-lsp / synth leave it.")]
+WeightsOpt = Annotated[Path | None, typer.Option(
+    "--weights", help="A poser weights file (.safetensors) or cascade bundle.")]
+OutOpt = Annotated[Path | None, typer.Option("--out", help="Output folder.")]
+JsonOpt = Annotated[Path | None, typer.Option(
+    "--json", help="Also write the command's result as JSON to FILE.")]
+DeviceOpt = Annotated[Device, typer.Option("--device", help="Where to run the model.")]
+SeedOpt = Annotated[int, typer.Option("--seed", help="Random seed (same seed, same result).")]
+
+
+def _report_errors(fn: Callable) -> Callable:
+    """PoserError -> one red line on stderr and its exit code; Ctrl-C -> exit 130."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except PoserError as e:
+            console.print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
+            raise typer.Exit(e.exit_code) from None
+        except KeyboardInterrupt:
+            console.print("[bold red]interrupted[/]")
+            raise typer.Exit(130) from None
+
+    return wrapper
+
+
+def _write_json(path: Path | None, result: dict) -> None:
+    if path is not None:
+        from poser.files import write_json
+
+        write_json(path, result)
+        console.print(f"JSON written to {path}")
+
+
+def _version(value: bool) -> None:
+    if value:
+        print(f"poser {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[bool, typer.Option(
+        "--version", callback=_version, is_eager=True, help="Print the version and exit.")] = False,
+) -> None:
+    """DeepPose human pose estimation: fetch data, train, evaluate, annotate images and video."""
+
+
+def _not_landed(name: str, issue: int, help_text: str) -> None:
+    """Register a command whose implementation has not landed: it exits 2 in one line."""
+
+    @app.command(
+        name=name, help=help_text,
+        context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
+    )
+    @_report_errors
+    def _cmd(ctx: typer.Context) -> None:
+        raise PoserError(f"'poser {name}' is not available yet (issue #{issue})", exit_code=2)
+
+
+_not_landed("fetch-coco", 3, "Download COCO 2017 and prepare person instances for training.")
+_not_landed("fetch-lsp", 3, "Import LSP / LSP-Extended (folder, zip or URL) and prepare it.")
+
+
+@app.command()
+@_report_errors
+def synth(
+    out_dir: Annotated[Path, typer.Argument(help="Folder to create (COCO layout).")],
+    images: Annotated[int, typer.Option("--images", min=2, help="Images in all (train + val).")] = 200,
+    seed: SeedOpt = 0,
+    val_fraction: Annotated[float, typer.Option("--val-fraction", help="Share of images for val.")] = 0.2,
+    max_people: Annotated[int, typer.Option("--max-people", min=1, help="People per image at most.")] = 2,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace OUT_DIR if it exists.")] = False,
+    json_out: JsonOpt = None,
+) -> None:
+    """Generate a synthetic COCO-format person keypoint dataset (train and val splits)."""
+    from poser.data.synth import SynthConfig, generate
+
+    cfg = SynthConfig(images=images, seed=seed, val_fraction=val_fraction, max_people=max_people)
+    result = generate(out_dir, cfg, overwrite=overwrite)
+    table = Table("split", "images", "persons", title=f"synthetic dataset in {out_dir}")
+    for split, s in result["splits"].items():
+        table.add_row(split, str(s["images"]), str(s["persons"]))
+    results.print(table)
+    _write_json(json_out, result)
+
+
+_not_landed("train", 4, "Train a DeepPose model (CPU, one GPU, --gpus N or torchrun).")
+_not_landed("eval", 5, "Evaluate a model: PCP, PDJ and COCO keypoint AP, as tables, JSON and plots.")
+_not_landed("annotate", 6, "Draw skeletons on images, folders and videos; write keypoint JSON.")
+_not_landed("demo", 8, "Run the whole pipeline on synthetic data in a few minutes.")
+_not_landed("bench", 4, "Measure throughput on this machine next to what limits it.")
+
+
+def main() -> None:
+    app(prog_name="poser")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

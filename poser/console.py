@@ -1,0 +1,46 @@
+"""One Rich console (stderr) and one progress-bar style for every long-running step."""
+
+from __future__ import annotations
+
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    ProgressColumn,
+    Task,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+from rich.text import Text
+
+# Results (tables, where outputs are) go to stdout; progress bars, warnings and errors go
+# to stderr, so a command's results can be piped or captured on their own.
+console = Console(stderr=True)
+results = Console()
+
+
+class RateColumn(ProgressColumn):
+    """Items per second in the task's own unit (images/s, samples/s, frames/s)."""
+
+    def __init__(self, unit: str) -> None:
+        super().__init__()
+        self.unit = unit
+
+    def render(self, task: Task) -> Text:
+        speed = task.finished_speed or task.speed
+        return Text(f"{speed:,.1f} {self.unit}/s" if speed else f"- {self.unit}/s", style="cyan")
+
+
+def progress(unit: str = "it") -> Progress:
+    """A progress bar: description, bar, done/total, rate, elapsed, ETA."""
+    return Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        RateColumn(unit),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=console,
+    )

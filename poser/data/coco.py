@@ -1,0 +1,115 @@
+"""COCO person_keypoints JSON -> Instances, through pycocotools' index."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import math
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+from pycocotools.coco import COCO
+
+from poser.data.records import Instances
+from poser.errors import PoserError
+from poser.skeletons import COCO17
+
+
+def load_coco_json(path: Path) -> COCO:
+    """Parse and index a COCO annotation file; malformed input is a one-line PoserError."""
+    path = Path(path)
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = json.load(f)
+    except FileNotFoundError:
+        raise PoserError(f"annotation file not found: {path}") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise PoserError(f"malformed JSON in {path}: {e}") from None
+    if not isinstance(data, dict) or not all(
+        isinstance(data.get(k), list) for k in ("images", "annotations", "categories")
+    ):
+        raise PoserError(
+            f"{path} is not a COCO annotation file (needs lists 'images', 'annotations', 'categories')"
+        )
+    coco = COCO()
+    coco.dataset = data
+    with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints progress chatter
+        try:
+            coco.createIndex()
+        except (KeyError, TypeError) as e:
+            raise PoserError(f"{path}: malformed COCO record (missing or bad field {e})") from None
+    return coco
+
+
+def person_category(coco: COCO, path: Path | str = "") -> int:
+    """Id of the category whose keypoint names are COCO-17."""
+    for cat in coco.dataset["categories"]:
+        if cat.get("keypoints"):
+            if list(cat["keypoints"]) != list(COCO17.joints):
+                raise PoserError(
+                    f"{path}: category {cat.get('name')!r} has keypoints {cat['keypoints'][:3]}... "
+                    "which are not the COCO-17 skeleton"
+                )
+            return int(cat["id"])
+    raise PoserError(f"{path}: no category with keypoints (not a person_keypoints file)")
+
+
+def read_coco(
+    ann_file: Path, image_root: Path, include_crowd: bool = False, min_keypoints: int = 1
+) -> Instances:
+    """Person instances of a COCO person_keypoints file.
+
+    Skipped (and counted by reason): crowd regions, annotations with fewer than
+    `min_keypoints` labelled joints, boxes that are not finite or under 1 px, keypoint
+    lists of the wrong length, and annotations whose image record is missing.
+    """
+    coco = load_coco_json(ann_file)
+    cat = person_category(coco, ann_file)
+    k = COCO17.num_joints
+    skipped: Counter = Counter()
+    rows_img, boxes, kps, ann_ids = [], [], [], []
+    img_ids = sorted(coco.imgs)
+    img_row = {iid: r for r, iid in enumerate(img_ids)}
+    for ann in coco.loadAnns(coco.getAnnIds(catIds=[cat], iscrowd=None)):
+        if ann.get("iscrowd", 0) and not include_crowd:
+            skipped["crowd"] += 1
+            continue
+        if ann.get("image_id") not in img_row:
+            skipped["missing_image_record"] += 1
+            continue
+        kp = ann.get("keypoints")
+        if not isinstance(kp, list) or len(kp) != 3 * k:
+            skipped["bad_keypoints"] += 1
+            continue
+        kp = np.asarray(kp, dtype=np.float32).reshape(k, 3)
+        if int((kp[:, 2] > 0).sum()) < min_keypoints:
+            skipped["no_keypoints"] += 1
+            continue
+        box = ann.get("bbox")
+        if (
+            not isinstance(box, list) or len(box) != 4
+            or not all(isinstance(v, (int, float)) and math.isfinite(v) for v in box)
+            or box[2] < 1 or box[3] < 1
+        ):
+            skipped["degenerate_box"] += 1
+            continue
+        rows_img.append(img_row[ann["image_id"]])
+        boxes.append(box)
+        kps.append(kp)
+        ann_ids.append(ann.get("id", len(ann_ids)))
+    imgs = coco.loadImgs(img_ids)
+    return Instances(
+        skeleton=COCO17,
+        image_root=Path(image_root),
+        files=[im["file_name"] for im in imgs],
+        image_ids=np.asarray(img_ids, dtype=np.int64),
+        image_sizes=np.asarray([(im.get("width", 0), im.get("height", 0)) for im in imgs],
+                               dtype=np.int32).reshape(-1, 2),
+        image_index=np.asarray(rows_img, dtype=np.int32),
+        boxes=np.asarray(boxes, dtype=np.float32).reshape(-1, 4),
+        keypoints=np.asarray(kps, dtype=np.float32).reshape(-1, k, 3),
+        ann_ids=np.asarray(ann_ids, dtype=np.int64),
+        skipped=skipped,
+    )

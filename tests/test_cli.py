@@ -1,0 +1,51 @@
+import json
+import re
+import subprocess
+import sys
+
+import pytest
+from typer.testing import CliRunner
+
+from poser import __version__
+from poser.cli import app
+
+runner = CliRunner()
+COMMANDS = ["fetch-coco", "fetch-lsp", "synth", "train", "eval", "annotate", "demo", "bench"]
+
+
+def test_help_lists_every_command_with_one_line():
+    res = runner.invoke(app, ["--help"])
+    assert res.exit_code == 0
+    for cmd in COMMANDS:
+        # "│ train    Train a DeepPose model ..." : the command, then its description
+        assert re.search(rf"^\W*{cmd}\s{{2,}}[A-Z]\w+ \w+", res.output, re.M), cmd
+
+
+def test_version():
+    res = runner.invoke(app, ["--version"])
+    assert res.exit_code == 0 and res.output.strip() == f"poser {__version__}"
+
+
+@pytest.mark.parametrize("cmd", ["train", "eval", "annotate", "fetch-coco", "bench"])
+def test_commands_not_landed_exit_2_in_one_line(cmd):
+    res = runner.invoke(app, [cmd, "--epochs", "3", "x.mp4"])
+    assert res.exit_code == 2
+    lines = res.output.strip().splitlines()
+    assert len(lines) == 1 and "not available yet" in lines[0] and "Traceback" not in res.output
+
+
+def test_synth_command_writes_dataset_and_json(tmp_path):
+    out, js = tmp_path / "ds", tmp_path / "r.json"
+    res = runner.invoke(app, ["synth", str(out), "--images", "10", "--seed", "2", "--json", str(js)])
+    assert res.exit_code == 0, res.output
+    result = json.loads(js.read_text())
+    assert result["splits"]["train"]["images"] == 8 and result["splits"]["val"]["images"] == 2
+    assert len(list((out / "train").glob("*.jpg"))) == 8
+    again = runner.invoke(app, ["synth", str(out), "--images", "10"])
+    assert again.exit_code == 1 and "already exists" in again.output and "Traceback" not in again.output
+
+
+def test_installed_console_script_runs():
+    # The real entry point, in a subprocess, as a user runs it.
+    res = subprocess.run([sys.executable, "-m", "poser", "train"], capture_output=True, text=True)
+    assert res.returncode == 2 and "issue #4" in res.stderr and "Traceback" not in res.stderr

@@ -1,0 +1,103 @@
+import json
+
+import numpy as np
+import pytest
+from pycocotools.coco import COCO
+
+from poser.data import synth
+from poser.data.coco import read_coco
+from poser.data.synth import OCCLUDER, PARTS_PER_FIGURE, P, SynthConfig, _annotation, _Canvas, generate
+from poser.errors import PoserError
+from poser.skeletons import COCO17
+
+J = {n: i for i, n in enumerate(COCO17.joints)}
+
+
+def _files(root):
+    return {p.relative_to(root): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def test_same_seed_same_dataset_and_train_is_a_prefix(tmp_path):
+    generate(tmp_path / "a", SynthConfig(images=12, seed=3))
+    generate(tmp_path / "b", SynthConfig(images=12, seed=3), workers=2)
+    generate(tmp_path / "c", SynthConfig(images=12, seed=4))
+    generate(tmp_path / "d", SynthConfig(images=24, seed=3))
+    a, b, c = _files(tmp_path / "a"), _files(tmp_path / "b"), _files(tmp_path / "c")
+    assert a == b                                   # worker count does not matter
+    assert a.keys() == c.keys() and a != c
+    for name in (tmp_path / "a" / "train").iterdir():
+        assert name.read_bytes() == (tmp_path / "d" / "train" / name.name).read_bytes()
+
+
+def test_dataset_is_valid_coco_with_consistent_flags(synth_root):
+    for split, n_img in (("train", 32), ("val", 8)):
+        ann_file = synth_root / "annotations" / f"person_keypoints_{split}.json"
+        coco = COCO(str(ann_file))
+        assert len(coco.imgs) == n_img and len(coco.anns) >= n_img
+        flags = []
+        for ann in coco.anns.values():
+            img = coco.imgs[ann["image_id"]]
+            assert (synth_root / split / img["file_name"]).is_file()
+            k = np.array(ann["keypoints"]).reshape(17, 3)
+            assert ann["num_keypoints"] == (k[:, 2] > 0).sum()
+            lab = k[:, 2] > 0
+            assert (k[lab, 0] >= 0).all() and (k[lab, 0] < img["width"]).all()
+            assert (k[lab, 1] >= 0).all() and (k[lab, 1] < img["height"]).all()
+            assert (k[~lab, :2] == 0).all()
+            x, y, w, h = ann["bbox"]
+            assert x >= 0 and y >= 0 and x + w <= img["width"] and y + h <= img["height"]
+            assert ann["area"] <= w * h
+            flags += list(k[:, 2])
+        if split == "train":
+            flags = np.array(flags)
+            assert 0.6 < (flags == 2).mean() < 0.97      # mostly visible,
+            assert (flags == 1).mean() > 0.02            # some occluded,
+        inst = read_coco(ann_file, synth_root / split)
+        assert len(inst) > 0 and inst.path(0).is_file()
+
+
+def test_visibility_follows_what_is_drawn_on_top():
+    cv = _Canvas(np.zeros((100, 100, 3), np.uint8))
+    base = 1                                            # figure 0
+    pts = np.full((17, 2), 50.0)
+    pts[J["left_shoulder"]], pts[J["left_elbow"]], pts[J["left_wrist"]] = (20, 20), (40, 20), (60, 20)
+    pts[J["left_hip"]], pts[J["right_ankle"]] = (20, 70), (150, 50)
+    cv.line(pts[J["left_shoulder"]], pts[J["left_elbow"]], 5, (255, 0, 0), base + P["left_upper_arm"])
+    cv.line(pts[J["left_elbow"]], pts[J["left_wrist"]], 5, (255, 0, 0), base + P["left_lower_arm"])
+    cv.line(pts[J["left_hip"]], (20, 90), 7, (0, 0, 255), base + P["left_thigh"])
+    cv.circle(pts[J["left_wrist"]], 4, (0, 255, 0), OCCLUDER)                       # covers the wrist
+    cv.line((10, 70), (30, 70), 5, (9, 9, 9), base + P["right_lower_arm"])           # own arm over the hip
+    cv.circle(pts[J["nose"]], 6, (200, 200, 200), base + P["head"])
+    occl = np.zeros(17, bool)
+    occl[J["left_eye"]] = True                                                      # hidden by the view
+    ann = _annotation(cv.owner, pts, occl, 0, 100, 100)
+    v = np.array(ann["keypoints"]).reshape(17, 3)[:, 2]
+    assert v[J["left_shoulder"]] == 2 and v[J["left_elbow"]] == 2 and v[J["nose"]] == 2
+    assert v[J["left_wrist"]] == 1 and v[J["left_hip"]] == 1 and v[J["left_eye"]] == 1
+    assert v[J["right_ankle"]] == 0 and ann["keypoints"][3 * J["right_ankle"]] == 0
+    assert ann["bbox"][0] <= 10 and PARTS_PER_FIGURE > len(P)
+
+
+def test_existing_output_and_failures_leave_nothing_half_written(tmp_path, monkeypatch):
+    out = tmp_path / "ds"
+    generate(out, SynthConfig(images=4))
+    with pytest.raises(PoserError, match="already exists"):
+        generate(out, SynthConfig(images=4))
+    before = _files(out)
+    calls = {"n": 0}
+    real = synth.render_image
+
+    def flaky(cfg, n):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise RuntimeError("disk full")
+        return real(cfg, n)
+
+    monkeypatch.setattr(synth, "render_image", flaky)
+    with pytest.raises(RuntimeError):
+        generate(out, SynthConfig(images=6, seed=9), overwrite=True)
+    assert _files(out) == before                        # the old dataset is untouched
+    assert [p.name for p in tmp_path.iterdir()] == ["ds"]  # no temporary folders left
+    monkeypatch.setattr(synth, "render_image", real)
+    generate(out, SynthConfig(images=6, seed=9), overwrite=True)
+    assert len(json.loads((out / "annotations" / "person_keypoints_train.json").read_text())["images"]) == 5
