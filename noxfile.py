@@ -15,3 +15,9 @@ def tests(session: nox.Session) -> None:
 @nox.session(venv_backend="none")
 def lint(session: nox.Session) -> None:
     session.run("ruff", "check", "poser", "tests", "noxfile.py")
+
+
+@nox.session(venv_backend="none")
+def bench(session: nox.Session) -> None:
+    """Throughput on this machine (`poser bench`); pass e.g. `-- --data data/lspet`."""
+    session.run("poser", "bench", *session.posargs)

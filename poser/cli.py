@@ -99,8 +99,73 @@ def _not_landed(name: str, issue: int, help_text: str) -> None:
         raise PoserError(f"'poser {name}' is not available yet (issue #{issue})", exit_code=2)
 
 
-_not_landed("fetch-coco", 3, "Download COCO 2017 and prepare person instances for training.")
-_not_landed("fetch-lsp", 3, "Import LSP / LSP-Extended (folder, zip or URL) and prepare it.")
+CacheSizeOpt = Annotated[int, typer.Option("--cache-size", min=64, help="Side of the prepared crops (px).")]
+
+
+def _print_fetch(summary: dict, title: str) -> None:
+    if summary.get("files"):
+        t = Table("file", "status", title=title)
+        for name, status in summary["files"].items():
+            t.add_row(name, status)
+        results.print(t)
+    if summary.get("splits"):
+        t = Table("split", "instances kept", "skipped (reason: count)", "cache")
+        for split, s in summary["splits"].items():
+            skipped = ", ".join(f"{k}: {v}" for k, v in s["skipped"].items()) or "none"
+            state = "none (empty split)" if not s["cache"] else "up to date" if s.get("reused") else "built"
+            t.add_row(split, str(s["instances"]), skipped, state)
+        results.print(t)
+        caches = [s["cache"] for s in summary["splits"].values() if s["cache"]]
+        if caches:
+            results.print(f"caches in {Path(caches[0]).parent}", soft_wrap=True)
+
+
+@app.command("fetch-coco")
+@_report_errors
+def fetch_coco(
+    data: DataOpt = None,
+    splits: Annotated[str, typer.Option("--splits", help="Comma-separated: train,val.")] = "train,val",
+    base_url: Annotated[str | None, typer.Option(
+        "--base-url", help="Mirror with the official paths below it (zips/, annotations/).")] = None,
+    no_prepare: Annotated[bool, typer.Option("--no-prepare", help="Stop after extraction.")] = False,
+    prepare_only: Annotated[bool, typer.Option("--prepare-only", help="Only rebuild the training cache.")] = False,
+    keep_zips: Annotated[bool, typer.Option("--keep-zips", help="Keep the zips after extraction.")] = False,
+    cache_size: CacheSizeOpt = 256,
+    json_out: JsonOpt = None,
+) -> None:
+    """Download COCO 2017 and prepare person instances for training."""
+    from poser.data.cache import CacheSpec
+    from poser.data.sources import COCO_URL
+    from poser.data.sources import fetch_coco as run
+
+    root = data or Path("data/coco")
+    summary = run(root, base_url or COCO_URL, tuple(s.strip() for s in splits.split(",") if s.strip()),
+                  prepare=not no_prepare, prepare_only=prepare_only, keep_zips=keep_zips,
+                  spec=CacheSpec(size=cache_size))
+    if summary["nothing_to_do"]:
+        results.print(f"COCO 2017 is already fetched and prepared in {root}; nothing to do.", soft_wrap=True)
+    _print_fetch(summary, f"COCO 2017 in {root}")
+    _write_json(json_out, summary)
+
+
+@app.command("fetch-lsp")
+@_report_errors
+def fetch_lsp(
+    source: Annotated[str, typer.Option("--from", help="LSP or LSP-Extended: a folder, a zip or a URL.")],
+    data: DataOpt = None,
+    no_prepare: Annotated[bool, typer.Option("--no-prepare", help="Import only; no training cache.")] = False,
+    cache_size: CacheSizeOpt = 256,
+    json_out: JsonOpt = None,
+) -> None:
+    """Import LSP / LSP-Extended (folder, zip or URL) and prepare it."""
+    from poser.data.cache import CacheSpec
+    from poser.data.sources import fetch_lsp as run
+
+    summary = run(source, data, prepare=not no_prepare, spec=CacheSpec(size=cache_size))
+    results.print(f"{summary['layout'].upper()}: {summary['images']} images, {summary['annotated']} annotated "
+                  f"-> {summary['dest']} ({summary['imported']})", soft_wrap=True)
+    _print_fetch(summary, "")
+    _write_json(json_out, summary)
 
 
 @app.command()
@@ -130,7 +195,26 @@ _not_landed("train", 4, "Train a DeepPose model (CPU, one GPU, --gpus N or torch
 _not_landed("eval", 5, "Evaluate a model: PCP, PDJ and COCO keypoint AP, as tables, JSON and plots.")
 _not_landed("annotate", 6, "Draw skeletons on images, folders and videos; write keypoint JSON.")
 _not_landed("demo", 8, "Run the whole pipeline on synthetic data in a few minutes.")
-_not_landed("bench", 4, "Measure throughput on this machine next to what limits it.")
+
+
+@app.command()
+@_report_errors
+def bench(
+    only: Annotated[list[str] | None, typer.Option("--only", help="Run only this section (repeatable).")] = None,
+    data: DataOpt = None,
+    json_out: JsonOpt = None,
+) -> None:
+    """Measure throughput on this machine next to what limits it."""
+    from poser.bench import run
+
+    rows = run(only, data)
+    t = Table("section", "what", "throughput", "limit on this machine", "of limit", title="poser bench")
+    for r in rows:
+        lim = f"{r['limit']:,.1f} {r['unit']} ({r['limit_what']})" if r["limit"] else ""
+        t.add_row(r["section"], r["what"], f"{r['rate']:,.1f} {r['unit']}", lim,
+                  f"{r['of_limit']:.0%}" if r["of_limit"] else "")
+    results.print(t)
+    _write_json(json_out, {"rows": rows})
 
 
 def main() -> None:

@@ -5,7 +5,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import cv2
+import numpy as np
 import pytest
+import scipy.io
 
 from poser.data.synth import SynthConfig, generate
 
@@ -35,3 +38,21 @@ def lspet() -> Path:
     if not (LSPET / "joints.mat").is_file():
         pytest.skip(f"real LSPET data not present at {LSPET}")
     return LSPET
+
+
+def make_lsp_folder(tmp_path: Path, layout: str, n: int = 5):
+    """A tiny LSP (3x14xN, occlusion flags) or LSPET (14x3xN, visibility flags) folder."""
+    rng = np.random.default_rng(1)
+    xy = rng.uniform(10, 90, (n, 14, 2))
+    flag = (rng.random((n, 14)) < 0.3).astype(float)
+    (tmp_path / "images").mkdir()
+    digits = 4 if layout == "lsp" else 5
+    for i in range(n):
+        cv2.imwrite(str(tmp_path / "images" / f"im{i + 1:0{digits}d}.jpg"), np.zeros((100, 120 + i, 3), np.uint8))
+    if layout == "lspet":
+        xy[flag == 0] = [0.0, -26.1]                      # LSPET stores no position for invisible joints
+        joints = np.concatenate([xy, flag[..., None]], -1).transpose(1, 2, 0)   # 14 x 3 x N
+    else:
+        joints = np.concatenate([xy, flag[..., None]], -1).transpose(2, 1, 0)   # 3 x 14 x N
+    scipy.io.savemat(tmp_path / "joints.mat", {"joints": joints})
+    return xy, flag

@@ -26,7 +26,7 @@ def test_version():
     assert res.exit_code == 0 and res.output.strip() == f"poser {__version__}"
 
 
-@pytest.mark.parametrize("cmd", ["train", "eval", "annotate", "fetch-coco", "bench"])
+@pytest.mark.parametrize("cmd", ["train", "eval", "annotate", "demo"])
 def test_commands_not_landed_exit_2_in_one_line(cmd):
     res = runner.invoke(app, [cmd, "--epochs", "3", "x.mp4"])
     assert res.exit_code == 2

@@ -2,6 +2,7 @@ import cv2
 import numpy as np
 import pytest
 import scipy.io
+from conftest import make_lsp_folder
 
 from poser.data.datasets import open_dataset
 from poser.data.lsp import BOX_MARGIN, read_lsp
@@ -10,26 +11,8 @@ from poser.errors import PoserError
 from poser.skeletons import LSP14
 
 
-def _folder(tmp_path, layout: str, n: int = 5):
-    """A tiny LSP (3x14xN, occlusion flags) or LSPET (14x3xN, visibility flags) folder."""
-    rng = np.random.default_rng(1)
-    xy = rng.uniform(10, 90, (n, 14, 2))
-    flag = (rng.random((n, 14)) < 0.3).astype(float)
-    (tmp_path / "images").mkdir()
-    digits = 4 if layout == "lsp" else 5
-    for i in range(n):
-        cv2.imwrite(str(tmp_path / "images" / f"im{i + 1:0{digits}d}.jpg"), np.zeros((100, 120 + i, 3), np.uint8))
-    if layout == "lspet":
-        xy[flag == 0] = [0.0, -26.1]                      # LSPET stores no position for invisible joints
-        joints = np.concatenate([xy, flag[..., None]], -1).transpose(1, 2, 0)   # 14 x 3 x N
-    else:
-        joints = np.concatenate([xy, flag[..., None]], -1).transpose(2, 1, 0)   # 3 x 14 x N
-    scipy.io.savemat(tmp_path / "joints.mat", {"joints": joints})
-    return xy, flag
-
-
 def test_lspet_layout_visibility_and_box(tmp_path):
-    xy, flag = _folder(tmp_path, "lspet")
+    xy, flag = make_lsp_folder(tmp_path, "lspet")
     inst = read_lsp(tmp_path)
     assert inst.skeleton is LSP14 and len(inst) == 5
     v = inst.keypoints[..., 2]
@@ -45,7 +28,7 @@ def test_lspet_layout_visibility_and_box(tmp_path):
 
 
 def test_lsp_layout_occlusion_flags(tmp_path):
-    xy, flag = _folder(tmp_path, "lsp")
+    xy, flag = make_lsp_folder(tmp_path, "lsp")
     inst = read_lsp(tmp_path)
     v = inst.keypoints[..., 2]
     assert np.array_equal(v, np.where(flag == 1, 1, 2))      # every LSP joint is labelled
@@ -54,7 +37,7 @@ def test_lsp_layout_occlusion_flags(tmp_path):
 
 
 def test_missing_images_and_empty_annotations_are_counted(tmp_path):
-    _folder(tmp_path, "lspet")
+    make_lsp_folder(tmp_path, "lspet")
     (tmp_path / "images" / "im00002.jpg").unlink()
     (tmp_path / "images" / "im00003.jpg").write_bytes(b"not a jpeg")
     inst = read_lsp(tmp_path)

@@ -25,6 +25,17 @@ def coco_split_files(root: Path, split: str) -> tuple[Path, Path] | None:
     return None
 
 
+def source_file(root: Path, split: str) -> Path:
+    """The annotation file a split is read from (COCO JSON or joints.mat)."""
+    root = Path(root)
+    if (root / "joints.mat").is_file():
+        return root / "joints.mat"
+    found = coco_split_files(root, split)
+    if not found:
+        raise PoserError(f"{root}: no dataset for split {split!r}")
+    return found[0]
+
+
 def open_dataset(root: Path, split: str = "val") -> Instances:
     """Person instances of one split of the dataset at `root`."""
     root = Path(root)

@@ -1,0 +1,265 @@
+"""Downloads and zip extraction shared by fetch-coco and fetch-lsp.
+
+Downloads are resumable (HTTP Range on a `.part` file), retried with exponential backoff on
+connection errors, timeouts, 429 and 5xx, verified (size from the server and, when the
+file is the official one, MD5) and renamed into place only when complete: a file without
+`.part` is always whole. Extraction rejects unsafe entries (absolute paths, `..`, links)
+before writing anything, extracts into a temporary folder, and marks a zip as extracted
+only after everything is in place.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import http.client
+import os
+import re
+import shutil
+import stat
+import time
+import urllib.error
+import urllib.request
+import zipfile
+import zlib
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    Progress,
+    TextColumn,
+    TimeRemainingColumn,
+    TransferSpeedColumn,
+)
+
+from poser import __version__
+from poser.console import console
+from poser.errors import PoserError
+
+CHUNK = 1 << 20
+MARKERS = ".poser"  # per-dataset folder of completion markers
+
+
+@dataclass
+class RemoteFile:
+    url: str
+    dest: Path
+    size: int | None = None      # the official size, when known
+    md5: str | None = None       # checked when the served file has the official size
+
+
+def _progress() -> Progress:
+    return Progress(
+        TextColumn("[bold]{task.description}"), BarColumn(), DownloadColumn(),
+        TransferSpeedColumn(), TimeRemainingColumn(), console=console,
+    )
+
+
+def _part(dest: Path) -> Path:
+    return dest.with_name(dest.name + ".part")
+
+
+def remote_size(url: str, timeout: float = 30) -> int | None:
+    """Content-Length from a HEAD request, or None if the server does not say."""
+    try:
+        req = urllib.request.Request(url, method="HEAD", headers={"User-Agent": f"poser/{__version__}"})
+        with urllib.request.urlopen(req, timeout=timeout) as r:
+            n = r.headers.get("Content-Length")
+            return int(n) if n is not None else None
+    except (urllib.error.URLError, OSError, ValueError):
+        return None
+
+
+def download(
+    f: RemoteFile, bar: Progress | None = None, retries: int = 6, backoff: float = 1.0,
+    timeout: float = 60.0,
+) -> str:
+    """Fetch `f.url` to `f.dest`; returns 'present', 'downloaded' or 'resumed'."""
+    if f.dest.exists():
+        return "present"
+    f.dest.parent.mkdir(parents=True, exist_ok=True)
+    part = _part(f.dest)
+    resumed = part.exists() and part.stat().st_size > 0
+    task = bar.add_task(f.dest.name, total=f.size) if bar else None
+    attempt, last_error = 0, ""
+    while True:
+        try:
+            total = _fetch_once(f.url, part, bar, task, timeout)
+            break
+        except _Retryable as e:
+            last_error = str(e)
+        except urllib.error.HTTPError as e:
+            if e.code not in (408, 429) and e.code < 500:
+                raise PoserError(f"{f.url}: HTTP {e.code} {e.reason}") from None
+            last_error = f"HTTP {e.code}"
+        except (TimeoutError, urllib.error.URLError, http.client.HTTPException, ConnectionError) as e:
+            last_error = str(getattr(e, "reason", e)) or type(e).__name__
+        attempt += 1
+        if attempt > retries:
+            raise PoserError(f"{f.url}: giving up after {retries} retries ({last_error}); "
+                             f"run again to resume from {part.stat().st_size if part.exists() else 0} bytes")
+        time.sleep(min(30.0, backoff * 2 ** (attempt - 1)))
+    _verify(f, part, total)
+    os.replace(part, f.dest)
+    return "resumed" if resumed else "downloaded"
+
+
+class _Retryable(Exception):
+    pass
+
+
+def _fetch_once(url: str, part: Path, bar: Progress | None, task, timeout: float) -> int:
+    """One request: continue `part` from its current size. Returns the full file size."""
+    start = part.stat().st_size if part.exists() else 0
+    headers = {"User-Agent": f"poser/{__version__}"}
+    if start:
+        headers["Range"] = f"bytes={start}-"
+    try:
+        resp = urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=timeout)
+    except urllib.error.HTTPError as e:
+        if e.code == 416:  # nothing left to send: the part may already be whole
+            m = re.match(r"bytes \*/(\d+)", e.headers.get("Content-Range", ""))
+            if m and int(m.group(1)) == start:
+                return start
+            part.unlink(missing_ok=True)
+            raise _Retryable("server refused the resume range; restarting") from None
+        raise
+    with resp:
+        if resp.status == 206:
+            m = re.match(r"bytes (\d+)-(\d+)/(\d+)", resp.headers.get("Content-Range", ""))
+            if not m or int(m.group(1)) != start:
+                part.unlink(missing_ok=True)
+                raise _Retryable("server sent an unexpected range; restarting")
+            total, mode = int(m.group(3)), "ab"
+        else:  # 200: the server ignored Range (or there was none): start over
+            n = resp.headers.get("Content-Length")
+            total, mode, start = (int(n) if n else -1), "wb", 0
+        if bar is not None:
+            bar.update(task, total=total if total >= 0 else None, completed=start)
+        with open(part, mode) as out:
+            while True:
+                try:
+                    chunk = resp.read(CHUNK)
+                except http.client.IncompleteRead as e:
+                    out.write(e.partial)
+                    raise _Retryable("connection closed early") from None
+                if not chunk:
+                    break
+                out.write(chunk)
+                if bar is not None:
+                    bar.advance(task, len(chunk))
+    got = part.stat().st_size
+    if total >= 0 and got != total:
+        raise _Retryable(f"got {got} of {total} bytes")
+    return got
+
+
+def _verify(f: RemoteFile, part: Path, total: int) -> None:
+    if f.md5 and f.size == total:
+        h = hashlib.md5()
+        with open(part, "rb") as fh:
+            for chunk in iter(lambda: fh.read(CHUNK * 8), b""):
+                h.update(chunk)
+        if h.hexdigest() != f.md5:
+            part.unlink()
+            raise PoserError(f"{f.dest.name}: MD5 mismatch (got {h.hexdigest()}, expected {f.md5}); "
+                             "the download was deleted, run again")
+
+
+def download_all(files: list[RemoteFile], workers: int = 3, backoff: float = 1.0) -> dict[str, str]:
+    """Download several files in parallel, each with its own progress bar. Every file is
+    attempted; failures are reported together after the others finish."""
+    status: dict[str, str] = {}
+    errors: list[str] = []
+    with _progress() as bar, ThreadPoolExecutor(max(1, workers)) as ex:
+        futures = {ex.submit(download, f, bar, backoff=backoff): f for f in files}
+        for fut, f in futures.items():
+            try:
+                status[f.dest.name] = fut.result()
+            except PoserError as e:
+                errors.append(str(e))
+                status[f.dest.name] = "failed"
+    if errors:
+        raise PoserError("; ".join(errors))
+    return status
+
+
+def check_disk_space(folder: Path, need: int) -> None:
+    """Stop before a download or extraction that cannot fit."""
+    folder.mkdir(parents=True, exist_ok=True)
+    free = shutil.disk_usage(folder).free
+    if need > free:
+        raise PoserError(f"not enough disk space in {folder}: need {need / 1e9:.1f} GB, "
+                         f"{free / 1e9:.1f} GB free")
+
+
+def _unsafe(name: str) -> bool:
+    p = name.replace("\\", "/")
+    return p.startswith("/") or bool(re.match(r"^[A-Za-z]:", p)) or ".." in PurePosixPath(p).parts
+
+
+def extracted(root: Path, zip_name: str) -> bool:
+    return (root / MARKERS / f"extracted-{zip_name}").exists()
+
+
+def extract_zip(zip_path: Path, root: Path) -> list[str]:
+    """Safely extract `zip_path` into `root`; returns its top-level names.
+
+    A zip already extracted (marker present) is skipped. Unsafe or corrupt zips raise a
+    PoserError naming the file, and nothing is marked complete.
+    """
+    zip_path, root = Path(zip_path), Path(root)
+    marker = root / MARKERS / f"extracted-{zip_path.name}"
+    if marker.exists():
+        return marker.read_text().split("\n")
+    try:
+        zf = zipfile.ZipFile(zip_path)
+    except (zipfile.BadZipFile, OSError) as e:
+        raise PoserError(f"{zip_path.name}: not a readable zip ({e})") from None
+    with zf:
+        infos = zf.infolist()
+        for info in infos:
+            if _unsafe(info.filename):
+                raise PoserError(f"{zip_path.name}: unsafe entry {info.filename!r} (absolute or '..' path); "
+                                 "nothing was extracted")
+            if stat.S_ISLNK(info.external_attr >> 16):
+                raise PoserError(f"{zip_path.name}: entry {info.filename!r} is a symbolic link; nothing was extracted")
+        tmp = root / MARKERS / f"extract-{zip_path.name}.part"
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        try:
+            total = sum(i.file_size for i in infos)
+            with _progress() as bar:
+                task = bar.add_task(f"extract {zip_path.name}", total=total)
+                for info in infos:
+                    target = tmp / info.filename
+                    if info.is_dir():
+                        target.mkdir(parents=True, exist_ok=True)
+                        continue
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    with zf.open(info) as src, open(target, "wb") as dst:  # CRC checked on read
+                        shutil.copyfileobj(src, dst, CHUNK)
+                    bar.advance(task, info.file_size)
+        except (zipfile.BadZipFile, zlib.error, EOFError, OSError, NotImplementedError) as e:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise PoserError(f"{zip_path.name}: corrupt zip ({e}); nothing was marked extracted") from None
+    tops = sorted({PurePosixPath(i.filename.replace("\\", "/")).parts[0] for i in infos})
+    for name in tops:
+        _merge(tmp / name, root / name)
+    shutil.rmtree(tmp, ignore_errors=True)
+    marker.write_text("\n".join(tops))
+    return tops
+
+
+def _merge(src: Path, dst: Path) -> None:
+    """Move `src` to `dst`, merging into an existing folder (two zips may share one, e.g.
+    `annotations/`) and replacing files an interrupted earlier run left behind."""
+    if src.is_dir() and dst.is_dir():
+        for child in src.iterdir():
+            _merge(child, dst / child.name)
+    else:
+        if dst.is_dir():
+            shutil.rmtree(dst)
+        os.replace(src, dst)
