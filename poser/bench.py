@@ -33,10 +33,13 @@ def _rate(n: int, fn: Callable[[], None]) -> float:
     return n / (time.perf_counter() - t)
 
 
-def _row(what: str, rate: float, unit: str, limit: float | None = None, limit_what: str = "") -> dict:
+def _row(what: str, rate: float, unit: str, limit: float | None = None, limit_what: str = "",
+         ratio: bool = False) -> dict:
+    """One result. `limit` bounds `rate` (of_limit = rate / limit); with `ratio`, `limit` is a
+    rate to compare with (a consumer that must be slower), and of_limit reads as 'x times'."""
     return {"what": what, "rate": round(rate, 1), "unit": unit,
             "limit": None if limit is None else round(limit, 1), "limit_what": limit_what,
-            "of_limit": None if not limit else round(rate / limit, 3)}
+            "of_limit": None if not limit else round(rate / limit, 3), "ratio": ratio}
 
 
 @bench("data")
@@ -90,6 +93,107 @@ def bench_data(data: Path | None, work: Path) -> list[dict]:
         _row("naive PIL photo+crop, 1 proc", naive_1, "samples/s", decode_limit / cores, "decode, 1 core"),
         _row("cache / naive, 1 proc", cache_1 / naive_1, "x"),
     ]
+
+
+def matmul_flops(n: int = 2048, reps: int = 10) -> float:
+    """This CPU's fp32 matmul FLOP/s on all threads: the ceiling for convolution-heavy steps."""
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    a @ b
+    t = time.perf_counter()
+    for _ in range(reps):
+        a @ b
+    return 2 * n**3 * reps / (time.perf_counter() - t)
+
+
+def _model_step(cfg, ds, size: int) -> tuple[float, float, float]:
+    """Samples/s of training steps alone on one in-memory batch, of crops + augmentation
+    alone, and the step's FLOP per sample."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from poser.data.augment import Augment, make_batch
+    from poser.engine import Objective
+    from poser.losses import PoseLoss
+    from poser.models.deeppose import create_model
+
+    torch.manual_seed(0)
+    sk, bs = ds.cache.skeleton, cfg.batch_size
+    obj = Objective(create_model(cfg.backbone, sk.num_joints, sigma=cfg.loss == "rle"), PoseLoss(cfg.loss))
+    obj = obj.to(memory_format=torch.channels_last).train()
+    opt = torch.optim.AdamW(obj.parameters(), lr=1e-4)
+    idx = np.arange(bs) % len(ds)
+    img = torch.stack([ds.cache.image(i) for i in idx])
+    rng = np.random.default_rng(0)
+
+    def batch() -> dict:
+        return make_batch(img, ds.cache.boxes[idx], ds.cache.keypoints[idx], size, sk, Augment(), rng)
+
+    b = batch()
+
+    def step() -> None:
+        loss, _ = obj(b["x"], b["target"], b["weight"], b["visible"])
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    step()                                         # warm-up: oneDNN picks its kernels
+    with FlopCounterMode(display=False) as fc:
+        step()
+    reps = 8 if size <= 128 else 4
+    return (_rate(bs * reps, lambda: [step() for _ in range(reps)]),
+            _rate(bs * reps, lambda: [batch() for _ in range(reps)]), fc.get_total_flops() / bs)
+
+
+@bench("train")
+def bench_train(data: Path | None, work: Path) -> list[dict]:
+    """Training throughput of the default backbone (fp32, channels_last) at input 128 and 224:
+    model steps alone (forward, backward, AdamW on a batch already in memory) against this
+    CPU's matmul peak; crops + augmentation alone; the loader alone; and `poser train` end to
+    end (real epochs) against the model step alone."""
+    from dataclasses import replace
+
+    from torch.utils.data import DataLoader
+
+    from poser.data.cache import CacheDataset, CacheSpec, cache_dir
+    from poser.data.sources import prepare_split
+    from poser.data.synth import SynthConfig, generate
+    from poser.distributed import Dist
+    from poser.engine import TrainConfig, fit, loader_workers
+
+    cfg = TrainConfig(out=str(work / "runs"), device="cpu", epochs=2, val_batches=1, batch_size=32)
+    workers = loader_workers(cfg.workers, Dist(0, 1, 0, torch.device("cpu")))
+    if data is None:
+        data = work / "synth"
+        generate(data, SynthConfig(images=400, seed=0, val_fraction=0.1))
+    spec = CacheSpec(size=cfg.cache_size)
+    for split in ("train", "val"):
+        prepare_split(Path(data), split, spec)
+    ds = CacheDataset(cache_dir(Path(data), "train", spec))
+    bs = cfg.batch_size
+    peak = matmul_flops()
+    rows = [_row("fp32 matmul 2048^2, all threads", peak / 1e9, "GFLOP/s")]
+    step_rate = {}
+    for size in (128, 224):
+        step_rate[size], aug, flop = _model_step(cfg, ds, size)
+        # Real epochs: the second one is timed (the first includes start-up).
+        e2e = fit(replace(cfg, data=str(data), input_size=size, steps_per_epoch=15 if size == 128 else 8,
+                          name=f"bench{size}"))["last"]["samples_per_s"]
+        rows += [
+            _row(f"{cfg.backbone} @{size} model step alone ({flop / 1e9:.2f} GFLOP/sample)", step_rate[size],
+                 "samples/s", peak / flop, "matmul peak / FLOP per sample"),
+            _row(f"{cfg.backbone} @{size} crops + augmentation alone", aug, "samples/s", step_rate[size],
+                 "model step", ratio=True),
+            _row(f"{cfg.backbone} @{size} poser train end to end ({workers} loader workers)", e2e, "samples/s",
+                 step_rate[size], "model step"),
+        ]
+
+    dl = DataLoader(ds, batch_size=bs, shuffle=True, num_workers=workers, persistent_workers=workers > 0)
+    for _ in dl:                                   # warm-up pass (starts workers, fills the page cache)
+        pass
+    loader = _rate(len(dl) * bs, lambda: [None for _ in dl])
+    for size in (128, 224):
+        rows.append(_row(f"loader alone ({workers} workers: decode, collate) vs @{size} step", loader, "samples/s",
+                         step_rate[size], "model step", ratio=True))
+    return rows
 
 
 def run(only: list[str] | None = None, data: Path | None = None) -> list[dict]:

@@ -7,6 +7,7 @@ Every command shares one vocabulary of options (defined once below): --data, --w
 from __future__ import annotations
 
 import functools
+import json
 import sys
 from collections.abc import Callable
 from enum import StrEnum
@@ -176,13 +177,15 @@ def synth(
     seed: SeedOpt = 0,
     val_fraction: Annotated[float, typer.Option("--val-fraction", help="Share of images for val.")] = 0.2,
     max_people: Annotated[int, typer.Option("--max-people", min=1, help="People per image at most.")] = 2,
+    clutter: Annotated[float, typer.Option(
+        "--clutter", min=0.0, max=1.0, help="Background clutter and occluders: 0 none (easy) .. 1 full.")] = 1.0,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace OUT_DIR if it exists.")] = False,
     json_out: JsonOpt = None,
 ) -> None:
     """Generate a synthetic COCO-format person keypoint dataset (train and val splits)."""
     from poser.data.synth import SynthConfig, generate
 
-    cfg = SynthConfig(images=images, seed=seed, val_fraction=val_fraction, max_people=max_people)
+    cfg = SynthConfig(images=images, seed=seed, val_fraction=val_fraction, max_people=max_people, clutter=clutter)
     result = generate(out_dir, cfg, overwrite=overwrite)
     table = Table("split", "images", "persons", title=f"synthetic dataset in {out_dir}")
     for split, s in result["splits"].items():
@@ -191,7 +194,78 @@ def synth(
     _write_json(json_out, result)
 
 
-_not_landed("train", 4, "Train a DeepPose model (CPU, one GPU, --gpus N or torchrun).")
+class Loss(StrEnum):
+    rle = "rle"
+    l2 = "l2"
+    smooth_l1 = "smooth_l1"
+
+
+@app.command()
+@_report_errors
+def train(
+    data: DataOpt = None,
+    backbone: Annotated[str, typer.Option(
+        "--backbone", help="deeppose, resnet18/34/50, mobilenet_v3_small/large.")] = "resnet18",
+    input_size: Annotated[int, typer.Option("--input-size", min=64, help="Model input side (px).")] = 224,
+    loss: Annotated[Loss, typer.Option("--loss", help="rle (default), l2 (DeepPose's) or smooth_l1.")] = Loss.rle,
+    pretrained: Annotated[str | None, typer.Option(
+        "--pretrained", help="'imagenet' (torchvision, needs internet once) or a local weights file.")] = None,
+    epochs: Annotated[int | None, typer.Option(
+        "--epochs", min=1, help="Epochs in all [default: 90; with --resume, the run's own, or more].")] = None,
+    batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Per process.")] = 64,
+    lr: Annotated[float, typer.Option("--lr", help="Peak learning rate (AdamW, warm-up, cosine).")] = 1e-3,
+    weight_decay: Annotated[float, typer.Option("--weight-decay")] = 1e-4,
+    steps_per_epoch: Annotated[int | None, typer.Option("--steps-per-epoch", help="Cap, for quick runs.")] = None,
+    workers: Annotated[int | None, typer.Option(
+        "--workers", min=0, help="Loader processes [default: 0 on the CPU, up to 8 per GPU].")] = None,
+    device: DeviceOpt = Device.auto,
+    gpus: Annotated[int, typer.Option("--gpus", min=1, help="GPUs on this machine: one process each (DDP).")] = 1,
+    procs: Annotated[int, typer.Option("--procs", min=1, help="CPU processes (DDP over gloo).")] = 1,
+    amp: Annotated[bool, typer.Option("--amp/--no-amp", help="Mixed precision on CUDA.")] = True,
+    rotate: Annotated[float, typer.Option("--rotate", help="Max rotation (degrees).")] = 30.0,
+    scale: Annotated[float, typer.Option("--scale", help="Box scale jitter (+-).")] = 0.25,
+    flip: Annotated[float, typer.Option(
+        "--flip", min=0.0, max=1.0, help="Horizontal flip probability (0 for `poser synth` data).")] = 0.5,
+    cache_size: CacheSizeOpt = 256,
+    seed: SeedOpt = 0,
+    out: OutOpt = None,
+    name: Annotated[str | None, typer.Option("--name", help="Run name (default: exp1, exp2, ...).")] = None,
+    resume: Annotated[Path | None, typer.Option("--resume", help="Continue a run folder where it stopped.")] = None,
+    json_out: JsonOpt = None,
+) -> None:
+    """Train a DeepPose model (CPU, one GPU, --gpus N or torchrun)."""
+    from dataclasses import replace
+
+    from poser.data.augment import Augment
+    from poser.distributed import launch, under_torchrun
+    from poser.engine import TrainConfig, check_config, fit, run_summary, start_run, summary_table
+
+    if resume is not None:
+        cfg_file = resume / "config.json"
+        if not cfg_file.is_file() or not (resume / "last.state.safetensors").is_file():
+            raise PoserError(f"--resume {resume}: not a run folder with a saved state")
+        cfg = TrainConfig.from_dict(json.loads(cfg_file.read_text()))
+        cfg = replace(cfg, resume=str(resume), epochs=max(cfg.epochs, epochs or 0))
+    else:
+        cfg = TrainConfig(
+            data=str(data or "data/coco"), out=str(out or "runs/train"), name=name, backbone=backbone,
+            input_size=input_size, loss=loss.value, pretrained=pretrained, epochs=epochs or 90, batch_size=batch_size,
+            lr=lr, weight_decay=weight_decay, steps_per_epoch=steps_per_epoch, workers=workers,
+            device=device.value, amp=amp, seed=seed, cache_size=cache_size,
+            aug=Augment(rotate=rotate, scale=scale, flip=flip),
+        )
+    check_config(cfg)
+    spawn = (gpus > 1 or procs > 1) and not under_torchrun()
+    if spawn and cfg.resume is None:
+        cfg = start_run(cfg)        # here, so every spawned process knows the folder
+    summary = launch(fit, cfg, gpus=gpus, procs=procs, device=cfg.device)
+    if spawn:
+        summary = run_summary(Path(cfg.resume or cfg.run))
+    if summary:  # rank 0 of this machine
+        results.print(summary_table(summary))
+        results.print(f"weights: {summary['weights']['best']} (best), {summary['weights']['last']} (last)",
+                      soft_wrap=True)
+        _write_json(json_out, summary)
 _not_landed("eval", 5, "Evaluate a model: PCP, PDJ and COCO keypoint AP, as tables, JSON and plots.")
 _not_landed("annotate", 6, "Draw skeletons on images, folders and videos; write keypoint JSON.")
 _not_landed("demo", 8, "Run the whole pipeline on synthetic data in a few minutes.")
@@ -208,11 +282,11 @@ def bench(
     from poser.bench import run
 
     rows = run(only, data)
-    t = Table("section", "what", "throughput", "limit on this machine", "of limit", title="poser bench")
+    t = Table("section", "what", "throughput", "limit or comparison", "of it", title="poser bench")
     for r in rows:
         lim = f"{r['limit']:,.1f} {r['unit']} ({r['limit_what']})" if r["limit"] else ""
-        t.add_row(r["section"], r["what"], f"{r['rate']:,.1f} {r['unit']}", lim,
-                  f"{r['of_limit']:.0%}" if r["of_limit"] else "")
+        of = "" if not r["of_limit"] else f"{r['of_limit']:,.1f}x" if r.get("ratio") else f"{r['of_limit']:.0%}"
+        t.add_row(r["section"], r["what"], f"{r['rate']:,.1f} {r['unit']}", lim, of)
     results.print(t)
     _write_json(json_out, {"rows": rows})
 

@@ -158,3 +158,31 @@ def keypoint_box(keypoints: np.ndarray, margin: float = 0.0) -> np.ndarray:
     w, h = x1 - x0, y1 - y0
     box = np.stack([x0 - margin * w, y0 - margin * h, w * (1 + 2 * margin), h * (1 + 2 * margin)], -1)
     return np.where(lab.any(-1)[..., None], box, 0.0)
+
+
+def grid_theta(m: np.ndarray, in_wh: tuple[int, int], out_size: int) -> np.ndarray:
+    """The `F.affine_grid` theta (..., 2, 3) that resamples like `warp_image` with matrix `m`.
+
+    affine_grid maps output coordinates in [-1, 1] (pixel edges, align_corners=False) to
+    input coordinates in [-1, 1]; this composes those normalisations with the inverse of `m`,
+    so the GPU warp and OpenCV agree on where every pixel goes.
+    """
+    w, h = in_wh
+    inv = invert_affine(m)
+    a_out = np.array([[out_size / 2, 0, (out_size - 1) / 2], [0, out_size / 2, (out_size - 1) / 2], [0, 0, 1]])
+    a_in = np.array([[2 / w, 0, 1 / w - 1], [0, 2 / h, 1 / h - 1], [0, 0, 1]])
+    full = np.broadcast_to(np.eye(3), inv.shape[:-2] + (3, 3)).copy()
+    full[..., :2, :] = inv
+    return (a_in @ full @ a_out)[..., :2, :]
+
+
+def warp_batch(images, m: np.ndarray, out_size: int):
+    """Resample a (N, C, H, W) float tensor into N crops (N, C, S, S) on its own device;
+    m: (N, 2, 3) image-to-crop matrices, as for `warp_image`."""
+    import torch
+    import torch.nn.functional as F
+
+    n, c, h, w = images.shape
+    theta = torch.as_tensor(grid_theta(m, (w, h), out_size), dtype=images.dtype, device=images.device)
+    grid = F.affine_grid(theta, [n, c, out_size, out_size], align_corners=False)
+    return F.grid_sample(images, grid, mode="bilinear", padding_mode="zeros", align_corners=False)

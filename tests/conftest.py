@@ -56,3 +56,24 @@ def make_lsp_folder(tmp_path: Path, layout: str, n: int = 5):
         joints = np.concatenate([xy, flag[..., None]], -1).transpose(2, 1, 0)   # 3 x 14 x N
     scipy.io.savemat(tmp_path / "joints.mat", {"joints": joints})
     return xy, flag
+
+
+@pytest.fixture(scope="session")
+def learn_root(tmp_path_factory) -> Path:
+    """A synthetic dataset big enough to learn from (2,700 train / 300 val images, no
+    clutter): made once per session, shared by the tests that train."""
+    root = tmp_path_factory.mktemp("learn") / "ds"
+    generate(root, SynthConfig(images=3000, seed=1, val_fraction=0.1, clutter=0.0))
+    return root
+
+
+@pytest.fixture(scope="session")
+def trained_run(learn_root, tmp_path_factory) -> Path:
+    """A stage-1 model trained on `learn_root` on the CPU for about 90 s (seeded)."""
+    from poser.data.augment import Augment
+    from poser.engine import TrainConfig, fit
+
+    cfg = TrainConfig(data=str(learn_root), out=str(tmp_path_factory.mktemp("runs")), name="learn",
+                      backbone="mobilenet_v3_small", input_size=96, loss="rle", epochs=8,
+                      batch_size=32, workers=0, device="cpu", seed=0, aug=Augment(flip=0.0))
+    return Path(fit(cfg)["run"])

@@ -13,6 +13,8 @@ covered joints get v=1, joints outside the image v=0 (with x = y = 0, as COCO st
 The person's left limbs are drawn in warm hues and right limbs in cool hues, so left and
 right are learnable from one image (on real people, context does this); the torso, head and
 background take any colour, and background clutter includes limb-like bars of every hue.
+That cue is not mirror-symmetric (a flipped warm limb would be labelled right), so train on
+these datasets without flip augmentation (`poser train --flip 0`).
 
 Each image is drawn from its own generator seeded by (seed, image number), so a dataset is
 the same for a seed whatever the worker count, and train is a prefix of a larger run's.
@@ -75,6 +77,7 @@ class SynthConfig:
     max_size: int = 320
     max_people: int = 2
     jpeg_quality: int = 90
+    clutter: float = 1.0       # 0: plain backgrounds, no occluders (easy, learns in seconds); 1: full
 
 
 def _unit(a: float) -> np.ndarray:
@@ -140,7 +143,7 @@ def _colour(rng: np.random.Generator, hue: tuple[int, int] | None = None) -> tup
     return tuple(int(v) for v in cv2.cvtColor(hsv, cv2.COLOR_HSV2BGR)[0, 0])
 
 
-def _background(rng: np.random.Generator, w: int, h: int) -> np.ndarray:
+def _background(rng: np.random.Generator, w: int, h: int, clutter: float = 1.0) -> np.ndarray:
     if rng.random() < 0.5:                       # gradient between two colours
         a, b = np.array(_colour(rng)), np.array(_colour(rng))
         t = np.linspace(0, 1, w)[None, :, None] if rng.random() < 0.5 else np.linspace(0, 1, h)[:, None, None]
@@ -150,7 +153,7 @@ def _background(rng: np.random.Generator, w: int, h: int) -> np.ndarray:
         coarse = rng.uniform(0, 255, (g, g, 3)).astype(np.float32)
         img = cv2.resize(coarse, (w, h), interpolation=cv2.INTER_CUBIC)
     img = np.clip(img + rng.normal(0, rng.uniform(2, 15), img.shape), 0, 255).astype(np.uint8)
-    for _ in range(rng.integers(0, 25)):         # clutter, limb-like bars included
+    for _ in range(rng.integers(0, int(24 * clutter) + 1)):  # clutter, limb-like bars included
         col, t = _colour(rng), int(rng.integers(1, max(2, w // 18)))
         p1 = (int(rng.integers(0, w)), int(rng.integers(0, h)))
         kind = rng.integers(3)
@@ -228,7 +231,7 @@ def render_image(cfg: SynthConfig, number: int) -> tuple[bytes, int, int, list[d
     (without ids)."""
     rng = np.random.default_rng([cfg.seed, number])
     w, h = (int(v) for v in rng.integers(cfg.min_size, cfg.max_size + 1, 2))
-    cv = _Canvas(_background(rng, w, h))
+    cv = _Canvas(_background(rng, w, h, cfg.clutter))
     people = 1 + int(rng.integers(0, cfg.max_people)) if rng.random() < 0.35 else 1
     figs = []
     for f in range(people):
@@ -245,7 +248,7 @@ def render_image(cfg: SynthConfig, number: int) -> tuple[bytes, int, int, list[d
         _draw_figure(cv, rng, pts, geo, f)
         figs.append((pts, occl, body))
     for pts, _, body in figs:                    # occluders over some joints
-        if rng.random() < 0.3:
+        if rng.random() < 0.3 * cfg.clutter:
             c = pts[rng.integers(17)] + rng.normal(0, 0.05 * body, 2)
             ax = (body * rng.uniform(0.08, 0.2), body * rng.uniform(0.08, 0.2))
             col = _colour(rng)

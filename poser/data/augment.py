@@ -1,0 +1,120 @@
+"""Batched crops and augmentation on the training device: the CPU only decodes JPEGs.
+
+Shapes: N instances, K joints, S model input side. For each batch, crop parameters (scale,
+shift, rotation, flip, half-body) are drawn in numpy from a generator the caller seeds, turned
+into image-to-input matrices by the shared geometry, and applied to the whole uint8 batch at
+once with `geometry.warp_batch` (grid_sample) on whatever device the batch is on; keypoints go
+through the same matrices. With `aug=None` the same code makes evaluation crops.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from poser import geometry as g
+from poser.skeletons import Skeleton
+
+MEAN = (0.485, 0.456, 0.406)   # ImageNet RGB statistics: the backbones' convention
+STD = (0.229, 0.224, 0.225)
+MARGIN = 1.25                  # model crop = person box grown to a square x MARGIN
+
+
+@dataclass
+class Augment:
+    scale: float = 0.25        # crop side x U(1 - scale, 1 + scale): box-size jitter
+    shift: float = 0.08        # crop centre + U(-shift, shift) x side: box-position jitter
+    rotate: float = 30.0       # degrees, U(-rotate, rotate) ...
+    rotate_prob: float = 0.6   # ... for this share of samples
+    flip: float = 0.5
+    half_body: float = 0.15    # crop around the upper or the lower body only
+    color: float = 0.3         # brightness / contrast / saturation factors in 1 +- color
+
+
+def crop_matrices(
+    boxes: np.ndarray, keypoints: np.ndarray, size: int, skeleton: Skeleton,
+    aug: Augment | None = None, rng: np.random.Generator | None = None, margin: float = MARGIN,
+) -> tuple[np.ndarray, np.ndarray]:
+    """(N, 2, 3) source-to-input matrices and (N,) flip flags for boxes (N, 4) xywh."""
+    n = len(boxes)
+    center, side = g.box_to_square(boxes, margin)
+    if aug is None:
+        return g.crop_matrix(center, side, size), np.zeros(n, bool)
+    rng = rng or np.random.default_rng()
+    if aug.half_body > 0:
+        center, side = _half_body(center, side, keypoints, skeleton, aug.half_body, rng)
+    side = side * rng.uniform(1 - aug.scale, 1 + aug.scale, n)
+    center = center + rng.uniform(-aug.shift, aug.shift, (n, 2)) * side[:, None]
+    rot = np.where(rng.random(n) < aug.rotate_prob, rng.uniform(-aug.rotate, aug.rotate, n), 0.0)
+    flip = rng.random(n) < aug.flip
+    return g.crop_matrix(center, side, size, rot, flip), flip
+
+
+def _half_body(center, side, keypoints, skeleton, prob, rng):
+    upper = [j for grp in ("head", "shoulders", "elbows", "wrists") for j in skeleton.groups.get(grp, ())]
+    lower = [j for grp in ("hips", "knees", "ankles") for j in skeleton.groups.get(grp, ())]
+    center, side = center.copy(), side.copy()
+    for i in np.flatnonzero(rng.random(len(side)) < prob):
+        part = upper if rng.random() < 0.5 else lower
+        kp = keypoints[i, part]
+        kp = kp[kp[:, 2] > 0]
+        if len(kp) < 3:
+            continue
+        lo, hi = kp[:, :2].min(0), kp[:, :2].max(0)
+        center[i] = (lo + hi) / 2
+        side[i] = min(side[i], max(hi - lo) * 1.5 * MARGIN)   # never zoom out past the person
+    return center, side
+
+
+def normalize_input(x: torch.Tensor) -> torch.Tensor:
+    """(N, 3, S, S) RGB in [0, 1] -> ImageNet-normalised."""
+    mean = torch.tensor(MEAN, device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
+    std = torch.tensor(STD, device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
+    return (x - mean) / std
+
+
+def _color(x: torch.Tensor, strength: float, rng: np.random.Generator) -> torch.Tensor:
+    n = x.shape[0]
+    f = torch.as_tensor(rng.uniform(1 - strength, 1 + strength, (3, n, 1, 1, 1)), dtype=x.dtype, device=x.device)
+    x = x * f[0]                                                           # brightness
+    mean = x.mean(dim=(1, 2, 3), keepdim=True)
+    x = (x - mean) * f[1] + mean                                           # contrast
+    gray = (x * torch.tensor([0.299, 0.587, 0.114], device=x.device, dtype=x.dtype).view(1, 3, 1, 1)).sum(
+        1, keepdim=True)
+    return ((x - gray) * f[2] + gray).clamp(0, 1)                          # saturation
+
+
+def make_batch(
+    images: torch.Tensor, boxes: np.ndarray, keypoints: np.ndarray, size: int, skeleton: Skeleton,
+    aug: Augment | None = None, rng: np.random.Generator | None = None, channels_last: bool = True,
+) -> dict[str, torch.Tensor | np.ndarray]:
+    """Model inputs and targets for a batch.
+
+    images: (N, 3, H, W) uint8 RGB on the target device; boxes (N, 4) and keypoints (N, K, 3)
+    in the same pixels. Returns x (N, 3, S, S) normalised; target (N, K, 2) normalised crop
+    coordinates; weight (N, K) 1 where the joint has a position; visible (N, K) 1 where it has
+    one inside the crop; matrix (N, 2, 3) source-to-input (numpy, to map predictions back).
+    """
+    m, flip = crop_matrices(boxes, keypoints, size, skeleton, aug, rng)
+    x = g.warp_batch(images.float().div_(255), m, size)
+    if aug is not None and aug.color > 0:
+        x = _color(x, aug.color, rng)
+    x = normalize_input(x)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    kp = keypoints.copy()
+    kp[..., :2] = g.normalize(g.transform_points(m, keypoints[..., :2]), size)
+    kp[flip] = kp[flip][:, skeleton.flip_index]                            # left is right in a mirror
+    has = kp[..., 2] > 0
+    inside = has & (np.abs(kp[..., :2]) <= 0.5).all(-1)
+    dev = images.device
+    return {
+        "x": x,
+        "target": torch.as_tensor(np.where(has[..., None], kp[..., :2], 0.0), dtype=torch.float32, device=dev),
+        "weight": torch.as_tensor(has, dtype=torch.float32, device=dev),
+        "visible": torch.as_tensor(inside, dtype=torch.float32, device=dev),
+        "matrix": m,
+        "flip": flip,
+    }

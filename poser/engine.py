@@ -1,0 +1,405 @@
+"""Training and evaluation loops. `fit` reads top to bottom: data, model, optimiser, resume,
+then epochs of steps, each epoch ending with validation and checkpoints.
+
+The same code runs on the CPU, one GPU, N GPUs (one process each, DDP over NCCL), N CPU
+processes (DDP over gloo) and under torchrun; `distributed.init` is the only difference.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import os
+import signal
+import threading
+import time
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel as DDP
+from torch.utils.data import DataLoader, DistributedSampler
+
+from poser import __version__, distributed
+from poser import geometry as g
+from poser.checkpoint import load_state, save_state, save_weights
+from poser.console import RateColumn, console
+from poser.data.augment import MARGIN, MEAN, STD, Augment, make_batch
+from poser.data.cache import Cache, CacheDataset, CacheSpec, cache_dir
+from poser.data.sources import prepare_split
+from poser.errors import PoserError
+from poser.losses import LOSSES, PoseLoss
+from poser.metrics import pcp, pdj
+from poser.models.backbones import BACKBONES
+from poser.models.deeppose import DeepPose, create_model
+from poser.runs import append_jsonl, new_run_dir, read_jsonl, save_config
+
+
+@dataclass
+class TrainConfig:
+    data: str = "data/coco"
+    out: str = "runs/train"
+    name: str | None = None
+    backbone: str = "resnet18"
+    input_size: int = 224
+    loss: str = "rle"                   # l2 (DeepPose's), smooth_l1, rle
+    pretrained: str | None = None       # 'imagenet' or a local weights file
+    epochs: int = 90
+    batch_size: int = 64                # per process
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    warmup_epochs: float = 1.0
+    grad_clip: float = 5.0
+    steps_per_epoch: int | None = None  # cap, for quick runs
+    workers: int | None = None          # loader processes per training process; None: auto
+    device: str = "auto"
+    amp: bool = True                    # CUDA only: bf16 where supported, else fp16 + GradScaler
+    channels_last: bool = True
+    seed: int = 0
+    cache_size: int = 256
+    train_split: str = "train"
+    val_split: str = "val"
+    val_batches: int | None = None      # cap on validation batches
+    aug: Augment = field(default_factory=Augment)
+    resume: str | None = None
+    run: str | None = None              # the run folder, once created
+
+    @staticmethod
+    def from_dict(d: dict) -> TrainConfig:
+        d = dict(d)
+        d["aug"] = Augment(**d.get("aug", {}))
+        known = TrainConfig.__dataclass_fields__
+        return TrainConfig(**{k: v for k, v in d.items() if k in known})
+
+
+class Objective(nn.Module):
+    """Model + loss as one module, so DDP synchronises the RLE flow's gradients too."""
+
+    def __init__(self, model: DeepPose, loss: PoseLoss) -> None:
+        super().__init__()
+        self.model, self.loss = model, loss
+
+    def forward(self, x, target, weight, visible):
+        return self.loss(self.model(x), target, weight, visible)
+
+
+def weights_meta(cfg: TrainConfig, skeleton, epoch: int, metrics: dict | None = None) -> dict:
+    """What eval and annotate need to rebuild and run the model from the weights file alone."""
+    return {
+        "skeleton": skeleton.name, "joints": list(skeleton.joints), "backbone": cfg.backbone,
+        "input_size": cfg.input_size, "margin": MARGIN, "mean": list(MEAN), "std": list(STD),
+        "stage": 1, "loss": cfg.loss, "sigma_head": cfg.loss == "rle", "epoch": epoch,
+        "poser_version": __version__, "metrics": metrics or {},
+        "trained_on": {"data": cfg.data, "split": cfg.train_split, "epochs": cfg.epochs},
+    }
+
+
+def loader_workers(requested: int | None, d: distributed.Dist) -> int:
+    """Loader processes for this training process. On the CPU, none: decoding a cached crop
+    costs ~2% of a training step there (`poser bench`), and worker processes would only
+    contend for the cores the step uses. On GPUs, the CPU cores shared among the local ranks."""
+    if requested is not None:
+        return requested
+    if d.device.type == "cpu":
+        return 0
+    local = int(os.environ.get("LOCAL_WORLD_SIZE", d.world))
+    return max(1, min(8, (os.cpu_count() or 2) // local - 1))
+
+
+def check_config(cfg: TrainConfig) -> None:
+    """Fail in a second on options that would otherwise fail after the data is prepared."""
+    if cfg.backbone not in BACKBONES:
+        raise PoserError(f"unknown backbone {cfg.backbone!r} (known: {', '.join(BACKBONES)})")
+    if cfg.loss not in LOSSES:
+        raise PoserError(f"unknown loss {cfg.loss!r} (known: {', '.join(LOSSES)})")
+    if cfg.pretrained and cfg.pretrained != "imagenet" and not Path(cfg.pretrained).is_file():
+        raise PoserError(f"--pretrained {cfg.pretrained}: no such file (use 'imagenet' or a weights file)")
+    if not Path(cfg.data).is_dir():
+        raise PoserError(f"--data {cfg.data}: no such folder (make one with poser fetch-coco, fetch-lsp or synth)")
+
+
+def fit(cfg: TrainConfig) -> dict | None:
+    """Train in this process (one of possibly several). Returns the summary on rank 0."""
+    check_config(cfg)
+    d = distributed.init(cfg.device)
+    try:
+        return _fit(cfg, d)
+    finally:
+        distributed.cleanup()
+
+
+def _fit(cfg: TrainConfig, d: distributed.Dist) -> dict | None:
+    torch.manual_seed(cfg.seed)
+    np.random.seed(cfg.seed)
+    dev, cuda = d.device, d.device.type == "cuda"
+
+    # --- data: prepared caches (rank 0 builds them; the others wait) ---------------------
+    root, spec = Path(cfg.data), CacheSpec(size=cfg.cache_size)
+    if d.is_main:
+        for split in (cfg.train_split, cfg.val_split):
+            if prepare_split(root, split, spec)["instances"] == 0:
+                raise PoserError(f"{root}: split {split!r} has no person instances to train or validate on")
+    _barrier(d)
+    train_ds = CacheDataset(cache_dir(root, cfg.train_split, spec))
+    val_cache = Cache(cache_dir(root, cfg.val_split, spec))
+    skeleton = train_ds.cache.skeleton
+    per_step = cfg.batch_size * d.world
+    steps = len(train_ds) // per_step
+    if steps == 0:
+        raise PoserError(f"{len(train_ds)} training instances are fewer than one batch of {per_step}")
+    steps = min(steps, cfg.steps_per_epoch or steps)
+
+    workers = loader_workers(cfg.workers, d)
+
+    # --- model, loss, optimiser, schedule, precision --------------------------------------
+    model = create_model(cfg.backbone, skeleton.num_joints, cfg.pretrained, sigma=cfg.loss == "rle")
+    objective = Objective(model, PoseLoss(cfg.loss)).to(dev)
+    if cfg.channels_last:
+        objective = objective.to(memory_format=torch.channels_last)
+    train_module = DDP(objective, device_ids=[d.local_rank] if cuda else None) if d.world > 1 else objective
+    opt = torch.optim.AdamW(objective.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    total, warm = steps * cfg.epochs, max(1, int(cfg.warmup_epochs * steps))
+
+    def lr_factor(s: int) -> float:  # linear warm-up, then cosine down to 1% of the peak
+        if s < warm:
+            return (s + 1) / warm
+        return 0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * min(1.0, (s - warm) / max(1, total - warm))))
+
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_factor)
+    amp = cfg.amp and cuda
+    amp_dtype = torch.bfloat16 if cuda and torch.cuda.is_bf16_supported() else torch.float16
+    scaler = torch.amp.GradScaler("cuda", enabled=amp and amp_dtype == torch.float16)
+
+    # --- run folder, or resume ------------------------------------------------------------
+    start_epoch, start_step, global_step, best = 0, 0, 0, -1.0
+    if cfg.run is None and cfg.resume is None and d.is_main:
+        cfg = start_run(cfg)
+    run = Path(cfg.resume or cfg.run) if (cfg.resume or cfg.run) else None   # None: ranks > 0 under torchrun
+    if cfg.resume:
+        st = load_state(run / "last.state.safetensors")
+        objective.load_state_dict(st["objective"])
+        opt.load_state_dict(st["optimizer"])
+        sched.load_state_dict(st["scheduler"])
+        scaler.load_state_dict(st["scaler"])
+        start_epoch, start_step, global_step, best = st["epoch"], st["step"], st["global_step"], st["best"]
+        torch.set_rng_state(st["rng"]["torch"])
+        if cuda and st["rng"].get("cuda"):
+            torch.cuda.set_rng_state_all(st["rng"]["cuda"])
+
+    def save_checkpoint(epoch: int, step: int) -> None:
+        if not d.is_main:
+            return
+        rng = {"torch": torch.get_rng_state()}
+        if cuda:
+            rng["cuda"] = torch.cuda.get_rng_state_all()
+        save_state(run / "last.state.safetensors", {
+            "objective": objective.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
+            "scaler": scaler.state_dict(), "epoch": epoch, "step": step, "global_step": global_step,
+            "best": best, "rng": rng,
+        })
+
+    stop = _StopRequest()
+    bar = _progress() if d.is_main else None
+    done = read_jsonl(run / "metrics.jsonl") if d.is_main else []
+    t0, summary = time.time() - (done[-1]["time"] if done else 0.0), None   # time counts across resumes
+    try:
+        if bar:
+            bar.start()
+            console.print(f"run folder {run}  ({d.world} process(es) on {dev}, {steps} steps/epoch, "
+                          f"{len(train_ds)} train / {len(val_cache)} val instances)")
+        for epoch in range(start_epoch, cfg.epochs):
+            # --- one epoch of steps -------------------------------------------------------
+            sampler = DistributedSampler(train_ds, num_replicas=d.world, rank=d.rank, shuffle=True,
+                                         seed=cfg.seed, drop_last=True)
+            sampler.set_epoch(epoch)
+            order = list(sampler)[start_step * cfg.batch_size: steps * cfg.batch_size]  # resume mid-epoch
+            loader = DataLoader(train_ds, batch_size=cfg.batch_size, sampler=order, num_workers=workers,
+                                pin_memory=cuda, drop_last=True, persistent_workers=False,
+                                generator=torch.Generator().manual_seed(cfg.seed + epoch))
+            objective.train()
+            task = bar.add_task(f"epoch {epoch + 1}/{cfg.epochs}", total=steps, completed=start_step,
+                                info="") if bar else None
+            losses, t_epoch, seen, info = [], time.time(), 0, ""
+            for i, (img, kp, idx) in enumerate(loader, start=start_step):
+                rng = np.random.default_rng([cfg.seed, epoch, i, d.rank])
+                b = make_batch(img.to(dev, non_blocking=True), train_ds.cache.boxes[idx.numpy()], kp.numpy(),
+                               cfg.input_size, skeleton, cfg.aug, rng, cfg.channels_last)
+                with torch.autocast(dev.type, dtype=amp_dtype, enabled=amp):
+                    loss, parts = train_module(b["x"], b["target"], b["weight"], b["visible"])
+                opt.zero_grad(set_to_none=True)
+                scaler.scale(loss).backward()
+                scaler.unscale_(opt)
+                norm = torch.nn.utils.clip_grad_norm_(objective.parameters(), cfg.grad_clip)
+                if not torch.isfinite(norm):  # the same on every rank: gradients are all-reduced
+                    if not scaler.is_enabled():
+                        raise PoserError(f"loss became NaN/inf at epoch {epoch + 1}, step {i + 1}; stopped. "
+                                         f"The last good weights are in {run}/last.safetensors "
+                                         "(try a lower --lr)")
+                scaler.step(opt)               # skipped by the scaler on inf/NaN fp16 gradients
+                scaler.update()
+                sched.step()
+                global_step += 1
+                seen += len(idx) * d.world
+                losses.append(loss.detach())   # no float(): a host sync per step would stall CUDA
+                if bar:
+                    if i % 10 == 0 or i == steps - 1:
+                        info = f"loss {float(losses[-1]):.4f}  lr {sched.get_last_lr()[0]:.2e}"
+                    bar.update(task, advance=1, info=info)
+                if stop.agreed(d):
+                    save_checkpoint(epoch, i + 1)
+                    raise _interrupted(run, f"epoch {epoch + 1}, step {i + 1}")
+            start_step = 0
+            # --- validation, metrics, checkpoints ---------------------------------------
+            rate = seen / max(1e-9, time.time() - t_epoch)
+            replicas = _replicas_identical(objective, d)
+            if d.is_main:
+                m = evaluate_cache(objective.model, val_cache, cfg.input_size, dev, cfg.batch_size,
+                                   cfg.channels_last, cfg.val_batches)
+                train_loss = float(torch.stack(losses).mean()) if losses else float("nan")
+                record = {"epoch": epoch + 1, "step": global_step, "train_loss": train_loss,
+                          "val_pcp": m["pcp"]["mean"], "val_pdj@0.2": m["pdj"]["at_0.2"],
+                          "val_pdj@0.1": m["pdj"]["at_0.1"], "lr": sched.get_last_lr()[0],
+                          "samples_per_s": round(rate, 1), "time": round(time.time() - t0, 1)}
+                if replicas is not None:
+                    record["replicas_identical"] = replicas
+                    if not replicas:
+                        console.print("[red]warning:[/] the DDP replicas' parameters differ")
+                append_jsonl(run / "metrics.jsonl", record)
+                meta = weights_meta(cfg, skeleton, epoch + 1, {k: record[k] for k in ("val_pcp", "val_pdj@0.2")})
+                save_weights(run / "last.safetensors", objective.model.state_dict(), meta)
+                score = record["val_pdj@0.2"]
+                if score > best or not (run / "best.safetensors").exists():
+                    best = max(best, score)
+                    save_weights(run / "best.safetensors", objective.model.state_dict(), meta)
+                console.print(f"epoch {epoch + 1}: loss {record['train_loss']:.4f}  val PCP {record['val_pcp']:.3f}  "
+                              f"PDJ@0.2 {record['val_pdj@0.2']:.3f}  {rate:.1f} samples/s")
+            save_checkpoint(epoch + 1, 0)
+            _barrier(d)
+            if stop.agreed(d) and epoch + 1 < cfg.epochs:
+                raise _interrupted(run, f"the end of epoch {epoch + 1}")
+        if d.is_main:
+            summary = run_summary(run)
+    finally:
+        stop.restore()
+        if bar:
+            bar.stop()
+    return summary
+
+
+@torch.no_grad()
+def predict_cache(model: DeepPose, cache: Cache, size: int, device: torch.device, batch_size: int = 64,
+                  channels_last: bool = True, max_batches: int | None = None) -> dict[str, np.ndarray]:
+    """Predictions for the instances of a cache, in cache-crop pixels (same frame as
+    cache.keypoints): coords (N, K, 2), visible probability (N, K), sigma (N, K) if any."""
+    model.eval()
+    n = len(cache) if max_batches is None else min(len(cache), max_batches * batch_size)
+    coords, vis, sig = [], [], []
+    for s in range(0, n, batch_size):
+        idx = np.arange(s, min(n, s + batch_size))
+        img = torch.stack([cache.image(i) for i in idx]).to(device)
+        b = make_batch(img, cache.boxes[idx], cache.keypoints[idx], size, cache.skeleton, None, None, channels_last)
+        out = model(b["x"])
+        coords.append(g.to_image(b["matrix"], out["coords"].float().cpu().numpy(), size))
+        vis.append(torch.sigmoid(out["visible"].float()).cpu().numpy())
+        if "sigma" in out:
+            sig.append(out["sigma"].float().mean(-1).cpu().numpy())
+    res = {"coords": np.concatenate(coords), "visible": np.concatenate(vis)}
+    if sig:
+        res["sigma"] = np.concatenate(sig)
+    return res
+
+
+def evaluate_cache(model: DeepPose, cache: Cache, size: int, device: torch.device, batch_size: int = 64,
+                   channels_last: bool = True, max_batches: int | None = None) -> dict:
+    """PCP and PDJ of `model` on a prepared cache (similarity-invariant, so crop pixels do)."""
+    p = predict_cache(model, cache, size, device, batch_size, channels_last, max_batches)
+    gt = cache.keypoints[: len(p["coords"])]
+    return {"pcp": pcp(p["coords"], gt, cache.skeleton), "pdj": pdj(p["coords"], gt, cache.skeleton)}
+
+
+class _StopRequest:
+    """Ctrl-C / SIGTERM set a flag; the loop stops at the end of the step, on all ranks alike."""
+
+    def __init__(self) -> None:
+        self.flag, self.old = False, {}
+        if threading.current_thread() is threading.main_thread():
+            for s in (signal.SIGINT, signal.SIGTERM):
+                self.old[s] = signal.signal(s, self._set)
+
+    def _set(self, *_):
+        if self.flag:               # a second Ctrl-C: stop now, without saving
+            raise KeyboardInterrupt
+        self.flag = True
+        if threading.current_thread() is threading.main_thread():
+            console.print("[yellow]stopping after this step (state will be saved); Ctrl-C again to abort[/]")
+
+    def agreed(self, d: distributed.Dist) -> bool:
+        if d.world == 1:
+            return self.flag
+        t = torch.tensor([1.0 if self.flag else 0.0], device=d.device)
+        dist.all_reduce(t, op=dist.ReduceOp.MAX)
+        return bool(t.item())
+
+    def restore(self) -> None:
+        for s, h in self.old.items():
+            signal.signal(s, h)
+
+
+def _replicas_identical(module: nn.Module, d: distributed.Dist) -> bool | None:
+    """Under DDP, whether every rank holds bit-identical parameters (None for one process).
+    BatchNorm running statistics are left out: DDP re-broadcasts them from rank 0 at each
+    forward, so between steps each rank legitimately holds its own."""
+    if d.world == 1:
+        return None
+    h = hashlib.sha1()
+    for p in module.parameters():
+        h.update(p.detach().float().cpu().numpy().tobytes())
+    digests: list = [None] * d.world
+    dist.all_gather_object(digests, h.hexdigest())
+    return len(set(digests)) == 1
+
+
+def _interrupted(run: Path | None, where: str) -> PoserError:
+    return PoserError(f"interrupted at {where}: state saved; continue with 'poser train --resume {run}'",
+                      exit_code=130)
+
+
+def _barrier(d: distributed.Dist) -> None:
+    if d.world > 1:
+        dist.barrier()
+
+
+def _progress() -> Progress:
+    return Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), RateColumn("steps"),
+                    TextColumn("{task.fields[info]}"), TimeRemainingColumn(), console=console)
+
+
+def start_run(cfg: TrainConfig) -> TrainConfig:
+    """Create the run folder (next free name) with its config.json; `cfg.run` names it."""
+    run = new_run_dir(Path(cfg.out), cfg.name)
+    cfg = replace(cfg, run=str(run))
+    save_config(run, asdict(cfg))
+    return cfg
+
+
+def run_summary(run: Path) -> dict:
+    """Best and last epoch of a run folder, from its metrics.jsonl."""
+    rows = read_jsonl(Path(run) / "metrics.jsonl")
+    if not rows:
+        raise PoserError(f"{run}: no finished epoch yet")
+    best = max(rows, key=lambda r: r["val_pdj@0.2"])
+    return {"run": str(run), "best": best, "last": rows[-1], "seconds": rows[-1]["time"],
+            "weights": {"best": str(run / "best.safetensors"), "last": str(run / "last.safetensors")}}
+
+
+def summary_table(summary: dict) -> Table:
+    best, last = summary["best"], summary["last"]
+    t = Table("epochs", "best epoch", "val PCP", "val PDJ@0.2", "samples/s", "time", title=f"trained: {summary['run']}")
+    t.add_row(str(last["epoch"]), str(best["epoch"]), f"{best['val_pcp']:.3f}", f"{best['val_pdj@0.2']:.3f}",
+              f"{last['samples_per_s']:.1f}", f"{summary['seconds'] / 60:.1f} min")
+    return t

@@ -1,0 +1,111 @@
+"""Losses: (prediction, target, weight) -> scalar, as pure functions or small modules.
+
+Shapes: N instances, K joints. `target` (N, K, 2) normalised coordinates; `weight` (N, K),
+1 for joints with a labelled position (occluded ones included), 0 otherwise.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def _mean(per_joint: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    return (per_joint * weight).sum() / weight.sum().clamp(min=1.0)
+
+
+def l2(pred: torch.Tensor, target: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """DeepPose's loss: squared distance on labelled joints."""
+    return _mean(((pred - target) ** 2).sum(-1), weight)
+
+
+def smooth_l1(pred: torch.Tensor, target: torch.Tensor, weight: torch.Tensor, beta: float = 0.01) -> torch.Tensor:
+    return _mean(F.smooth_l1_loss(pred, target, reduction="none", beta=beta).sum(-1), weight)
+
+
+def visibility_bce(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    return F.binary_cross_entropy_with_logits(logits, target)
+
+
+class RealNVP(nn.Module):
+    """A 2-D RealNVP flow (3 coupling pairs of 64-unit MLPs) with a standard normal base."""
+
+    def __init__(self, hidden: int = 64, couplings: int = 6) -> None:
+        super().__init__()
+        self.register_buffer("masks", torch.tensor([[0.0, 1.0], [1.0, 0.0]] * (couplings // 2)))
+
+        def mlp(last: nn.Module | None) -> nn.Sequential:
+            layers = [nn.Linear(2, hidden), nn.LeakyReLU(), nn.Linear(hidden, hidden), nn.LeakyReLU(),
+                      nn.Linear(hidden, 2)]
+            return nn.Sequential(*layers, *([last] if last else []))
+
+        self.s = nn.ModuleList(mlp(nn.Tanh()) for _ in range(couplings))
+        self.t = nn.ModuleList(mlp(None) for _ in range(couplings))
+        for m in self.modules():
+            if isinstance(m, nn.Linear):
+                nn.init.xavier_uniform_(m.weight, gain=0.01)
+
+    def log_prob(self, x: torch.Tensor) -> torch.Tensor:
+        """log density of (M, 2) points."""
+        log_det = x.new_zeros(x.shape[0])
+        z = x
+        for i in reversed(range(len(self.s))):           # data -> base
+            m = self.masks[i]
+            z_ = m * z
+            s = self.s[i](z_) * (1 - m)
+            t = self.t[i](z_) * (1 - m)
+            z = (1 - m) * (z - t) * torch.exp(-s) + z_
+            log_det = log_det - s.sum(-1)
+        return -0.5 * (z ** 2).sum(-1) - math.log(2 * math.pi) + log_det
+
+
+class RLELoss(nn.Module):
+    """Residual log-likelihood estimation (Li et al., ICCV 2021).
+
+    The error normalised by the predicted sigma is scored by a Laplace density times a
+    learned flow that models only the residual; the flow is trained with the model and
+    dropped at inference, where 1 - mean(sigma) is each joint's confidence.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.flow = RealNVP()
+
+    def forward(self, pred: torch.Tensor, sigma: torch.Tensor, target: torch.Tensor,
+                weight: torch.Tensor) -> torch.Tensor:
+        bar = (pred - target) / sigma
+        log_phi = self.flow.log_prob(bar.reshape(-1, 2).float()).view(pred.shape[:-1])
+        nf = torch.log(sigma).sum(-1) - log_phi                     # flow term, per joint
+        amp = 1 / math.sqrt(2 * math.pi)
+        q = (torch.log(sigma / amp) + (pred - target).abs() / (math.sqrt(2) * sigma)).sum(-1)
+        return _mean(nf + q, weight)
+
+
+LOSSES = ("l2", "smooth_l1", "rle")
+
+
+class PoseLoss(nn.Module):
+    """The training objective: a coordinate loss on labelled joints + BCE on visibility."""
+
+    def __init__(self, kind: str = "rle", visibility_weight: float = 0.1) -> None:
+        super().__init__()
+        if kind not in LOSSES:
+            raise ValueError(kind)
+        self.kind, self.vis_w = kind, visibility_weight
+        self.rle = RLELoss() if kind == "rle" else None
+
+    def forward(self, out: dict[str, torch.Tensor], target: torch.Tensor, weight: torch.Tensor,
+                visible: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        pred = out["coords"].float()
+        if self.kind == "l2":
+            coord = l2(pred, target, weight)
+        elif self.kind == "smooth_l1":
+            coord = smooth_l1(pred, target, weight)
+        else:
+            coord = self.rle(pred, out["sigma"].float(), target, weight)
+        vis = visibility_bce(out["visible"].float(), visible)
+        total = coord + self.vis_w * vis
+        return total, {"coord": coord.detach(), "vis": vis.detach()}   # tensors: no device sync

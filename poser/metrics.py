@@ -1,0 +1,82 @@
+"""PCP and PDJ as pure numpy functions (COCO AP lives beside them, through pycocotools).
+
+Shapes: N instances, K joints, L limbs. `pred` (N, K, 2) and `gt` (N, K, 3) share one frame
+(image pixels, or any similarity transform of them: both metrics are ratios of lengths).
+A joint counts when its ground truth has a position (visibility flag > 0).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from poser.skeletons import Skeleton
+
+PDJ_FRACTIONS = np.round(np.arange(0.0, 0.5001, 0.01), 2)
+
+
+def limb_hits(pred: np.ndarray, gt: np.ndarray, skeleton: Skeleton, thr: float = 0.5) -> tuple[np.ndarray, np.ndarray]:
+    """Strict PCP per limb: (N, L) correct, (N, L) counted. A limb is correct when both
+    predicted endpoints are within thr x its ground-truth length of their true positions."""
+    a = np.array([limb.a for limb in skeleton.pcp_limbs])
+    b = np.array([limb.b for limb in skeleton.pcp_limbs])
+    length = np.linalg.norm(gt[:, a, :2] - gt[:, b, :2], axis=-1)
+    err_a = np.linalg.norm(pred[:, a] - gt[:, a, :2], axis=-1)
+    err_b = np.linalg.norm(pred[:, b] - gt[:, b, :2], axis=-1)
+    counted = (gt[:, a, 2] > 0) & (gt[:, b, 2] > 0) & (length > 0)
+    correct = counted & (err_a <= thr * length) & (err_b <= thr * length)
+    return correct, counted
+
+
+def pcp(pred: np.ndarray, gt: np.ndarray, skeleton: Skeleton, thr: float = 0.5) -> dict:
+    """PCP per limb kind and the arms+legs mean (DeepPose's headline number)."""
+    correct, counted = limb_hits(pred, gt, skeleton, thr)
+    kinds = [limb.kind for limb in skeleton.pcp_limbs]
+    out: dict = {"per_kind": {}, "limbs_counted": int(counted.sum())}
+    for kind in dict.fromkeys(kinds):
+        cols = [i for i, k in enumerate(kinds) if k == kind]
+        n = counted[:, cols].sum()
+        out["per_kind"][kind] = float(correct[:, cols].sum() / n) if n else float("nan")
+    limbs = [i for i, k in enumerate(kinds) if k in ("upper_arm", "lower_arm", "upper_leg", "lower_leg")]
+    n = counted[:, limbs].sum()
+    out["mean"] = float(correct[:, limbs].sum() / n) if n else float("nan")
+    return out
+
+
+def torso_diameter(gt: np.ndarray, skeleton: Skeleton) -> np.ndarray:
+    """(N,) distance left shoulder - right hip, else right shoulder - left hip, else NaN."""
+    out = np.full(len(gt), np.nan)
+    for a, b in (skeleton.torso_fallback, skeleton.torso):   # the preferred diagonal wins
+        ok = (gt[:, a, 2] > 0) & (gt[:, b, 2] > 0)
+        d = np.linalg.norm(gt[:, a, :2] - gt[:, b, :2], axis=-1)
+        out = np.where(ok & (d > 0), d, out)
+    return out
+
+
+def joint_errors(pred: np.ndarray, gt: np.ndarray, skeleton: Skeleton) -> tuple[np.ndarray, np.ndarray]:
+    """(N, K) error / torso diameter, and (N, K) counted (labelled, torso known)."""
+    d = torso_diameter(gt, skeleton)
+    err = np.linalg.norm(pred - gt[..., :2], axis=-1) / np.where(np.isnan(d), 1.0, d)[:, None]
+    counted = (gt[..., 2] > 0) & ~np.isnan(d)[:, None]
+    return err, counted
+
+
+def pdj(pred: np.ndarray, gt: np.ndarray, skeleton: Skeleton, fractions: np.ndarray = PDJ_FRACTIONS) -> dict:
+    """PDJ curve over `fractions` (all joints), and PDJ@0.2 per joint and joint group.
+    Instances with no visible torso diagonal are not counted (their scale is unknown)."""
+    err, counted = joint_errors(pred, gt, skeleton)
+    n = counted.sum()
+    curve = [float(((err < f) & counted).sum() / n) if n else float("nan") for f in fractions]
+
+    def at(mask: np.ndarray, f: float = 0.2) -> float:
+        c = counted & mask
+        return float(((err < f) & c).sum() / c.sum()) if c.sum() else float("nan")
+
+    k = skeleton.num_joints
+    cols = np.arange(k)
+    return {
+        "fractions": [float(f) for f in fractions], "curve": curve,
+        "at_0.2": at(np.ones_like(counted)), "at_0.1": at(np.ones_like(counted), 0.1),
+        "per_joint": {skeleton.joints[j]: at(cols[None, :] == j) for j in range(k)},
+        "per_group": {g: at(np.isin(cols, idx)[None, :]) for g, idx in skeleton.groups.items()},
+        "joints_counted": int(n), "instances_without_torso": int((~counted.any(1) & (gt[..., 2] > 0).any(1)).sum()),
+    }

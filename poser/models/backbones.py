@@ -1,0 +1,137 @@
+"""Backbones: a dict of builders filled here, and one door, `create_backbone`.
+
+Each builder returns (module, feature_dim): the module maps (N, 3, S, S) images to
+(N, feature_dim) features, for any input size S >= 64.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+import torchvision
+from torch import nn
+
+from poser.errors import PoserError
+
+BACKBONES: dict[str, Callable[[], tuple[nn.Module, int]]] = {}
+
+
+def register(name: str):
+    def reg(fn):
+        BACKBONES[name] = fn
+        return fn
+    return reg
+
+
+class AlexNetDeepPose(nn.Module):
+    """DeepPose's network (Toshev & Szegedy 2014, after AlexNet): conv 11x11/4 (96), 5x5 (256),
+    3x3 (384, 384, 256) with pooling, then two 4096-unit FC layers with dropout 0.6. BatchNorm
+    replaces LRN, and an adaptive pool to the paper's 5x5 map (at 220 px) admits any input size."""
+
+    def __init__(self, dropout: float = 0.6) -> None:
+        super().__init__()
+
+        def conv(cin: int, cout: int, k: int, s: int = 1) -> list[nn.Module]:
+            return [nn.Conv2d(cin, cout, k, s, k // 2 if s == 1 else 0, bias=False), nn.BatchNorm2d(cout),
+                    nn.ReLU(inplace=True)]
+
+        self.features = nn.Sequential(
+            *conv(3, 96, 11, 4), nn.MaxPool2d(3, 2),
+            *conv(96, 256, 5), nn.MaxPool2d(3, 2),
+            *conv(256, 384, 3), *conv(384, 384, 3), *conv(384, 256, 3), nn.MaxPool2d(3, 2),
+            nn.AdaptiveAvgPool2d(5),
+        )
+        self.fc = nn.Sequential(
+            nn.Flatten(), nn.Linear(256 * 25, 4096), nn.ReLU(inplace=True), nn.Dropout(dropout),
+            nn.Linear(4096, 4096), nn.ReLU(inplace=True), nn.Dropout(dropout),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.features(x))
+
+
+@register("deeppose")
+def _deeppose() -> tuple[nn.Module, int]:
+    return AlexNetDeepPose(), 4096
+
+
+def _resnet(name: str) -> tuple[nn.Module, int]:
+    m = getattr(torchvision.models, name)(weights=None)
+    dim = m.fc.in_features
+    m.fc = nn.Identity()  # keeps torchvision's state-dict keys, so ImageNet weights load as-is
+    return m, dim
+
+
+def _mobilenet(name: str) -> tuple[nn.Module, int]:
+    m = getattr(torchvision.models, name)(weights=None)
+    dim = m.classifier[0].in_features
+    m.classifier = nn.Identity()
+    # torchvision builds MobileNetV3 with BatchNorm momentum 0.01, tuned for fine-tuning from
+    # ImageNet; from scratch the running statistics then lag the weights by hundreds of steps
+    # and eval-mode predictions are far worse than training ones. 0.1 tracks them.
+    for mod in m.modules():
+        if isinstance(mod, nn.BatchNorm2d):
+            mod.momentum = 0.1
+    return m, dim
+
+
+for _n in ("resnet18", "resnet34", "resnet50"):
+    register(_n)(lambda n=_n: _resnet(n))
+for _n in ("mobilenet_v3_small", "mobilenet_v3_large"):
+    register(_n)(lambda n=_n: _mobilenet(n))
+
+# ImageNet weights published by torchvision, by backbone.
+_TV_WEIGHTS = {
+    "resnet18": "ResNet18_Weights", "resnet34": "ResNet34_Weights", "resnet50": "ResNet50_Weights",
+    "mobilenet_v3_small": "MobileNet_V3_Small_Weights", "mobilenet_v3_large": "MobileNet_V3_Large_Weights",
+}
+
+
+def create_backbone(name: str, pretrained: str | None = None) -> tuple[nn.Module, int]:
+    """Build backbone `name`; `pretrained` is None, 'imagenet' (torchvision's weights,
+    downloaded once into torch's cache) or a local .pth/.pt/.safetensors state dict."""
+    if name not in BACKBONES:
+        raise PoserError(f"unknown backbone {name!r} (known: {', '.join(BACKBONES)})")
+    module, dim = BACKBONES[name]()
+    if pretrained:
+        state = _pretrained_state(name, pretrained)
+        try:
+            missing, _ = module.load_state_dict(state, strict=False)
+        except RuntimeError as e:  # shape mismatches raise even when not strict
+            raise PoserError(f"--pretrained {pretrained}: does not fit backbone {name!r} "
+                             f"({str(e).splitlines()[-1].strip()})") from None
+        if len(missing) == len(module.state_dict()):
+            raise PoserError(f"--pretrained {pretrained}: none of its tensors fit backbone {name!r}")
+        if missing:
+            raise PoserError(f"--pretrained {pretrained}: {len(missing)} tensors of backbone {name!r} are "
+                             f"missing from it (e.g. {missing[0]})")
+    return module, dim
+
+
+def _pretrained_state(name: str, pretrained: str) -> dict[str, torch.Tensor]:
+    if pretrained == "imagenet":
+        if name not in _TV_WEIGHTS:
+            raise PoserError(f"no ImageNet weights are published for backbone {name!r}; pass a local file")
+        weights = getattr(torchvision.models, _TV_WEIGHTS[name]).IMAGENET1K_V1
+        try:
+            state = weights.get_state_dict(progress=False)
+        except Exception as e:  # urllib/OSError offline, hash mismatch, ...
+            raise PoserError(f"could not fetch ImageNet weights for {name} ({type(e).__name__}: {e}); "
+                             "offline, pass a local weights file to --pretrained instead") from None
+    else:
+        path = Path(pretrained)
+        if not path.is_file():
+            raise PoserError(f"--pretrained {pretrained}: no such file (use 'imagenet' or a weights file)")
+        try:
+            if path.suffix == ".safetensors":
+                from safetensors.torch import load_file
+
+                state = load_file(str(path))
+            else:  # weights_only: tensors and plain containers, never arbitrary pickled objects
+                state = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as e:
+            raise PoserError(f"--pretrained {path}: not a readable state dict ({e})") from None
+        state = state.get("state_dict", state) if isinstance(state, dict) else state
+    return {k: v for k, v in state.items() if not k.startswith(("fc.", "classifier."))}

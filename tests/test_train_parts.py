@@ -1,0 +1,199 @@
+"""The pieces training is made of: models, losses, augmentation, checkpoints, metrics."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from poser.checkpoint import load_state, load_weights, read_meta, save_state, save_weights
+from poser.data.augment import MEAN, STD, Augment, make_batch
+from poser.errors import PoserError
+from poser.losses import PoseLoss, RealNVP
+from poser.metrics import pcp, pdj
+from poser.models.backbones import BACKBONES, create_backbone
+from poser.models.deeppose import create_model, load_model
+from poser.skeletons import COCO17, LSP14
+
+
+@pytest.mark.parametrize("name", sorted(BACKBONES))
+def test_every_backbone_gives_coordinates_visibility_and_sigma(name):
+    model = create_model(name, 17, sigma=True).eval()
+    size = 96 if name != "deeppose" else 128
+    with torch.no_grad():
+        out = model(torch.randn(2, 3, size, size))
+    assert out["coords"].shape == (2, 17, 2) and out["visible"].shape == (2, 17)
+    assert out["sigma"].shape == (2, 17, 2) and (out["sigma"] > 0).all() and (out["sigma"] < 1.01).all()
+    assert create_model(name, 14, sigma=False).sigma is None
+
+
+def test_deeppose_backbone_is_the_papers_network():
+    net, dim = create_backbone("deeppose")
+    first = net.features[0]
+    assert (first.kernel_size, first.stride, first.out_channels) == ((11, 11), (4, 4), 96)
+    convs = [m for m in net.features if isinstance(m, torch.nn.Conv2d)]
+    assert [c.out_channels for c in convs] == [96, 256, 384, 384, 256]
+    assert dim == 4096 and sum(isinstance(m, torch.nn.Dropout) for m in net.fc) == 2
+
+
+def test_pretrained_from_a_local_file(tmp_path):
+    src, _ = create_backbone("resnet18")
+    save_file({k: v.contiguous() for k, v in src.state_dict().items()}, str(tmp_path / "r18.safetensors"))
+    net, _ = create_backbone("resnet18", str(tmp_path / "r18.safetensors"))
+    assert torch.equal(net.conv1.weight, src.conv1.weight)
+    with pytest.raises(PoserError, match="does not fit|none of its tensors|missing from it"):
+        create_backbone("mobilenet_v3_small", str(tmp_path / "r18.safetensors"))
+    with pytest.raises(PoserError, match="no such file"):
+        create_backbone("resnet18", str(tmp_path / "missing.pth"))
+
+
+def test_losses_are_zero_or_minimal_at_the_target_and_mask_unlabelled_joints():
+    target = torch.rand(4, 17, 2) - 0.5
+    weight = torch.ones(4, 17)
+    weight[:, 3] = 0
+    off = target.clone()
+    off[:, 3] += 10.0                                   # an unlabelled joint far off: ignored
+    vis = torch.ones(4, 17)
+    logits = torch.full((4, 17), 20.0)
+    for kind in ("l2", "smooth_l1"):
+        loss, parts = PoseLoss(kind)({"coords": off, "visible": logits}, target, weight, vis)
+        assert float(parts["coord"]) == pytest.approx(0.0, abs=1e-7)
+    wrong = target + 0.1
+    loss, parts = PoseLoss("l2")({"coords": wrong, "visible": logits}, target, weight, vis)
+    assert float(parts["coord"]) == pytest.approx(0.02, rel=1e-4)   # 0.1^2 + 0.1^2 per joint
+    # RLE: for a fixed error, the loss is lowest when sigma is near the error's scale.
+    rle = PoseLoss("rle")
+    losses = [float(rle({"coords": wrong, "visible": logits, "sigma": torch.full((4, 17, 2), s)},
+                        target, weight, vis)[1]["coord"]) for s in (0.001, 0.1, 0.9)]
+    assert losses[1] < losses[0] and losses[1] < losses[2]
+
+
+def test_realnvp_is_a_normalised_density():
+    torch.manual_seed(0)
+    flow = RealNVP()
+    with torch.no_grad():                              # perturb so the flow is not the identity
+        for p in flow.parameters():
+            p.add_(torch.randn_like(p) * 0.1)
+    g = torch.linspace(-10, 10, 801)
+    xy = torch.stack(torch.meshgrid(g, g, indexing="ij"), -1).reshape(-1, 2)
+    with torch.no_grad():
+        density = flow.log_prob(xy).exp()
+    assert float(density.sum() * (g[1] - g[0]) ** 2) == pytest.approx(1.0, abs=1e-3)
+    assert abs(float(density.max()) - 1 / (2 * np.pi)) > 0.02   # and it is not the base normal
+
+
+def test_augmentation_moves_keypoints_with_the_pixels():
+    # Bright dots at the keypoints of a dark image must land where the targets say, through
+    # random scale, shift, rotation, flip (with left/right swapped) and half-body crops.
+    rng = np.random.default_rng(3)
+    n, h, w = 6, 200, 240
+    kp = np.zeros((n, 17, 3))
+    kp[..., 0] = rng.uniform(60, 180, (n, 17))
+    kp[..., 1] = rng.uniform(50, 150, (n, 17))
+    kp[..., 2] = 2
+    img = np.zeros((n, 3, h, w), np.uint8)
+    boxes = np.array([[50.0, 40.0, 140.0, 120.0]] * n)
+    b = make_batch(torch.from_numpy(img), boxes, kp, 128, COCO17, None, rng, channels_last=False)
+    for j in range(17):
+        one = img.copy()
+        for i in range(n):
+            x, y = np.round(kp[i, j, :2]).astype(int)
+            one[i, :, y - 2: y + 3, x - 2: x + 3] = 255
+        b = make_batch(torch.from_numpy(one), boxes, kp, 128, COCO17, Augment(color=0.0), np.random.default_rng(j),
+                       channels_last=False)
+        lum = (b["x"][:, 0] * STD[0] + MEAN[0]).numpy()
+        for i in range(n):
+            src = COCO17.flip_index[j] if b["flip"][i] else j    # after a flip the dot carries the mirror name
+            if not b["visible"][i, src]:
+                continue
+            ys, xs = np.mgrid[:128, :128]
+            wgt = np.clip(lum[i], 0, 1)
+            cx, cy = (xs * wgt).sum() / wgt.sum(), (ys * wgt).sum() / wgt.sum()   # the dot's centroid
+            expect = (b["target"][i, src].numpy() + 0.5) * 128 - 0.5
+            assert np.hypot(cx - expect[0], cy - expect[1]) < 0.75, (i, j)
+
+
+def test_weights_are_self_describing_and_loading_never_unpickles(tmp_path):
+    model = create_model("mobilenet_v3_small", 14, sigma=True).eval()
+    meta = {"skeleton": "lsp14", "joints": list(LSP14.joints), "backbone": "mobilenet_v3_small",
+            "input_size": 96, "sigma_head": True, "stage": 1}
+    save_weights(tmp_path / "w.safetensors", model.state_dict(), meta)
+    assert read_meta(tmp_path / "w.safetensors")["backbone"] == "mobilenet_v3_small"
+    again, meta2 = load_model(tmp_path / "w.safetensors")
+    x = torch.randn(1, 3, 96, 96)
+    with torch.no_grad():
+        assert torch.equal(model(x)["coords"], again(x)["coords"]) and meta2 == meta
+    save_weights(tmp_path / "h.safetensors", model.state_dict(), meta, half=True)
+    state, _ = load_weights(tmp_path / "h.safetensors")
+    assert state["coords.weight"].dtype == torch.float32
+
+
+def test_bad_weights_files_give_one_clear_error(tmp_path):
+    (tmp_path / "junk.safetensors").write_bytes(b"\x00garbage" * 10)
+    save_file({"a": torch.zeros(2)}, str(tmp_path / "other.safetensors"))
+    good = tmp_path / "good.safetensors"
+    save_weights(good, create_model("mobilenet_v3_small", 17, sigma=False).state_dict(),
+                 {"backbone": "mobilenet_v3_small", "joints": list(COCO17.joints), "sigma_head": False})
+    (tmp_path / "cut.safetensors").write_bytes(good.read_bytes()[: good.stat().st_size // 2])
+    wrong = tmp_path / "wrong.safetensors"
+    save_weights(wrong, {"a": torch.zeros(2)}, {"backbone": "resnet18", "joints": list(COCO17.joints)})
+    for name, msg in [("missing", "not found"), ("junk", "not a safetensors"), ("other", "not poser weights"),
+                      ("cut", "not a safetensors"), ("wrong", "do not match")]:
+        with pytest.raises(PoserError, match=msg):
+            load_model(tmp_path / f"{name}.safetensors")
+
+
+def test_training_state_roundtrip(tmp_path):
+    model = torch.nn.Linear(3, 2)
+    opt = torch.optim.AdamW(model.parameters(), lr=0.1)
+    model(torch.randn(4, 3)).sum().backward()
+    opt.step()
+    state = {"optimizer": opt.state_dict(), "epoch": 3, "best": -1.0, "rng": {"torch": torch.get_rng_state()},
+             "tuple": (1, "a", None), "nested": [{"x": torch.ones(2, dtype=torch.int64)}]}
+    save_state(tmp_path / "s.safetensors", state)
+    back = load_state(tmp_path / "s.safetensors")
+    assert back["epoch"] == 3 and back["tuple"] == (1, "a", None) and torch.equal(back["rng"]["torch"],
+                                                                               state["rng"]["torch"])
+    assert set(back["optimizer"]["state"]) == {0, 1}   # integer keys survive
+    assert torch.equal(back["optimizer"]["state"][0]["exp_avg"], opt.state_dict()["state"][0]["exp_avg"])
+    opt2 = torch.optim.AdamW(model.parameters(), lr=0.1)
+    opt2.load_state_dict(back["optimizer"])
+    assert json.dumps(back["optimizer"]["param_groups"]) == json.dumps(opt.state_dict()["param_groups"])
+    (tmp_path / "bad.safetensors").write_bytes(b"nope")
+    with pytest.raises(PoserError, match="unreadable training state"):
+        load_state(tmp_path / "bad.safetensors")
+
+
+def _lsp_pose() -> np.ndarray:
+    """An upright LSP-14 figure (x, y, v=2)."""
+    j = {n: i for i, n in enumerate(LSP14.joints)}
+    gt = np.zeros((1, 14, 3))
+    pos = {"right_ankle": (40, 300), "right_knee": (40, 230), "right_hip": (40, 160), "left_hip": (100, 160),
+           "left_knee": (100, 230), "left_ankle": (100, 300), "right_wrist": (0, 160), "right_elbow": (20, 110),
+           "right_shoulder": (40, 60), "left_shoulder": (100, 60), "left_elbow": (120, 110),
+           "left_wrist": (140, 160), "neck": (70, 50), "head_top": (70, 0)}
+    for n, xy in pos.items():
+        gt[0, j[n]] = (*xy, 2)
+    return gt
+
+
+def test_pcp_and_pdj_hand_cases():
+    gt = _lsp_pose()
+    j = {n: i for i, n in enumerate(LSP14.joints)}
+    pred = gt[..., :2].copy()
+    # left shin (knee 230 -> ankle 300, length 70): move the ankle 31.5 px = 0.45 x length.
+    pred[0, j["left_ankle"]] += (31.5, 0)
+    r5, r4 = pcp(pred, gt, LSP14, 0.5), pcp(pred, gt, LSP14, 0.4)
+    assert r5["per_kind"]["lower_leg"] == 1.0 and r4["per_kind"]["lower_leg"] == 0.5
+    assert r5["mean"] == 1.0 and r4["mean"] == pytest.approx(7 / 8)
+    # PDJ: torso diameter = |left shoulder (100,60) - right hip (40,160)| = 116.6 px.
+    d = np.hypot(60, 100)
+    assert 31.5 / d == pytest.approx(0.27, abs=0.005)
+    res = pdj(pred, gt, LSP14)
+    assert res["at_0.2"] == pytest.approx(13 / 14) and res["per_joint"]["left_ankle"] == 0.0
+    assert res["curve"][res["fractions"].index(0.28)] == 1.0
+    # An unlabelled joint is not counted, whatever the prediction.
+    gt2 = gt.copy()
+    gt2[0, j["left_ankle"], 2] = 0
+    assert pdj(pred, gt2, LSP14)["at_0.2"] == 1.0 and pdj(pred, gt2, LSP14)["joints_counted"] == 13
