@@ -196,6 +196,51 @@ def bench_train(data: Path | None, work: Path) -> list[dict]:
     return rows
 
 
+@bench("annotate")
+def bench_annotate(data: Path | None, work: Path) -> list[dict]:
+    """`poser annotate` end to end on a 640 x 360 video (decode, crop, model, draw, encode)
+    against the model's forward pass alone at the same batch size (one tracked person per
+    frame: batch 1), with the shipped reference model or, without one, the same architecture."""
+    import cv2
+
+    from poser.annotate import AnnotateConfig, annotate
+    from poser.data.synth import SynthConfig, render_image
+    from poser.models.deeppose import create_model, load_model
+    from poser.predict import DEFAULT_WEIGHTS, Predictor
+
+    if DEFAULT_WEIGHTS.is_file():
+        model, meta = load_model(DEFAULT_WEIGHTS)
+        what = f"reference model ({meta['backbone']} @{meta['input_size']})"
+    else:
+        meta = {"skeleton": "lsp14", "backbone": "resnet18", "input_size": 128, "margin": 1.25}
+        model = create_model("resnet18", 14, sigma=True)
+        what = "resnet18 @128 (no reference model shipped)"
+    predictor = Predictor(model, meta)
+    frames = 150
+    data_, w, h, _ = render_image(SynthConfig(seed=0, max_people=1, min_size=300, max_size=300), 1)
+    fig = cv2.imdecode(np.frombuffer(data_, np.uint8), cv2.IMREAD_COLOR)
+    path = work / "walk.mp4"
+    vw = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 30.0, (640, 360))
+    for f in range(frames):
+        canvas = np.full((360, 640, 3), 100, np.uint8)
+        canvas[30:30 + h, 20 + f: 20 + f + w] = fig
+        vw.write(canvas)
+    vw.release()
+    x = torch.rand(1, 3, predictor.size, predictor.size)
+    m = np.eye(3)[None, :2].repeat(1, 0)
+    for _ in range(5):
+        predictor._forward(x, m)
+    alone = _rate(frames, lambda: [predictor._forward(x, m) for _ in range(frames)])
+    annotate(AnnotateConfig(inputs=[str(path)]), predictor, work / "warm")      # warm-up
+    res = annotate(AnnotateConfig(inputs=[str(path)]), predictor, work / "out")
+    e2e = res.frames / res.seconds
+    return [
+        _row(f"model forward alone, batch 1: {what}", alone, "frames/s"),
+        _row("annotate 640x360 mp4 end to end (decode, track, draw, encode)", e2e, "frames/s", alone,
+             "model forward alone"),
+    ]
+
+
 def run(only: list[str] | None = None, data: Path | None = None) -> list[dict]:
     """Run the chosen sections; returns every row (what, rate, unit, limit, of_limit)."""
     torch.set_num_threads(os.cpu_count() or 1)

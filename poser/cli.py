@@ -266,8 +266,83 @@ def train(
         results.print(f"weights: {summary['weights']['best']} (best), {summary['weights']['last']} (last)",
                       soft_wrap=True)
         _write_json(json_out, summary)
-_not_landed("eval", 5, "Evaluate a model: PCP, PDJ and COCO keypoint AP, as tables, JSON and plots.")
-_not_landed("annotate", 6, "Draw skeletons on images, folders and videos; write keypoint JSON.")
+@app.command("eval")
+@_report_errors
+def eval_(
+    weights: WeightsOpt = None,
+    data: DataOpt = None,
+    split: Annotated[str, typer.Option("--split", help="Split to score.")] = "val",
+    flip: Annotated[bool, typer.Option("--flip", help="Average with the mirrored crop's prediction.")] = False,
+    pcp_threshold: Annotated[float, typer.Option("--pcp-threshold", min=0.0, help="PCP: x limb length.")] = 0.5,
+    boxes: Annotated[Path | None, typer.Option(
+        "--boxes", help="COCO detection results (person boxes) for COCO AP with detected boxes.")] = None,
+    box_threshold: Annotated[float, typer.Option("--box-threshold", help="Minimum detection score.")] = 0.0,
+    predictions: Annotated[Path | None, typer.Option(
+        "--predictions", help="Score these COCO keypoint results instead of a model.")] = None,
+    limit: Annotated[int | None, typer.Option("--limit", min=1, help="First N persons only.")] = None,
+    batch_size: Annotated[int, typer.Option("--batch-size", min=1)] = 64,
+    device: DeviceOpt = Device.auto,
+    out: OutOpt = None,
+    name: Annotated[str | None, typer.Option("--name", help="Run name (default: exp1, exp2, ...).")] = None,
+    json_out: JsonOpt = None,
+) -> None:
+    """Evaluate a model: PCP, PDJ and COCO keypoint AP, as tables, JSON and plots."""
+    from poser.evaluate import EvalConfig, evaluate, report_tables
+    from poser.predict import resolve_weights
+
+    if weights is None and predictions is None:
+        weights = resolve_weights(None)       # the shipped reference model
+    cfg = EvalConfig(data=str(data or "data/coco"), weights=str(weights) if weights else None, split=split,
+                     flip=flip, pcp_threshold=pcp_threshold, boxes=str(boxes) if boxes else None,
+                     box_threshold=box_threshold, predictions=str(predictions) if predictions else None,
+                     out=str(out or "runs/eval"), name=name, device=device.value, batch_size=batch_size, limit=limit)
+    report = evaluate(cfg)
+    for t in report_tables(report):
+        results.print(t)
+    results.print(f"run folder: {report['run']} (metrics.json, pdj_curve.png, pdj_per_joint.png, examples.png)",
+                  soft_wrap=True)
+    _write_json(json_out, report)
+
+
+@app.command()
+@_report_errors
+def annotate(
+    inputs: Annotated[list[str], typer.Argument(help="Images, folders (searched recursively) and videos.")],
+    weights: WeightsOpt = None,
+    boxes: Annotated[Path | None, typer.Option(
+        "--boxes", help="COCO-style detections [{bbox, score, file_name or image_id}] as person boxes.")] = None,
+    box_threshold: Annotated[float, typer.Option("--box-threshold", help="Minimum detection score.")] = 0.5,
+    min_score: Annotated[float, typer.Option("--min-score", help="Joints below are not drawn (faint below 2x).")] = 0.2,
+    smooth: Annotated[bool, typer.Option("--smooth", help="One-Euro filter on video keypoints.")] = False,
+    flip: Annotated[bool, typer.Option("--flip", help="Flip test: average with the mirrored crop.")] = False,
+    batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Images per model batch.")] = 16,
+    no_draw: Annotated[bool, typer.Option("--no-draw", help="Only write keypoints.json.")] = False,
+    device: DeviceOpt = Device.auto,
+    out: OutOpt = None,
+    name: Annotated[str | None, typer.Option("--name", help="Run name (default: exp1, exp2, ...).")] = None,
+    json_out: JsonOpt = None,
+) -> None:
+    """Draw skeletons on images, folders and videos; write keypoint JSON."""
+    from poser.annotate import AnnotateConfig
+    from poser.annotate import annotate as run_annotate
+    from poser.distributed import resolve_device
+    from poser.predict import Predictor, resolve_weights
+    from poser.runs import new_run_dir
+
+    cfg = AnnotateConfig(inputs=inputs, weights=str(weights) if weights else None, boxes=str(boxes) if boxes else None,
+                         box_threshold=box_threshold, min_score=min_score, smooth=smooth, flip=flip,
+                         batch_size=batch_size, device=device.value, draw=not no_draw)
+    predictor = Predictor.from_file(resolve_weights(weights), resolve_device(device.value))
+    run = Path(out) if out else new_run_dir(Path("runs/annotate"), name)
+    run.mkdir(parents=True, exist_ok=True)
+    res = run_annotate(cfg, predictor, run)
+    fps = res.frames / res.seconds if res.seconds else 0.0
+    results.print(f"annotated {res.frames} images/frames in {res.seconds:.1f} s ({fps:.1f}/s) -> {run} "
+                  f"(keypoints.json{'' if no_draw else ' and annotated copies'})", soft_wrap=True)
+    _write_json(json_out, {"out": str(run), "frames": res.frames, "seconds": round(res.seconds, 2),
+                           "failed": res.failed})
+    if res.failed:
+        raise PoserError(f"{len(res.failed)} input(s) failed (listed above); the others are in {run}")
 _not_landed("demo", 8, "Run the whole pipeline on synthetic data in a few minutes.")
 
 

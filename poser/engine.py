@@ -26,7 +26,6 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 from torch.utils.data import DataLoader, DistributedSampler
 
 from poser import __version__, distributed
-from poser import geometry as g
 from poser.checkpoint import load_state, save_state, save_weights
 from poser.console import RateColumn, console
 from poser.data.augment import MARGIN, MEAN, STD, Augment, make_batch
@@ -37,6 +36,7 @@ from poser.losses import LOSSES, PoseLoss
 from poser.metrics import pcp, pdj
 from poser.models.backbones import BACKBONES
 from poser.models.deeppose import DeepPose, create_model
+from poser.predict import Predictor
 from poser.runs import append_jsonl, new_run_dir, read_jsonl, save_config
 
 
@@ -258,8 +258,9 @@ def _fit(cfg: TrainConfig, d: distributed.Dist) -> dict | None:
             rate = seen / max(1e-9, time.time() - t_epoch)
             replicas = _replicas_identical(objective, d)
             if d.is_main:
-                m = evaluate_cache(objective.model, val_cache, cfg.input_size, dev, cfg.batch_size,
-                                   cfg.channels_last, cfg.val_batches)
+                predictor = Predictor(objective.model, weights_meta(cfg, skeleton, epoch + 1), dev, cfg.channels_last)
+                m = evaluate_cache(predictor, val_cache, cfg.batch_size,
+                                   cfg.val_batches * cfg.batch_size if cfg.val_batches else None)
                 train_loss = float(torch.stack(losses).mean()) if losses else float("nan")
                 record = {"epoch": epoch + 1, "step": global_step, "train_loss": train_loss,
                           "val_pcp": m["pcp"]["mean"], "val_pdj@0.2": m["pdj"]["at_0.2"],
@@ -291,33 +292,9 @@ def _fit(cfg: TrainConfig, d: distributed.Dist) -> dict | None:
     return summary
 
 
-@torch.no_grad()
-def predict_cache(model: DeepPose, cache: Cache, size: int, device: torch.device, batch_size: int = 64,
-                  channels_last: bool = True, max_batches: int | None = None) -> dict[str, np.ndarray]:
-    """Predictions for the instances of a cache, in cache-crop pixels (same frame as
-    cache.keypoints): coords (N, K, 2), visible probability (N, K), sigma (N, K) if any."""
-    model.eval()
-    n = len(cache) if max_batches is None else min(len(cache), max_batches * batch_size)
-    coords, vis, sig = [], [], []
-    for s in range(0, n, batch_size):
-        idx = np.arange(s, min(n, s + batch_size))
-        img = torch.stack([cache.image(i) for i in idx]).to(device)
-        b = make_batch(img, cache.boxes[idx], cache.keypoints[idx], size, cache.skeleton, None, None, channels_last)
-        out = model(b["x"])
-        coords.append(g.to_image(b["matrix"], out["coords"].float().cpu().numpy(), size))
-        vis.append(torch.sigmoid(out["visible"].float()).cpu().numpy())
-        if "sigma" in out:
-            sig.append(out["sigma"].float().mean(-1).cpu().numpy())
-    res = {"coords": np.concatenate(coords), "visible": np.concatenate(vis)}
-    if sig:
-        res["sigma"] = np.concatenate(sig)
-    return res
-
-
-def evaluate_cache(model: DeepPose, cache: Cache, size: int, device: torch.device, batch_size: int = 64,
-                   channels_last: bool = True, max_batches: int | None = None) -> dict:
-    """PCP and PDJ of `model` on a prepared cache (similarity-invariant, so crop pixels do)."""
-    p = predict_cache(model, cache, size, device, batch_size, channels_last, max_batches)
+def evaluate_cache(predictor: Predictor, cache: Cache, batch_size: int = 64, limit: int | None = None) -> dict:
+    """PCP and PDJ on a prepared cache (both are similarity-invariant, so crop pixels do)."""
+    p = predictor.predict_cache(cache, batch_size=batch_size, limit=limit)
     gt = cache.keypoints[: len(p["coords"])]
     return {"pcp": pcp(p["coords"], gt, cache.skeleton), "pdj": pdj(p["coords"], gt, cache.skeleton)}
 

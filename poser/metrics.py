@@ -7,6 +7,8 @@ A joint counts when its ground truth has a position (visibility flag > 0).
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 
 from poser.skeletons import Skeleton
@@ -80,3 +82,33 @@ def pdj(pred: np.ndarray, gt: np.ndarray, skeleton: Skeleton, fractions: np.ndar
         "per_group": {g: at(np.isin(cols, idx)[None, :]) for g, idx in skeleton.groups.items()},
         "joints_counted": int(n), "instances_without_torso": int((~counted.any(1) & (gt[..., 2] > 0).any(1)).sum()),
     }
+
+
+COCO_STATS = ("AP", "AP50", "AP75", "AP_medium", "AP_large", "AR", "AR50", "AR75", "AR_medium", "AR_large")
+
+
+def coco_keypoint_ap(ann_file: Path, results: list[dict], sigmas: np.ndarray | None = None,
+                     image_ids: np.ndarray | None = None) -> dict:
+    """COCO keypoint AP/AR (OKS) through pycocotools for results in COCO's format
+    ({image_id, category_id, keypoints [x, y, score] x K, score}), over `image_ids` (default:
+    every image of the annotation file); persons without a result count as missed."""
+    import contextlib
+    import io
+
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+
+    with contextlib.redirect_stdout(io.StringIO()):   # pycocotools prints as it goes
+        gt = COCO(str(ann_file))
+        ids = sorted(gt.getImgIds() if image_ids is None else {int(i) for i in image_ids})
+        if not results:
+            return {k: 0.0 for k in COCO_STATS} | {"images": len(ids)}
+        dt = gt.loadRes(results)
+        ev = COCOeval(gt, dt, "keypoints")
+        if sigmas is not None:
+            ev.params.kpt_oks_sigmas = np.asarray(sigmas)
+        ev.params.imgIds = ids
+        ev.evaluate()
+        ev.accumulate()
+        ev.summarize()
+    return {k: float(v) for k, v in zip(COCO_STATS, ev.stats, strict=True)} | {"images": len(ev.params.imgIds)}

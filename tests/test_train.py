@@ -22,6 +22,7 @@ from poser.errors import PoserError
 from poser.losses import PoseLoss
 from poser.metrics import pcp, pdj
 from poser.models.deeppose import load_model
+from poser.predict import Predictor
 from poser.runs import read_jsonl
 
 runner = CliRunner()
@@ -58,7 +59,7 @@ def test_a_short_cpu_run_learns_far_beyond_the_mean_pose(trained_run, learn_root
     model, meta = load_model(trained_run / "best.safetensors")
     assert meta["input_size"] == 96 and meta["skeleton"] == "coco17" and meta["backbone"] == "mobilenet_v3_small"
     val = Cache(cache_dir(learn_root, "val", CacheSpec()))
-    m = engine.evaluate_cache(model, val, 96, torch.device("cpu"))
+    m = engine.evaluate_cache(Predictor(model, meta), val)
     assert m["pdj"]["at_0.2"] == pytest.approx(best["val_pdj@0.2"], abs=1e-6)
 
 

@@ -1,0 +1,75 @@
+"""Drawing skeletons: limbs coloured by side, faint or skipped joints by confidence.
+
+Images are BGR uint8 (OpenCV's order), drawn in place. Coordinates in image pixels.
+"""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+from poser.skeletons import Skeleton
+
+SIDE_COLOURS = {"L": (0, 140, 255), "R": (255, 140, 0), "C": (80, 220, 80)}   # orange, blue, green (BGR)
+
+
+def line_width(shape: tuple[int, ...]) -> int:
+    """Stroke width scaled to the image: 2 px at 640 x 480, 5 px at 1920 x 1080."""
+    return max(1, round(max(shape[:2]) / 400))
+
+
+def _limb_colour(skeleton: Skeleton, a: int, b: int) -> tuple[int, int, int]:
+    sides = skeleton.sides
+    side = sides[a] if sides[a] == sides[b] else sides[a] if sides[a] != "C" else sides[b]
+    return SIDE_COLOURS[side]
+
+
+def draw_pose(img: np.ndarray, coords: np.ndarray, skeleton: Skeleton, scores: np.ndarray | None = None,
+              min_score: float = 0.2, width: int | None = None, colour: tuple[int, int, int] | None = None) -> None:
+    """Draw one person: coords (K, 2), scores (K,) in [0, 1] or None (all confident).
+    Joints below `min_score` are skipped; those below 2 x min_score are drawn faint
+    (blended at 40%), as are limbs touching them. `colour` overrides the side colours."""
+    k = skeleton.num_joints
+    s = np.ones(k) if scores is None else np.asarray(scores, float)
+    ok = np.isfinite(coords).all(-1) & (s >= min_score)
+    if not ok.any():
+        return
+    faint = s < 2 * min_score
+    w = width or line_width(img.shape)
+    # Work on the person's region only: a full-frame copy and blend would cost more than the
+    # model on a video frame.
+    pad = 2 * w + 4
+    lo = np.floor(coords[ok].min(0)).astype(int) - pad
+    hi = np.ceil(coords[ok].max(0)).astype(int) + pad
+    x0, y0 = max(0, lo[0]), max(0, lo[1])
+    x1, y1 = min(img.shape[1], hi[0]), min(img.shape[0], hi[1])
+    if x1 <= x0 or y1 <= y0:
+        return
+    roi = img[y0:y1, x0:x1]
+    strong, weak = roi.copy(), roi.copy()
+    pts = np.round((np.nan_to_num(coords) - [x0, y0]) * 16).astype(np.int64)  # 4 bits of sub-pixel precision
+    for a, b in skeleton.draw_limbs:
+        if ok[a] and ok[b]:
+            layer = weak if faint[a] or faint[b] else strong
+            cv2.line(layer, tuple(pts[a]), tuple(pts[b]), colour or _limb_colour(skeleton, a, b), w, cv2.LINE_AA,
+                     shift=4)
+    for j in np.flatnonzero(ok):
+        layer = weak if faint[j] else strong
+        c = colour or SIDE_COLOURS[skeleton.sides[j]]
+        cv2.circle(layer, tuple(pts[j]), (w + 2) * 16, c, -1, cv2.LINE_AA, shift=4)
+        cv2.circle(layer, tuple(pts[j]), (w + 2) * 16, (255, 255, 255), max(1, w // 2), cv2.LINE_AA, shift=4)
+    # Faint strokes are the weak layer blended over the strong one.
+    changed = np.any(weak != roi, axis=-1)
+    if changed.any():
+        strong[changed] = cv2.addWeighted(weak, 0.4, strong, 0.6, 0)[changed]
+    roi[:] = strong
+
+
+def draw_box(img: np.ndarray, box: np.ndarray, colour: tuple[int, int, int] = (200, 200, 200)) -> None:
+    x, y, w, h = (int(round(v)) for v in box)
+    cv2.rectangle(img, (x, y), (x + w, y + h), colour, max(1, line_width(img.shape) // 2))
+
+
+def label(img: np.ndarray, text: str, org: tuple[int, int] = (4, 16)) -> None:
+    for col, t in (((0, 0, 0), 3), ((255, 255, 255), 1)):
+        cv2.putText(img, text, org, cv2.FONT_HERSHEY_SIMPLEX, 0.45, col, t, cv2.LINE_AA)

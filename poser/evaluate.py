@@ -1,0 +1,313 @@
+"""`poser eval`: PCP, PDJ and COCO keypoint AP of a model, or of saved predictions, on a split.
+
+Ground truth comes from the split's prepared cache (keypoints mapped back to image pixels
+through the stored crop matrices), so eval needs no second reader. Protocol:
+
+- PCP (strict): a limb is correct when both predicted endpoints lie within `pcp_threshold` x
+  the ground-truth limb length of their true positions; only limbs whose two joints are
+  labelled count. The headline number is the mean over arms and legs.
+- PDJ: a joint is detected when its error is below a fraction of the torso diameter (left
+  shoulder to right hip, else right shoulder to left hip). Instances with neither diagonal
+  labelled have no scale and are left out of PDJ (and counted as such).
+- Only labelled joints count (COCO v > 0; LSP's occluded joints are labelled). A missing
+  prediction counts as wrong.
+- COCO AP/AR (OKS, pycocotools) for COCO-17 data: one prediction per ground-truth person
+  box, and with `--boxes`, one per detected box, as COCO's own protocol does.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+from rich.table import Table
+
+from poser import geometry as g
+from poser.console import console, progress
+from poser.data.cache import Cache, CacheSpec, cache_dir, decode_rgb
+from poser.data.datasets import coco_split_files, open_dataset
+from poser.data.sources import prepare_split
+from poser.draw import draw_pose, label
+from poser.errors import PoserError
+from poser.files import atomic_path, write_json
+from poser.metrics import coco_keypoint_ap, joint_errors, pcp, pdj
+from poser.predict import Predictor, cache_to_image
+from poser.runs import new_run_dir
+from poser.skeletons import Skeleton
+
+
+@dataclass
+class EvalConfig:
+    data: str
+    weights: str | None = None
+    split: str = "val"
+    flip: bool = False
+    pcp_threshold: float = 0.5
+    boxes: str | None = None            # COCO detection results: [{image_id, bbox, score}, ...]
+    box_threshold: float = 0.0
+    predictions: str | None = None      # score these (COCO keypoint results) instead of a model
+    out: str = "runs/eval"
+    name: str | None = None
+    device: str = "auto"
+    batch_size: int = 64
+    limit: int | None = None            # first N instances only (quick checks)
+
+
+def evaluate(cfg: EvalConfig) -> dict:
+    """Score a model (or saved predictions) on one split; writes the run folder, returns
+    every number."""
+    if (cfg.weights is None) == (cfg.predictions is None):
+        raise PoserError("give a model (--weights) or saved predictions (--predictions), not both")
+    root = Path(cfg.data)
+    if not root.is_dir():
+        raise PoserError(f"--data {root}: no such folder")
+    if prepare_split(root, cfg.split, CacheSpec())["instances"] == 0:
+        raise PoserError(f"{root}: split {cfg.split!r} has no person instances to evaluate")
+    cache = Cache(cache_dir(root, cfg.split, CacheSpec()))
+    sk = cache.skeleton
+    n = len(cache) if cfg.limit is None else min(cfg.limit, len(cache))
+    gt = ground_truth(cache)[:n]
+    ids = cache.image_ids[:n]
+    ann = coco_split_files(root, cfg.split)
+    ann_file = ann[0] if ann and sk.name == "coco17" else None
+    report: dict = {"data": str(root), "split": cfg.split, "config": asdict(cfg)}
+
+    predictor = None
+    if cfg.predictions:
+        results = _read_results(Path(cfg.predictions), sk)
+        pred, score = match_predictions(results, ids, gt, sk)
+        report["model"] = {"predictions": cfg.predictions}
+    else:
+        from poser.distributed import resolve_device
+
+        predictor = Predictor.from_file(Path(cfg.weights), resolve_device(cfg.device))
+        if predictor.skeleton.name != sk.name:
+            raise PoserError(f"the model predicts {predictor.skeleton.name} joints but {root} is "
+                             f"{sk.name} data")
+        with progress("instances") as bar:
+            task = bar.add_task("predict", total=n)
+            p = predictor.predict_cache(cache, cfg.flip, cfg.batch_size, n, lambda k: bar.advance(task, k))
+        pred, score = cache_to_image(cache, p["coords"]), p["score"]
+        results = coco_results(ids, pred, score)
+        report["model"] = {"weights": cfg.weights, **{k: predictor.meta.get(k) for k in
+                                                     ("backbone", "input_size", "stage", "loss", "epoch")}}
+
+    report["pcp"] = pcp(pred, gt, sk, cfg.pcp_threshold) | {"threshold": cfg.pcp_threshold}
+    report["pdj"] = pdj(pred, gt, sk)
+    report["counted"] = {"images": int(len(np.unique(ids))), "instances": int(n),
+                         "joints": report["pdj"]["joints_counted"], "limbs": report["pcp"]["limbs_counted"],
+                         "instances_without_torso": report["pdj"]["instances_without_torso"]}
+    if ann_file is not None:
+        report["coco_gt_boxes"] = coco_keypoint_ap(ann_file, results, np.asarray(sk.sigmas), ids)
+        if cfg.boxes:
+            det = predict_detections(predictor, root, cfg.split, Path(cfg.boxes), cfg.box_threshold, cfg.flip,
+                                     set(ids.tolist()))
+            report["coco_detected_boxes"] = coco_keypoint_ap(ann_file, det, np.asarray(sk.sigmas), ids)
+    elif cfg.boxes:
+        raise PoserError("--boxes gives COCO AP, which needs COCO-17 data in COCO format")
+
+    run = new_run_dir(Path(cfg.out), cfg.name)
+    report["run"] = str(run)
+    if not cfg.predictions:
+        write_json(run / "predictions.json", results, indent=None)
+    write_json(run / "metrics.json", report)
+    plot_pdj([report["pdj"]], ["model"], run / "pdj_curve.png")
+    plot_per_joint(report["pdj"], run / "pdj_per_joint.png")
+    example_grid(cache, pred, gt, sk, run / "examples.png")
+    return report
+
+
+def ground_truth(cache: Cache) -> np.ndarray:
+    """(N, K, 3) ground-truth keypoints in original image pixels (flags kept)."""
+    gt = cache.keypoints.astype(np.float64).copy()
+    gt[..., :2] = cache_to_image(cache, gt[..., :2])
+    return gt
+
+
+def coco_results(image_ids: np.ndarray, coords: np.ndarray, scores: np.ndarray) -> list[dict]:
+    """Predictions in COCO keypoint results format; the person score is the mean joint score."""
+    out = []
+    for i in range(len(coords)):
+        kp = np.concatenate([coords[i], scores[i][:, None]], -1)
+        out.append({"image_id": int(image_ids[i]), "category_id": 1,
+                    "keypoints": [round(float(v), 2) for v in kp.reshape(-1)], "score": float(scores[i].mean())})
+    return out
+
+
+def _read_results(path: Path, sk: Skeleton) -> list[dict]:
+    try:
+        results = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise PoserError(f"--predictions {path}: not readable JSON ({e})") from None
+    if not isinstance(results, list):
+        raise PoserError(f"--predictions {path}: expected a list of COCO keypoint results")
+    for r in results:
+        if not (isinstance(r, dict) and "image_id" in r and len(r.get("keypoints", ())) == 3 * sk.num_joints):
+            raise PoserError(f"--predictions {path}: every entry needs image_id and {3 * sk.num_joints} keypoint "
+                             f"values ({sk.name}); found {str(r)[:80]}")
+    return results
+
+
+def match_predictions(results: list[dict], image_ids: np.ndarray, gt: np.ndarray,
+                      sk: Skeleton) -> tuple[np.ndarray, np.ndarray]:
+    """Give each ground-truth person the prediction of its image that lies closest to it
+    (mean joint error over its labelled joints, greedily, each prediction used once).
+    Persons left without one get NaN coordinates: they count as wrong."""
+    by_image = defaultdict(list)
+    for r in results:
+        by_image[int(r["image_id"])].append(np.asarray(r["keypoints"], np.float64).reshape(-1, 3))
+    n, k = len(gt), sk.num_joints
+    pred, score = np.full((n, k, 2), np.nan), np.zeros((n, k))
+    rows = defaultdict(list)
+    for i, iid in enumerate(image_ids):
+        rows[int(iid)].append(i)
+    for iid, gi in rows.items():
+        cands = by_image.get(iid, [])
+        if not cands:
+            continue
+        P = np.stack(cands)                                        # (M, K, 3)
+        G = gt[gi]                                                 # (G, K, 3)
+        lab = G[..., 2] > 0
+        d = np.linalg.norm(G[:, None, :, :2] - P[None, :, :, :2], axis=-1)
+        cost = np.where(lab[:, None], d, 0).sum(-1) / np.maximum(lab.sum(-1), 1)[:, None]
+        for _ in range(min(len(gi), len(P))):
+            a, b = np.unravel_index(np.argmin(cost), cost.shape)
+            pred[gi[a]], score[gi[a]] = P[b, :, :2], P[b, :, 2]
+            cost[a, :], cost[:, b] = np.inf, np.inf
+    return pred, score
+
+
+def predict_detections(predictor: Predictor | None, root: Path, split: str, boxes_file: Path, threshold: float,
+                       flip: bool, image_ids: set[int]) -> list[dict]:
+    """Keypoints for every detected person box (COCO detection results) of the evaluated images."""
+    if predictor is None:
+        raise PoserError("--boxes needs a model (--weights)")
+    try:
+        dets = json.loads(boxes_file.read_text())
+        assert isinstance(dets, list)
+    except (OSError, ValueError, AssertionError) as e:
+        raise PoserError(f"--boxes {boxes_file}: not a JSON list of detections ({e})") from None
+    inst = open_dataset(root, split)
+    files = {int(i): inst.image_root / f for i, f in zip(inst.image_ids, inst.files, strict=True)}
+    per_image = defaultdict(list)
+    for d in dets:
+        if d.get("score", 1.0) >= threshold and int(d["image_id"]) in image_ids and d.get("category_id", 1) == 1:
+            per_image[int(d["image_id"])].append(d)
+    out = []
+    with progress("images") as bar:
+        task = bar.add_task("detections", total=len(per_image))
+        for iid, ds in per_image.items():
+            img = cv2.imread(str(files[iid]), cv2.IMREAD_COLOR_RGB) if iid in files else None
+            if img is None:
+                console.print(f"[yellow]skipped:[/] image {iid} is unreadable")
+                continue
+            p = predictor.predict_image(img, np.array([d["bbox"] for d in ds], np.float64), flip)
+            for j, d in enumerate(ds):
+                kp = np.concatenate([p["coords"][j], p["score"][j][:, None]], -1)
+                out.append({"image_id": iid, "category_id": 1, "keypoints": kp.reshape(-1).round(2).tolist(),
+                            "score": float(d.get("score", 1.0)) * float(p["score"][j].mean())})
+            bar.advance(task)
+    return out
+
+
+# --- pictures -------------------------------------------------------------------------------
+
+def plot_pdj(pdjs: list[dict], names: list[str], path: Path) -> None:
+    """PDJ curves (detection rate vs normalised distance), one per entry, in one PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4.5), dpi=110)
+    for p, name in zip(pdjs, names, strict=True):
+        ax.plot(p["fractions"], p["curve"], label=f"{name} (PDJ@0.2 {p['at_0.2']:.3f})", lw=2)
+    ax.set(xlabel="normalised distance to ground truth (x torso diameter)", ylabel="detection rate",
+           xlim=(0, 0.5), ylim=(0, 1), title="PDJ")
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower right")
+    _save_fig(fig, path)
+
+
+def plot_per_joint(p: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names, vals = list(p["per_joint"]), [p["per_joint"][k] for k in p["per_joint"]]
+    fig, ax = plt.subplots(figsize=(max(6, 0.45 * len(names)), 4.5), dpi=110)
+    ax.bar(range(len(names)), np.nan_to_num(vals), color="#3b7dd8")
+    ax.set_xticks(range(len(names)), names, rotation=60, ha="right")
+    ax.set(ylim=(0, 1), ylabel="PDJ@0.2", title=f"PDJ@0.2 per joint (all: {p['at_0.2']:.3f})")
+    ax.grid(axis="y", alpha=0.3)
+    _save_fig(fig, path)
+
+
+def _save_fig(fig, path: Path) -> None:
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png")
+    plt.close(fig)
+
+
+def example_grid(cache: Cache, pred: np.ndarray, gt: np.ndarray, sk: Skeleton, path: Path, n: int = 4) -> None:
+    """The n best and n worst instances (mean normalised joint error): ground truth in
+    white, prediction in side colours, on the prepared crops."""
+    err, counted = joint_errors(pred, gt, sk)
+    e = np.where(counted, np.nan_to_num(err, nan=9.0), 0.0)          # a missing prediction: far off
+    k = counted.sum(1)
+    score = np.where(k > 0, e.sum(1) / np.maximum(k, 1), np.nan)
+    order = np.argsort(np.where(np.isnan(score), np.inf, score))
+    valid = order[: int(np.isfinite(score).sum())]
+    picks = [("best", i) for i in valid[:n]] + [("worst", i) for i in valid[::-1][:n]]
+    tiles = []
+    for tag, i in picks:
+        img = cv2.cvtColor(decode_rgb(cache.encoded(i)), cv2.COLOR_RGB2BGR)
+        m = cache.matrix[i]
+        gt_c = g.transform_points(m, gt[i, :, :2])
+        draw_pose(img, np.where(gt[i, :, 2:] > 0, gt_c, np.nan), sk, width=1, colour=(255, 255, 255))
+        draw_pose(img, g.transform_points(m, pred[i]), sk, width=2)
+        label(img, f"{tag}: err {score[i]:.2f}")
+        tiles.append(img)
+    if not tiles:
+        return
+    while len(tiles) % n:
+        tiles.append(np.zeros_like(tiles[0]))
+    grid = np.vstack([np.hstack(tiles[r: r + n]) for r in range(0, len(tiles), n)])
+    with atomic_path(path) as tmp:
+        ok, buf = cv2.imencode(".png", grid)
+        tmp.write_bytes(buf.tobytes())
+
+
+# --- tables ---------------------------------------------------------------------------------
+
+def report_tables(report: dict) -> list[Table]:
+    c = report["counted"]
+    pc, pd = report["pcp"], report["pdj"]
+    head = (f"{report['data']} [{report['split']}]: {c['images']} images, {c['instances']} persons, "
+            f"{c['joints']} joints, {c['limbs']} limbs counted")
+    t1 = Table("metric", "value", title=head)
+    t1.add_row(f"PCP@{pc['threshold']} arms+legs", f"{pc['mean']:.3f}")
+    for kind, v in pc["per_kind"].items():
+        t1.add_row(f"  PCP {kind}", f"{v:.3f}")
+    t1.add_row("PDJ@0.2 all joints", f"{pd['at_0.2']:.3f}")
+    t1.add_row("PDJ@0.1 all joints", f"{pd['at_0.1']:.3f}")
+    for grp, v in pd["per_group"].items():
+        t1.add_row(f"  PDJ@0.2 {grp}", f"{v:.3f}")
+    if c["instances_without_torso"]:
+        t1.add_row("persons without a torso diagonal (not in PDJ)", str(c["instances_without_torso"]))
+    tables = [t1]
+    for key, title in (("coco_gt_boxes", "ground-truth boxes"), ("coco_detected_boxes", "detected boxes")):
+        if key in report:
+            a = report[key]
+            t = Table(*[k for k in a if k != "images"], title=f"COCO keypoint AP/AR, {title} ({a['images']} images)")
+            t.add_row(*[f"{v:.3f}" for k, v in a.items() if k != "images"])
+            tables.append(t)
+    return tables
