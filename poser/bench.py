@@ -229,8 +229,8 @@ def bench_annotate(data: Path | None, work: Path) -> list[dict]:
     x = torch.rand(1, 3, predictor.size, predictor.size)
     m = np.eye(3)[None, :2].repeat(1, 0)
     for _ in range(5):
-        predictor._forward(x, m)
-    alone = _rate(frames, lambda: [predictor._forward(x, m) for _ in range(frames)])
+        predictor._forward(predictor.model, predictor.size, x, m)
+    alone = _rate(frames, lambda: [predictor._forward(predictor.model, predictor.size, x, m) for _ in range(frames)])
     annotate(AnnotateConfig(inputs=[str(path)]), predictor, work / "warm")      # warm-up
     res = annotate(AnnotateConfig(inputs=[str(path)]), predictor, work / "out")
     e2e = res.frames / res.seconds

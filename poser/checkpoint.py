@@ -32,6 +32,17 @@ def save_weights(path: Path, state_dict: dict[str, torch.Tensor], meta: dict, ha
         save_file(tensors, str(tmp), metadata=md)
 
 
+def save_bundle(path: Path, stages: list[tuple[dict[str, torch.Tensor], dict]], half: bool = False) -> None:
+    """A cascade in one file: stage s's tensors prefixed 'stage{s}.', metadata listing every
+    stage's, plus stage one's skeleton, joints and input size at the top for quick reading."""
+    if len(stages) == 1:
+        return save_weights(path, stages[0][0], stages[0][1], half)
+    tensors = {f"stage{s}.{k}": v.detach().clone() for s, (sd, _) in enumerate(stages, start=1) for k, v in sd.items()}
+    first = stages[0][1]
+    meta = {k: first[k] for k in ("skeleton", "joints", "input_size", "margin", "mean", "std") if k in first}
+    save_weights(path, tensors, meta | {"stage": len(stages), "stages": [m for _, m in stages]}, half)
+
+
 def read_meta(path: Path) -> dict:
     """The metadata of a poser weights file; a clear error for anything else."""
     path = Path(path)

@@ -100,6 +100,8 @@ def _not_landed(name: str, issue: int, help_text: str) -> None:
         raise PoserError(f"'poser {name}' is not available yet (issue #{issue})", exit_code=2)
 
 
+StagesOpt = Annotated[int | None, typer.Option(
+    "--stages", min=1, help="Run only the first N stages of a cascade [default: all].")]
 CacheSizeOpt = Annotated[int, typer.Option("--cache-size", min=64, help="Side of the prepared crops (px).")]
 
 
@@ -205,8 +207,15 @@ class Loss(StrEnum):
 def train(
     data: DataOpt = None,
     backbone: Annotated[str, typer.Option(
-        "--backbone", help="deeppose, resnet18/34/50, mobilenet_v3_small/large.")] = "resnet18",
-    input_size: Annotated[int, typer.Option("--input-size", min=64, help="Model input side (px).")] = 224,
+        "--backbone", help="deeppose, resnet18/34/50, mobilenet_v3_small/large [default: resnet18; "
+        "stage 2+: stage 1's].")] = None,
+    input_size: Annotated[int | None, typer.Option(
+        "--input-size", min=64, help="Model input side in px [default: 224; stage 2+: stage 1's].")] = None,
+    stage: Annotated[int, typer.Option("--stage", min=1, help="Cascade stage to train (2+ needs --from).")] = 1,
+    from_run: Annotated[Path | None, typer.Option(
+        "--from", help="Stage 2+: run folder (or weights file) of the stages before.")] = None,
+    sub_image: Annotated[float, typer.Option(
+        "--sub-image", min=0.2, help="Stage 2+: sub-image side, x torso diameter.")] = 1.5,
     loss: Annotated[Loss, typer.Option("--loss", help="rle (default), l2 (DeepPose's) or smooth_l1.")] = Loss.rle,
     pretrained: Annotated[str | None, typer.Option(
         "--pretrained", help="'imagenet' (torchvision, needs internet once) or a local weights file.")] = None,
@@ -247,9 +256,20 @@ def train(
         cfg = TrainConfig.from_dict(json.loads(cfg_file.read_text()))
         cfg = replace(cfg, resume=str(resume), epochs=max(cfg.epochs, epochs or 0))
     else:
+        base = {"backbone": "resnet18", "input_size": 224}
+        if stage > 1 and from_run is not None:          # stage networks copy stage one's architecture
+            from poser.checkpoint import read_meta
+
+            w = from_run / "best.safetensors" if from_run.is_dir() else from_run
+            if w.is_file():
+                m = read_meta(w)
+                first = m.get("stages", [m])[0]
+                base = {"backbone": first["backbone"], "input_size": first["input_size"]}
         cfg = TrainConfig(
-            data=str(data or "data/coco"), out=str(out or "runs/train"), name=name, backbone=backbone,
-            input_size=input_size, loss=loss.value, pretrained=pretrained, epochs=epochs or 90, batch_size=batch_size,
+            data=str(data or "data/coco"), out=str(out or "runs/train"), name=name,
+            backbone=backbone or base["backbone"], input_size=input_size or base["input_size"], stage=stage,
+            sub_image=sub_image, from_run=str(from_run) if from_run else None, loss=loss.value,
+            pretrained=pretrained, epochs=epochs or 90, batch_size=batch_size,
             lr=lr, weight_decay=weight_decay, steps_per_epoch=steps_per_epoch, workers=workers,
             device=device.value, amp=amp, seed=seed, cache_size=cache_size,
             aug=Augment(rotate=rotate, scale=scale, flip=flip),
@@ -280,6 +300,7 @@ def eval_(
     predictions: Annotated[Path | None, typer.Option(
         "--predictions", help="Score these COCO keypoint results instead of a model.")] = None,
     limit: Annotated[int | None, typer.Option("--limit", min=1, help="First N persons only.")] = None,
+    stages: StagesOpt = None,
     batch_size: Annotated[int, typer.Option("--batch-size", min=1)] = 64,
     device: DeviceOpt = Device.auto,
     out: OutOpt = None,
@@ -295,7 +316,8 @@ def eval_(
     cfg = EvalConfig(data=str(data or "data/coco"), weights=str(weights) if weights else None, split=split,
                      flip=flip, pcp_threshold=pcp_threshold, boxes=str(boxes) if boxes else None,
                      box_threshold=box_threshold, predictions=str(predictions) if predictions else None,
-                     out=str(out or "runs/eval"), name=name, device=device.value, batch_size=batch_size, limit=limit)
+                     out=str(out or "runs/eval"), name=name, device=device.value, batch_size=batch_size, limit=limit,
+                     stages=stages)
     report = evaluate(cfg)
     for t in report_tables(report):
         results.print(t)
@@ -317,6 +339,7 @@ def annotate(
     flip: Annotated[bool, typer.Option("--flip", help="Flip test: average with the mirrored crop.")] = False,
     batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Images per model batch.")] = 16,
     no_draw: Annotated[bool, typer.Option("--no-draw", help="Only write keypoints.json.")] = False,
+    stages: StagesOpt = None,
     device: DeviceOpt = Device.auto,
     out: OutOpt = None,
     name: Annotated[str | None, typer.Option("--name", help="Run name (default: exp1, exp2, ...).")] = None,
@@ -332,7 +355,7 @@ def annotate(
     cfg = AnnotateConfig(inputs=inputs, weights=str(weights) if weights else None, boxes=str(boxes) if boxes else None,
                          box_threshold=box_threshold, min_score=min_score, smooth=smooth, flip=flip,
                          batch_size=batch_size, device=device.value, draw=not no_draw)
-    predictor = Predictor.from_file(resolve_weights(weights), resolve_device(device.value))
+    predictor = Predictor.from_file(resolve_weights(weights), resolve_device(device.value), stages)
     run = Path(out) if out else new_run_dir(Path("runs/annotate"), name)
     run.mkdir(parents=True, exist_ok=True)
     res = run_annotate(cfg, predictor, run)

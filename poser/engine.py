@@ -26,8 +26,9 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 from torch.utils.data import DataLoader, DistributedSampler
 
 from poser import __version__, distributed
-from poser.checkpoint import load_state, save_state, save_weights
-from poser.console import RateColumn, console
+from poser.cascade import SUB_IMAGE, StageData, error_statistics, sample_crops
+from poser.checkpoint import load_state, save_bundle, save_state
+from poser.console import RateColumn, console, progress
 from poser.data.augment import MARGIN, MEAN, STD, Augment, make_batch
 from poser.data.cache import Cache, CacheDataset, CacheSpec, cache_dir
 from poser.data.sources import prepare_split
@@ -35,7 +36,7 @@ from poser.errors import PoserError
 from poser.losses import LOSSES, PoseLoss
 from poser.metrics import pcp, pdj
 from poser.models.backbones import BACKBONES
-from poser.models.deeppose import DeepPose, create_model
+from poser.models.deeppose import DeepPose, create_model, load_stages
 from poser.predict import Predictor
 from poser.runs import append_jsonl, new_run_dir, read_jsonl, save_config
 
@@ -68,6 +69,9 @@ class TrainConfig:
     aug: Augment = field(default_factory=Augment)
     resume: str | None = None
     run: str | None = None              # the run folder, once created
+    stage: int = 1                      # 2, 3, ...: a refinement stage of the cascade ...
+    from_run: str | None = None         # ... on top of this run folder / weights file (stages 1..stage-1)
+    sub_image: float = SUB_IMAGE        # refinement sub-image side, x torso diameter
 
     @staticmethod
     def from_dict(d: dict) -> TrainConfig:
@@ -93,10 +97,41 @@ def weights_meta(cfg: TrainConfig, skeleton, epoch: int, metrics: dict | None = 
     return {
         "skeleton": skeleton.name, "joints": list(skeleton.joints), "backbone": cfg.backbone,
         "input_size": cfg.input_size, "margin": MARGIN, "mean": list(MEAN), "std": list(STD),
-        "stage": 1, "loss": cfg.loss, "sigma_head": cfg.loss == "rle", "epoch": epoch,
+        "stage": cfg.stage, "loss": cfg.loss, "sigma_head": cfg.loss == "rle", "epoch": epoch,
+        "sub_image": cfg.sub_image if cfg.stage > 1 else None,
         "poser_version": __version__, "metrics": metrics or {},
         "trained_on": {"data": cfg.data, "split": cfg.train_split, "epochs": cfg.epochs},
     }
+
+
+def previous_stages(cfg: TrainConfig, device: torch.device, skeleton) -> list[tuple[DeepPose, dict]]:
+    """Stages 1..stage-1 that a refinement stage trains on top of (from --from)."""
+    if not cfg.from_run:
+        raise PoserError(f"--stage {cfg.stage} needs --from: the run folder (or weights file) of stages "
+                         f"1..{cfg.stage - 1}")
+    path = Path(cfg.from_run)
+    weights = path / "best.safetensors" if path.is_dir() else path
+    if not weights.is_file():
+        raise PoserError(f"--from {path}: no stage-{cfg.stage - 1} model there (expected {weights})")
+    stages = load_stages(weights, device)
+    if len(stages) != cfg.stage - 1:
+        raise PoserError(f"--from {path} holds a {len(stages)}-stage model; --stage {cfg.stage} builds on "
+                         f"{cfg.stage - 1} stage(s)")
+    if stages[0][1]["skeleton"] != skeleton.name:
+        raise PoserError(f"--from {path} predicts {stages[0][1]['skeleton']} joints, the data is {skeleton.name}")
+    for m, _ in stages:
+        m.requires_grad_(False)
+    return stages
+
+
+def _stage_data(prev: list, cache: Cache, device: torch.device, batch_size: int, show: bool) -> StageData:
+    """Run stages 1..s-1 over the training set once: their real predictions and the
+    statistics of their errors, from which stage s draws its training sub-images."""
+    predictor = Predictor(*prev[0], device, refiners=prev[1:])
+    with progress("instances") as bar:
+        task = bar.add_task(f"stage 1-{len(prev)} on train", total=len(cache), visible=show)
+        p = predictor.predict_cache(cache, batch_size=batch_size, progress=lambda k: bar.advance(task, k))
+    return error_statistics(p["coords"], cache.keypoints, cache.skeleton)
 
 
 def loader_workers(requested: int | None, d: distributed.Dist) -> int:
@@ -119,6 +154,9 @@ def check_config(cfg: TrainConfig) -> None:
         raise PoserError(f"unknown loss {cfg.loss!r} (known: {', '.join(LOSSES)})")
     if cfg.pretrained and cfg.pretrained != "imagenet" and not Path(cfg.pretrained).is_file():
         raise PoserError(f"--pretrained {cfg.pretrained}: no such file (use 'imagenet' or a weights file)")
+    if cfg.stage > 1 and not cfg.from_run:
+        raise PoserError(f"--stage {cfg.stage} needs --from: the run folder (or weights file) of stages "
+                         f"1..{cfg.stage - 1}")
     if not Path(cfg.data).is_dir():
         raise PoserError(f"--data {cfg.data}: no such folder (make one with poser fetch-coco, fetch-lsp or synth)")
 
@@ -155,9 +193,18 @@ def _fit(cfg: TrainConfig, d: distributed.Dist) -> dict | None:
     steps = min(steps, cfg.steps_per_epoch or steps)
 
     workers = loader_workers(cfg.workers, d)
+    prev, stage_data, aug = [], None, cfg.aug
+    if cfg.stage > 1:
+        prev = previous_stages(cfg, dev, skeleton)
+        stage_data = _stage_data(prev, train_ds.cache, dev, cfg.batch_size, d.is_main)
+        aug = replace(cfg.aug, half_body=0.0)    # sub-images are placed around joints, not bodies
 
     # --- model, loss, optimiser, schedule, precision --------------------------------------
     model = create_model(cfg.backbone, skeleton.num_joints, cfg.pretrained, sigma=cfg.loss == "rle")
+    if prev and prev[-1][1]["backbone"] == cfg.backbone and bool(prev[-1][1].get("sigma_head")) == (cfg.loss == "rle"):
+        # A refinement stage starts from the previous stage's weights (its own copy): it already
+        # knows what joints look like and only has to learn to look closer.
+        model.load_state_dict(prev[-1][0].state_dict())
     objective = Objective(model, PoseLoss(cfg.loss)).to(dev)
     if cfg.channels_last:
         objective = objective.to(memory_format=torch.channels_last)
@@ -227,8 +274,13 @@ def _fit(cfg: TrainConfig, d: distributed.Dist) -> dict | None:
             losses, t_epoch, seen, info = [], time.time(), 0, ""
             for i, (img, kp, idx) in enumerate(loader, start=start_step):
                 rng = np.random.default_rng([cfg.seed, epoch, i, d.rank])
-                b = make_batch(img.to(dev, non_blocking=True), train_ds.cache.boxes[idx.numpy()], kp.numpy(),
-                               cfg.input_size, skeleton, cfg.aug, rng, cfg.channels_last)
+                kp_np, idx_np = kp.numpy(), idx.numpy()
+                if stage_data is None:
+                    boxes, mask = train_ds.cache.boxes[idx_np], None
+                else:
+                    boxes, mask = sample_crops(stage_data, idx_np, kp_np, cfg.sub_image, MARGIN, rng)
+                b = make_batch(img.to(dev, non_blocking=True), boxes, kp_np, cfg.input_size, skeleton, aug, rng,
+                               cfg.channels_last, joint_mask=mask)
                 with torch.autocast(dev.type, dtype=amp_dtype, enabled=amp):
                     loss, parts = train_module(b["x"], b["target"], b["weight"], b["visible"])
                 opt.zero_grad(set_to_none=True)
@@ -258,7 +310,9 @@ def _fit(cfg: TrainConfig, d: distributed.Dist) -> dict | None:
             rate = seen / max(1e-9, time.time() - t_epoch)
             replicas = _replicas_identical(objective, d)
             if d.is_main:
-                predictor = Predictor(objective.model, weights_meta(cfg, skeleton, epoch + 1), dev, cfg.channels_last)
+                now = (objective.model, weights_meta(cfg, skeleton, epoch + 1))
+                stages = [(m, mt) for m, mt in prev] + [now]
+                predictor = Predictor(*stages[0], dev, cfg.channels_last, refiners=stages[1:])
                 m = evaluate_cache(predictor, val_cache, cfg.batch_size,
                                    cfg.val_batches * cfg.batch_size if cfg.val_batches else None)
                 train_loss = float(torch.stack(losses).mean()) if losses else float("nan")
@@ -272,11 +326,12 @@ def _fit(cfg: TrainConfig, d: distributed.Dist) -> dict | None:
                         console.print("[red]warning:[/] the DDP replicas' parameters differ")
                 append_jsonl(run / "metrics.jsonl", record)
                 meta = weights_meta(cfg, skeleton, epoch + 1, {k: record[k] for k in ("val_pcp", "val_pdj@0.2")})
-                save_weights(run / "last.safetensors", objective.model.state_dict(), meta)
+                bundle = [(m.state_dict(), mt) for m, mt in prev] + [(objective.model.state_dict(), meta)]
+                save_bundle(run / "last.safetensors", bundle)
                 score = record["val_pdj@0.2"]
                 if score > best or not (run / "best.safetensors").exists():
                     best = max(best, score)
-                    save_weights(run / "best.safetensors", objective.model.state_dict(), meta)
+                    save_bundle(run / "best.safetensors", bundle)
                 console.print(f"epoch {epoch + 1}: loss {record['train_loss']:.4f}  val PCP {record['val_pcp']:.3f}  "
                               f"PDJ@0.2 {record['val_pdj@0.2']:.3f}  {rate:.1f} samples/s")
             save_checkpoint(epoch + 1, 0)

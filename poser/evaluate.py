@@ -55,6 +55,7 @@ class EvalConfig:
     device: str = "auto"
     batch_size: int = 64
     limit: int | None = None            # first N instances only (quick checks)
+    stages: int | None = None           # cascade: run only the first N stages
 
 
 def evaluate(cfg: EvalConfig) -> dict:
@@ -84,7 +85,7 @@ def evaluate(cfg: EvalConfig) -> dict:
     else:
         from poser.distributed import resolve_device
 
-        predictor = Predictor.from_file(Path(cfg.weights), resolve_device(cfg.device))
+        predictor = Predictor.from_file(Path(cfg.weights), resolve_device(cfg.device), cfg.stages)
         if predictor.skeleton.name != sk.name:
             raise PoserError(f"the model predicts {predictor.skeleton.name} joints but {root} is "
                              f"{sk.name} data")
@@ -98,6 +99,12 @@ def evaluate(cfg: EvalConfig) -> dict:
 
     report["pcp"] = pcp(pred, gt, sk, cfg.pcp_threshold) | {"threshold": cfg.pcp_threshold}
     report["pdj"] = pdj(pred, gt, sk)
+    if predictor is not None and predictor.num_stages > 1:    # the cascade, stage by stage
+        report["per_stage"] = []
+        for s in range(predictor.num_stages):
+            ps = cache_to_image(cache, p["stages"][:, s])
+            report["per_stage"].append({"stage": s + 1, "pcp": pcp(ps, gt, sk, cfg.pcp_threshold)["mean"],
+                                        "pdj": pdj(ps, gt, sk)})
     report["counted"] = {"images": int(len(np.unique(ids))), "instances": int(n),
                          "joints": report["pdj"]["joints_counted"], "limbs": report["pcp"]["limbs_counted"],
                          "instances_without_torso": report["pdj"]["instances_without_torso"]}
@@ -115,7 +122,11 @@ def evaluate(cfg: EvalConfig) -> dict:
     if not cfg.predictions:
         write_json(run / "predictions.json", results, indent=None)
     write_json(run / "metrics.json", report)
-    plot_pdj([report["pdj"]], ["model"], run / "pdj_curve.png")
+    if "per_stage" in report:
+        plot_pdj([r["pdj"] for r in report["per_stage"]], [f"stage {r['stage']}" for r in report["per_stage"]],
+                 run / "pdj_curve.png")
+    else:
+        plot_pdj([report["pdj"]], ["model"], run / "pdj_curve.png")
     plot_per_joint(report["pdj"], run / "pdj_per_joint.png")
     example_grid(cache, pred, gt, sk, run / "examples.png")
     return report
@@ -304,6 +315,14 @@ def report_tables(report: dict) -> list[Table]:
     if c["instances_without_torso"]:
         t1.add_row("persons without a torso diagonal (not in PDJ)", str(c["instances_without_torso"]))
     tables = [t1]
+    if "per_stage" in report:
+        t = Table("stage", f"PCP@{pc['threshold']}", "PDJ@0.05", "PDJ@0.1", "PDJ@0.2",
+                  title="the cascade, stage by stage")
+        for r in report["per_stage"]:
+            curve = dict(zip(r["pdj"]["fractions"], r["pdj"]["curve"], strict=True))
+            t.add_row(str(r["stage"]), f"{r['pcp']:.3f}", f"{curve[0.05]:.3f}", f"{r['pdj']['at_0.1']:.3f}",
+                      f"{r['pdj']['at_0.2']:.3f}")
+        tables.append(t)
     for key, title in (("coco_gt_boxes", "ground-truth boxes"), ("coco_detected_boxes", "detected boxes")):
         if key in report:
             a = report[key]

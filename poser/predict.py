@@ -17,9 +17,10 @@ import numpy as np
 import torch
 
 from poser import geometry as g
+from poser.cascade import SUB_IMAGE, joint_boxes, pose_diameter
 from poser.data.cache import Cache
 from poser.errors import PoserError
-from poser.models.deeppose import DeepPose, load_model
+from poser.models.deeppose import DeepPose, load_stages
 from poser.skeletons import Skeleton, get_skeleton
 
 DEFAULT_WEIGHTS = Path(__file__).parent / "weights" / "reference.safetensors"
@@ -35,50 +36,89 @@ def resolve_weights(path: str | Path | None) -> Path:
 
 
 class Predictor:
+    """A model (stage one) and optionally refinement stages 2..S (a cascade)."""
+
     def __init__(self, model: DeepPose, meta: dict, device: str | torch.device = "cpu",
-                 channels_last: bool = True) -> None:
+                 channels_last: bool = True, refiners: list[tuple[DeepPose, dict]] = ()) -> None:
         self.device = torch.device(device)
-        self.model = model.to(self.device).eval()
-        if channels_last:
-            self.model = self.model.to(memory_format=torch.channels_last)
-        self.meta, self.channels_last = meta, channels_last
+        self.channels_last = channels_last
+        self.stages = [(self._prepare(model), meta)] + [(self._prepare(m), mt) for m, mt in refiners]
+        self.model, self.meta = self.stages[0]
         self.size = int(meta["input_size"])
         self.margin = float(meta.get("margin", 1.25))
         self.skeleton: Skeleton = get_skeleton(meta["skeleton"])
         self._mean = torch.tensor(meta.get("mean", (0.485, 0.456, 0.406)), device=self.device).view(1, 3, 1, 1)
         self._std = torch.tensor(meta.get("std", (0.229, 0.224, 0.225)), device=self.device).view(1, 3, 1, 1)
 
+    def _prepare(self, model: DeepPose) -> DeepPose:
+        model = model.to(self.device).eval()
+        return model.to(memory_format=torch.channels_last) if self.channels_last else model
+
     @classmethod
-    def from_file(cls, path: Path, device: str | torch.device = "cpu") -> Predictor:
-        model, meta = load_model(path, device)
-        return cls(model, meta, device)
+    def from_file(cls, path: Path, device: str | torch.device = "cpu", stages: int | None = None) -> Predictor:
+        """A weights file or cascade bundle; `stages` runs only the first N stages."""
+        loaded = load_stages(path, device, stages)
+        return cls(loaded[0][0], loaded[0][1], device, refiners=loaded[1:])
+
+    @property
+    def num_stages(self) -> int:
+        return len(self.stages)
 
     # --- crops -> keypoints ----------------------------------------------------------------
     @torch.no_grad()
-    def _forward(self, crops: torch.Tensor, m: np.ndarray) -> dict[str, np.ndarray]:
+    def _forward(self, model: DeepPose, size: int, crops: torch.Tensor, m: np.ndarray) -> dict[str, np.ndarray]:
         """crops (N, 3, S, S) float RGB in [0, 1] on the device, m (N, 2, 3) source-to-crop."""
         x = (crops - self._mean) / self._std
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
-        out = self.model(x)
-        res = {"coords": g.to_image(m, out["coords"].float().cpu().numpy(), self.size),
+        out = model(x)
+        res = {"coords": g.to_image(m, out["coords"].float().cpu().numpy(), size),
                "visible": torch.sigmoid(out["visible"].float()).cpu().numpy()}
-        score = res["visible"]
         if "sigma" in out:
             res["sigma"] = out["sigma"].float().mean(-1).cpu().numpy()
-            score = score * np.clip(1 - res["sigma"], 0, 1)
-        res["score"] = score
         return res
 
+    def _stage(self, s: int, crop_fn, boxes: np.ndarray, owner: np.ndarray, flip: bool,
+               chunk: int = 128) -> dict[str, np.ndarray]:
+        """Stage s on crops around `boxes` (M, 4) of the images `owner` (M,) points into."""
+        model, meta = self.stages[s]
+        size, margin = int(meta["input_size"]), float(meta.get("margin", self.margin))
+        center, side = g.box_to_square(boxes, margin)
+        parts = []
+        for a in range(0, len(boxes), chunk):
+            sl = slice(a, a + chunk)
+            m = g.crop_matrix(center[sl], side[sl], size)
+            r = self._forward(model, size, crop_fn(m, owner[sl], size), m)
+            if flip:
+                mf = g.crop_matrix(center[sl], side[sl], size, 0.0, True)
+                rf = self._forward(model, size, crop_fn(mf, owner[sl], size), mf)
+                p = self.skeleton.flip_index
+                r = {k: (v + rf[k][:, p]) / 2 for k, v in r.items()}
+            parts.append(r)
+        return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+
     def _predict(self, crop_fn, boxes: np.ndarray, flip: bool) -> dict[str, np.ndarray]:
-        center, side = g.box_to_square(boxes, self.margin)
-        m = g.crop_matrix(center, side, self.size)
-        res = self._forward(crop_fn(m), m)
-        if flip:
-            mf = g.crop_matrix(center, side, self.size, 0.0, True)
-            rf = self._forward(crop_fn(mf), mf)
-            p = self.skeleton.flip_index
-            res = {k: (v + rf[k][:, p]) / 2 for k, v in res.items()}
+        n, k = len(boxes), self.skeleton.num_joints
+        res = self._stage(0, crop_fn, boxes, np.arange(n), flip)
+        history = [res["coords"]]
+        for s in range(1, self.num_stages):
+            # Stage s: a sub-image around every joint's current estimate; row j of the crop
+            # around joint j is the refined joint j.
+            sigma = float(self.stages[s][1].get("sub_image", SUB_IMAGE))
+            diam = pose_diameter(res["coords"], self.skeleton)
+            jb = joint_boxes(res["coords"], np.repeat(diam[:, None], k, 1), sigma,
+                             float(self.stages[s][1].get("margin", self.margin)))
+            r = self._stage(s, crop_fn, jb.reshape(-1, 4), np.repeat(np.arange(n), k), flip)
+            rows = np.arange(n * k), np.tile(np.arange(k), n)
+            res = dict(res, coords=r["coords"][rows].reshape(n, k, 2))
+            if "sigma" in r:
+                res["sigma"] = r["sigma"][rows].reshape(n, k)
+            history.append(res["coords"])
+        score = res["visible"]
+        if "sigma" in res:
+            score = score * np.clip(1 - res["sigma"], 0, 1)
+        res["score"] = score
+        res["stages"] = np.stack(history, 1)          # (N, S, K, 2): the estimate after each stage
         return res
 
     def predict_batch(self, images: torch.Tensor, boxes: np.ndarray, flip: bool = False) -> dict[str, np.ndarray]:
@@ -86,8 +126,8 @@ class Predictor:
         Crops on the device with grid_sample: right for prepared crops and modest scaling."""
         images = images.to(self.device)
 
-        def crops(m):
-            return g.warp_batch(images.float().div_(255), m, self.size)
+        def crops(m, owner, size):
+            return g.warp_batch(images[torch.as_tensor(owner, device=images.device)].float().div_(255), m, size)
 
         return self._predict(crops, np.asarray(boxes, np.float64), flip)
 
@@ -108,8 +148,8 @@ class Predictor:
             empty = {"coords": np.zeros((0, k, 2)), "visible": np.zeros((0, k)), "score": np.zeros((0, k))}
             return [dict(empty) for _ in images]
 
-        def crops(m):
-            arr = np.stack([g.warp_image(images[o], mi, self.size) for o, mi in zip(owner, m, strict=True)])
+        def crops(m, rows, size):
+            arr = np.stack([g.warp_image(images[owner[r]], mi, size) for r, mi in zip(rows, m, strict=True)])
             return torch.from_numpy(arr).to(self.device).permute(0, 3, 1, 2).float().div_(255)
 
         res = self._predict(crops, np.concatenate(boxes), flip)

@@ -89,6 +89,7 @@ def _color(x: torch.Tensor, strength: float, rng: np.random.Generator) -> torch.
 def make_batch(
     images: torch.Tensor, boxes: np.ndarray, keypoints: np.ndarray, size: int, skeleton: Skeleton,
     aug: Augment | None = None, rng: np.random.Generator | None = None, channels_last: bool = True,
+    joint_mask: np.ndarray | None = None,
 ) -> dict[str, torch.Tensor | np.ndarray]:
     """Model inputs and targets for a batch.
 
@@ -109,11 +110,16 @@ def make_batch(
     kp[flip] = kp[flip][:, skeleton.flip_index]                            # left is right in a mirror
     has = kp[..., 2] > 0
     inside = has & (np.abs(kp[..., :2]) <= 0.5).all(-1)
+    weight = has
+    if joint_mask is not None:       # (N, K): train only these joints' coordinates (cascade stages)
+        mask = joint_mask.copy()
+        mask[flip] = mask[flip][:, skeleton.flip_index]
+        weight = has & (mask > 0)
     dev = images.device
     return {
         "x": x,
         "target": torch.as_tensor(np.where(has[..., None], kp[..., :2], 0.0), dtype=torch.float32, device=dev),
-        "weight": torch.as_tensor(has, dtype=torch.float32, device=dev),
+        "weight": torch.as_tensor(weight, dtype=torch.float32, device=dev),
         "visible": torch.as_tensor(inside, dtype=torch.float32, device=dev),
         "matrix": m,
         "flip": flip,

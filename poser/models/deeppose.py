@@ -54,3 +54,27 @@ def load_model(path: Path, device: str | torch.device = "cpu") -> tuple[DeepPose
     except (KeyError, RuntimeError, PoserError) as e:
         raise PoserError(f"{path}: weights do not match the model their metadata describes ({e})") from None
     return model.to(device).eval(), meta
+
+
+def load_stages(path: Path, device: str | torch.device = "cpu",
+                stages: int | None = None) -> list[tuple[DeepPose, dict]]:
+    """The models of a weights file: one for a stage-1 file, S for a cascade bundle (whose
+    tensors are prefixed 'stage1.', 'stage2.', ... and whose metadata lists every stage).
+    `stages` keeps only the first N."""
+    state, meta = load_weights(path)
+    if "stages" not in meta:
+        model, meta = load_model(path, device)
+        return [(model, meta)]
+    out = []
+    for s, m in enumerate(meta["stages"][:stages], start=1):
+        prefix = f"stage{s}."
+        part = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+        if not part:
+            raise PoserError(f"{path}: cascade bundle without stage-{s} weights (stage {s} is missing)")
+        try:
+            model = create_model(m["backbone"], len(m["joints"]), sigma=bool(m.get("sigma_head")))
+            model.load_state_dict(part)
+        except (KeyError, RuntimeError, PoserError) as e:
+            raise PoserError(f"{path}: stage-{s} weights do not match their metadata ({e})") from None
+        out.append((model.to(device).eval(), m))
+    return out
