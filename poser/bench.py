@@ -201,10 +201,9 @@ def bench_annotate(data: Path | None, work: Path) -> list[dict]:
     """`poser annotate` end to end on a 640 x 360 video (decode, crop, model, draw, encode)
     against the model's forward pass alone at the same batch size (one tracked person per
     frame: batch 1), with the shipped reference model or, without one, the same architecture."""
-    import cv2
 
     from poser.annotate import AnnotateConfig, annotate
-    from poser.data.synth import SynthConfig, render_image
+    from poser.data.synth import write_video
     from poser.models.deeppose import create_model, load_model
     from poser.predict import DEFAULT_WEIGHTS, Predictor
 
@@ -217,15 +216,8 @@ def bench_annotate(data: Path | None, work: Path) -> list[dict]:
         what = "resnet18 @128 (no reference model shipped)"
     predictor = Predictor(model, meta)
     frames = 150
-    data_, w, h, _ = render_image(SynthConfig(seed=0, max_people=1, min_size=300, max_size=300), 1)
-    fig = cv2.imdecode(np.frombuffer(data_, np.uint8), cv2.IMREAD_COLOR)
     path = work / "walk.mp4"
-    vw = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 30.0, (640, 360))
-    for f in range(frames):
-        canvas = np.full((360, 640, 3), 100, np.uint8)
-        canvas[30:30 + h, 20 + f: 20 + f + w] = fig
-        vw.write(canvas)
-    vw.release()
+    write_video(path, frames, (640, 360), 30.0, step=2)
     x = torch.rand(1, 3, predictor.size, predictor.size)
     m = np.eye(3)[None, :2].repeat(1, 0)
     for _ in range(5):

@@ -88,18 +88,6 @@ def _root(
     """DeepPose human pose estimation: fetch data, train, evaluate, annotate images and video."""
 
 
-def _not_landed(name: str, issue: int, help_text: str) -> None:
-    """Register a command whose implementation has not landed: it exits 2 in one line."""
-
-    @app.command(
-        name=name, help=help_text,
-        context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
-    )
-    @_report_errors
-    def _cmd(ctx: typer.Context) -> None:
-        raise PoserError(f"'poser {name}' is not available yet (issue #{issue})", exit_code=2)
-
-
 StagesOpt = Annotated[int | None, typer.Option(
     "--stages", min=1, help="Run only the first N stages of a cascade [default: all].")]
 CacheSizeOpt = Annotated[int, typer.Option("--cache-size", min=64, help="Side of the prepared crops (px).")]
@@ -366,7 +354,31 @@ def annotate(
                            "failed": res.failed})
     if res.failed:
         raise PoserError(f"{len(res.failed)} input(s) failed (listed above); the others are in {run}")
-_not_landed("demo", 8, "Run the whole pipeline on synthetic data in a few minutes.")
+@app.command()
+@_report_errors
+def demo(
+    out: OutOpt = None,
+    quick: Annotated[bool, typer.Option("--quick", help="A smaller, faster run (a smoke test).")] = False,
+    json_out: JsonOpt = None,
+) -> None:
+    """Run the whole pipeline on synthetic data in a few minutes."""
+    from poser.demo import DemoConfig, run_demo
+    from poser.evaluate import report_tables
+
+    cfg = DemoConfig(out=str(out or "runs/demo"))
+    if quick:
+        cfg = DemoConfig(out=cfg.out, images=300, epochs=1, stage2_epochs=1, video_frames=20)
+    res = run_demo(cfg)
+    for t in report_tables(res["report"]):
+        results.print(t)
+    t = Table("what", "where", title=f"poser demo: done in {res['seconds']:.0f} s")
+    for what, where in (("synthetic COCO-format dataset", res["dataset"]), ("stage-1 run", res["stage1"]),
+                        ("stage-2 run (the cascade)", res["stage2"]), ("cascade weights", res["weights"]),
+                        ("evaluation (metrics, plots, examples)", res["eval"]),
+                        ("annotated video, image and keypoints.json", res["annotated"])):
+        t.add_row(what, where)
+    results.print(t)
+    _write_json(json_out, {k: v for k, v in res.items() if k != "report"})
 
 
 @app.command()

@@ -27,6 +27,7 @@ import numpy as np
 from rich.table import Table
 
 from poser import geometry as g
+from poser.checkpoint import read_meta
 from poser.console import console, progress
 from poser.data.cache import Cache, CacheSpec, cache_dir, decode_rgb
 from poser.data.datasets import coco_split_files, open_dataset
@@ -63,6 +64,8 @@ def evaluate(cfg: EvalConfig) -> dict:
     every number."""
     if (cfg.weights is None) == (cfg.predictions is None):
         raise PoserError("give a model (--weights) or saved predictions (--predictions), not both")
+    if cfg.weights:
+        read_meta(Path(cfg.weights))        # a bad weights file fails before any data is prepared
     root = Path(cfg.data)
     if not root.is_dir():
         raise PoserError(f"--data {root}: no such folder")

@@ -9,21 +9,10 @@ from typer.testing import CliRunner
 
 from poser.annotate import OneEuro, collect
 from poser.cli import app
-from poser.data.synth import SynthConfig, render_image
+from poser.data.synth import one_person, write_video
 from poser.skeletons import COCO17
 
 runner = CliRunner()
-
-
-def _one_person(seed: int) -> tuple[np.ndarray, dict]:
-    """A synthetic one-person image (BGR) without clutter, and its annotation."""
-    for n in range(1, 200):
-        data, w, h, anns = render_image(SynthConfig(seed=seed, max_people=1, clutter=0.0, min_size=240,
-                                                    max_size=240), n)
-        kp = np.array(anns[0]["keypoints"]).reshape(17, 3)
-        if len(anns) == 1 and (kp[:, 2] == 2).sum() >= 14:
-            return cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR), anns[0]
-    raise AssertionError("no clean figure found")
 
 
 def _errors(persons: dict, kp: np.ndarray) -> np.ndarray:
@@ -39,23 +28,14 @@ def _height(kp: np.ndarray) -> float:
 
 def test_annotate_image_and_video_with_a_trained_model(trained_run, tmp_path):
     weights = str(trained_run / "best.safetensors")
-    img, ann = _one_person(seed=11)
-    kp = np.array(ann["keypoints"]).reshape(17, 3)
+    img, kp, bbox = one_person(seed=11)
     (tmp_path / "in").mkdir()
     cv2.imwrite(str(tmp_path / "in" / "person.png"), img)
     # A 640 x 360 video: the figure walks to the right, 3 px per frame, on a grey frame.
-    frames, truth = 24, []
-    path = tmp_path / "in" / "walk.mp4"
-    vw = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 12.0, (640, 360))
-    for f in range(frames):
-        canvas = np.full((360, 640, 3), 127, np.uint8)
-        x0, y0 = 100 + 3 * f, 60
-        canvas[y0: y0 + 240, x0: x0 + 240] = img
-        vw.write(canvas)
-        truth.append(kp + [x0, y0, 0])
-    vw.release()
+    frames = 24
+    truth = write_video(tmp_path / "in" / "walk.mp4", frames, (640, 360), 12.0, seed=11, step=3)
     out = tmp_path / "out"
-    boxes = [{"file_name": "person.png", "bbox": ann["bbox"], "score": 0.9}]
+    boxes = [{"file_name": "person.png", "bbox": bbox, "score": 0.9}]
     (tmp_path / "boxes.json").write_text(json.dumps(boxes))
     res = runner.invoke(app, ["annotate", str(tmp_path / "in"), "--weights", weights, "--out", str(out),
                               "--boxes", str(tmp_path / "boxes.json"), "--device", "cpu", "--smooth"])
@@ -68,7 +48,7 @@ def test_annotate_image_and_video_with_a_trained_model(trained_run, tmp_path):
     assert [r["frame"] for r in video] == list(range(frames)) and video[0]["fps"] == pytest.approx(12.0)
     # The image: the detection box was used, and the keypoints land near the figure's joints.
     person = image[0]["persons"][0]
-    assert person["box"] == pytest.approx(ann["bbox"], abs=0.01)
+    assert person["box"] == pytest.approx(bbox, abs=0.01)
     err = _errors(person, kp)
     assert np.median(err) < 0.2 * _height(kp), (err, _height(kp))
     # The video: one person per frame, keypoints inside the frame and near the true joints,
@@ -79,7 +59,7 @@ def test_annotate_image_and_video_with_a_trained_model(trained_run, tmp_path):
         xy = np.array([v[:2] for v in p["keypoints"].values()])
         assert (xy >= -1).all() and (xy[:, 0] <= 641).all() and (xy[:, 1] <= 361).all()
         med.append(np.median(_errors(p, t)))
-    assert np.median(med[3:]) < 0.25 * _height(kp), med
+    assert np.median(med[3:]) < 0.25 * _height(truth[0]), med
     assert video[-1]["persons"][0]["box"][2] < 640           # tracked: no longer the whole frame
     cap = cv2.VideoCapture(str(out / "in" / "walk.mp4"))
     n = 0
@@ -92,7 +72,7 @@ def test_annotate_image_and_video_with_a_trained_model(trained_run, tmp_path):
 
 def test_bad_inputs_are_reported_and_the_rest_is_processed(trained_run, tmp_path):
     weights = str(trained_run / "best.safetensors")
-    good, _ = _one_person(seed=12)
+    good, _, _ = one_person(seed=12)
     cv2.imwrite(str(tmp_path / "good.jpg"), good)
     (tmp_path / "broken.jpg").write_bytes(b"\xff\xd8 not really a jpeg")
     (tmp_path / "broken.mp4").write_bytes(b"\x00" * 1000)

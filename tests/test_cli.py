@@ -3,7 +3,6 @@ import re
 import subprocess
 import sys
 
-import pytest
 from typer.testing import CliRunner
 
 from poser import __version__
@@ -26,14 +25,6 @@ def test_version():
     assert res.exit_code == 0 and res.output.strip() == f"poser {__version__}"
 
 
-@pytest.mark.parametrize("cmd", ["demo"])
-def test_commands_not_landed_exit_2_in_one_line(cmd):
-    res = runner.invoke(app, [cmd, "--epochs", "3", "x.mp4"])
-    assert res.exit_code == 2
-    lines = res.output.strip().splitlines()
-    assert len(lines) == 1 and "not available yet" in lines[0] and "Traceback" not in res.output
-
-
 def test_synth_command_writes_dataset_and_json(tmp_path):
     out, js = tmp_path / "ds", tmp_path / "r.json"
     res = runner.invoke(app, ["synth", str(out), "--images", "10", "--seed", "2", "--json", str(js)])
@@ -47,5 +38,7 @@ def test_synth_command_writes_dataset_and_json(tmp_path):
 
 def test_installed_console_script_runs():
     # The real entry point, in a subprocess, as a user runs it.
-    res = subprocess.run([sys.executable, "-m", "poser", "demo"], capture_output=True, text=True)
-    assert res.returncode == 2 and "issue #8" in res.stderr and "Traceback" not in res.stderr
+    res = subprocess.run([sys.executable, "-m", "poser", "eval", "--weights", "missing.safetensors", "--data", "."],
+                         capture_output=True, text=True)
+    assert res.returncode == 1 and "Traceback" not in res.stderr
+    assert res.stderr.strip().splitlines() == ["error: weights file not found: missing.safetensors"]

@@ -348,3 +348,36 @@ def generate(out: Path, cfg: SynthConfig, overwrite: bool = False, workers: int 
             }, indent=None)
             summary["splits"][split] = {"images": len(images), "persons": len(anns)}
     return summary
+
+
+def one_person(seed: int = 0, side: int = 240, clutter: float = 0.0) -> tuple[np.ndarray, np.ndarray, list[float]]:
+    """A synthetic image (BGR, side x side) with exactly one figure, most joints visible:
+    the image, its keypoints (17, 3) and its person box."""
+    cfg = SynthConfig(seed=seed, max_people=1, clutter=clutter, min_size=side, max_size=side)
+    for n in range(1, 500):
+        data, _, _, anns = render_image(cfg, n)
+        kp = np.array(anns[0]["keypoints"]).reshape(17, 3) if len(anns) == 1 else None
+        if kp is not None and (kp[:, 2] == 2).sum() >= 14:
+            return cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR), kp, anns[0]["bbox"]
+    raise PoserError(f"no clean one-person figure for seed {seed}")
+
+
+def write_video(path: Path, frames: int = 60, size: tuple[int, int] = (640, 360), fps: float = 30.0,
+                seed: int = 0, step: int = 3, side: int = 240, origin: tuple[int, int] = (100, 60)) -> np.ndarray:
+    """An mp4 of one synthetic figure (`one_person(seed, side)`) starting at `origin` and moving
+    right by `step` px a frame on a grey background; returns its keypoints per frame (frames, 17, 3)."""
+    img, kp, _ = one_person(seed, side=side)
+    h, w = img.shape[:2]
+    ox, oy = origin
+    vw = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), fps, size)
+    if not vw.isOpened():
+        raise PoserError(f"OpenCV cannot write {path}")
+    truth = []
+    for f in range(frames):
+        x0 = min(ox + step * f, size[0] - w)
+        canvas = np.full((size[1], size[0], 3), 127, np.uint8)
+        canvas[oy: oy + h, x0: x0 + w] = img
+        vw.write(canvas)
+        truth.append(kp + [x0, oy, 0])
+    vw.release()
+    return np.array(truth)
