@@ -28,6 +28,7 @@ import numpy as np
 from poser import __version__
 from poser import geometry as g
 from poser.console import console, progress
+from poser.data.detections import read_detections
 from poser.draw import draw_box, draw_pose
 from poser.errors import PoserError
 from poser.files import atomic_path, write_json
@@ -98,29 +99,6 @@ def _source(path: Path, rel: Path) -> Source:
     return Source(path, kind, rel.with_suffix(".mp4") if kind == "video" else rel)
 
 
-def read_boxes(path: Path, threshold: float) -> dict:
-    """Detections by file name and by image id: {'name': {...: [(box, score)]}, 'id': {...}}."""
-    import json
-
-    try:
-        dets = json.loads(Path(path).read_text())
-        assert isinstance(dets, list)
-    except (OSError, ValueError, AssertionError) as e:
-        raise PoserError(f"--boxes {path}: not a JSON list of detections ({e})") from None
-    out: dict = {"name": {}, "id": {}}
-    for d in dets:
-        if not isinstance(d, dict) or len(d.get("bbox", ())) != 4:
-            raise PoserError(f"--boxes {path}: every detection needs bbox [x, y, w, h]; found {str(d)[:80]}")
-        if d.get("score", 1.0) < threshold:
-            continue
-        item = (np.asarray(d["bbox"], np.float64), float(d.get("score", 1.0)))
-        if "file_name" in d:
-            out["name"].setdefault(Path(d["file_name"]).name, []).append(item)
-        elif "image_id" in d:
-            out["id"].setdefault(int(d["image_id"]), []).append(item)
-    return out
-
-
 def boxes_for(src: Source, boxes: dict | None, wh: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
     """Person boxes (N, 4) and scores for a source: from --boxes (by file name, or by a
     numeric file stem as COCO image id), else the whole image."""
@@ -167,7 +145,7 @@ def _annotate(cfg: AnnotateConfig, predictor: Predictor, out_dir: Path) -> Resul
     res = Result(failed=failed)
     for f in failed:
         _report(f)
-    boxes = read_boxes(Path(cfg.boxes), cfg.box_threshold) if cfg.boxes else None
+    boxes = read_detections(Path(cfg.boxes), cfg.box_threshold) if cfg.boxes else None
     images = [s for s in sources if s.kind == "image"]
     videos = [s for s in sources if s.kind == "video"]
     t0 = time.perf_counter()

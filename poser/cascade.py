@@ -52,6 +52,7 @@ class StageData:
     diameter: np.ndarray    # (N,) their torso diameters
     mean: np.ndarray        # (K, 2) per-joint mean error / diameter
     cov: np.ndarray         # (K, 2, 2) per-joint covariance of error / diameter
+    chol: np.ndarray        # (K, 2, 2) its Cholesky factors: a displacement is mean + chol @ N(0, I)
 
 
 def error_statistics(prev: np.ndarray, gt: np.ndarray, skeleton: Skeleton) -> StageData:
@@ -63,7 +64,7 @@ def error_statistics(prev: np.ndarray, gt: np.ndarray, skeleton: Skeleton) -> St
         e = err[gt[:, j, 2] > 0, j]
         if len(e) >= 3:
             mean[j], cov[j] = e.mean(0), np.cov(e.T) + np.eye(2) * 1e-6
-    return StageData(prev, diam, mean, cov)
+    return StageData(prev, diam, mean, cov, np.linalg.cholesky(cov))
 
 
 def sample_crops(sd: StageData, idx: np.ndarray, gt: np.ndarray, sigma: float, margin: float,
@@ -74,10 +75,11 @@ def sample_crops(sd: StageData, idx: np.ndarray, gt: np.ndarray, sigma: float, m
     b, k = gt.shape[:2]
     lab = gt[..., 2] > 0
     p = np.where(lab.any(1)[:, None], lab, 1.0)
-    joint = np.array([rng.choice(k, p=row / row.sum()) for row in p])
+    cdf = np.cumsum(p, 1) / p.sum(1, keepdims=True)
+    joint = np.minimum((rng.random((b, 1)) >= cdf).sum(1), k - 1)           # one labelled joint each
     diam = sd.diameter[idx]
-    sim = gt[np.arange(b), joint, :2] + diam[:, None] * np.stack(
-        [rng.multivariate_normal(sd.mean[j], sd.cov[j]) for j in joint])
+    shift = sd.mean[joint] + np.einsum("bij,bj->bi", sd.chol[joint], rng.standard_normal((b, 2)))
+    sim = gt[np.arange(b), joint, :2] + diam[:, None] * shift
     real = sd.prev[idx, joint]
     centre = np.where((rng.random(b) < p_real)[:, None], real, sim)
     mask = np.zeros((b, k))

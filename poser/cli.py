@@ -235,7 +235,7 @@ def train(
 
     from poser.data.augment import Augment
     from poser.distributed import launch, under_torchrun
-    from poser.engine import TrainConfig, check_config, fit, run_summary, start_run, summary_table
+    from poser.engine import TrainConfig, check_config, fit, run_summary, stage_architecture, start_run, summary_table
 
     if resume is not None:
         cfg_file = resume / "config.json"
@@ -246,13 +246,7 @@ def train(
     else:
         base = {"backbone": "resnet18", "input_size": 224}
         if stage > 1 and from_run is not None:          # stage networks copy stage one's architecture
-            from poser.checkpoint import read_meta
-
-            w = from_run / "best.safetensors" if from_run.is_dir() else from_run
-            if w.is_file():
-                m = read_meta(w)
-                first = m.get("stages", [m])[0]
-                base = {"backbone": first["backbone"], "input_size": first["input_size"]}
+            base = stage_architecture(from_run, stage)
         cfg = TrainConfig(
             data=str(data or "data/coco"), out=str(out or "runs/train"), name=name,
             backbone=backbone or base["backbone"], input_size=input_size or base["input_size"], stage=stage,

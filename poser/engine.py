@@ -27,7 +27,7 @@ from torch.utils.data import DataLoader, DistributedSampler
 
 from poser import __version__, distributed
 from poser.cascade import SUB_IMAGE, StageData, error_statistics, sample_crops
-from poser.checkpoint import load_state, save_bundle, save_state
+from poser.checkpoint import load_state, read_meta, save_bundle, save_state
 from poser.console import RateColumn, console, progress
 from poser.data.augment import MARGIN, MEAN, STD, Augment, make_batch
 from poser.data.cache import Cache, CacheDataset, CacheSpec, cache_dir
@@ -104,16 +104,26 @@ def weights_meta(cfg: TrainConfig, skeleton, epoch: int, metrics: dict | None = 
     }
 
 
-def previous_stages(cfg: TrainConfig, device: torch.device, skeleton) -> list[tuple[DeepPose, dict]]:
-    """Stages 1..stage-1 that a refinement stage trains on top of (from --from)."""
-    if not cfg.from_run:
-        raise PoserError(f"--stage {cfg.stage} needs --from: the run folder (or weights file) of stages "
-                         f"1..{cfg.stage - 1}")
-    path = Path(cfg.from_run)
+def stage_weights(from_run: str | Path, stage: int) -> Path:
+    """The weights file of stages 1..stage-1: `from_run` itself, or its best.safetensors."""
+    path = Path(from_run)
     weights = path / "best.safetensors" if path.is_dir() else path
     if not weights.is_file():
-        raise PoserError(f"--from {path}: no stage-{cfg.stage - 1} model there (expected {weights})")
-    stages = load_stages(weights, device)
+        raise PoserError(f"--from {path}: no stage-{stage - 1} model there (expected {weights})")
+    return weights
+
+
+def stage_architecture(from_run: str | Path, stage: int) -> dict:
+    """Backbone and input size of stage one, which refinement stages copy by default."""
+    meta = read_meta(stage_weights(from_run, stage))
+    first = meta.get("stages", [meta])[0]
+    return {"backbone": first["backbone"], "input_size": first["input_size"]}
+
+
+def previous_stages(cfg: TrainConfig, device: torch.device, skeleton) -> list[tuple[DeepPose, dict]]:
+    """Stages 1..stage-1 that a refinement stage trains on top of (from --from)."""
+    path = Path(cfg.from_run)
+    stages = load_stages(stage_weights(path, cfg.stage), device)
     if len(stages) != cfg.stage - 1:
         raise PoserError(f"--from {path} holds a {len(stages)}-stage model; --stage {cfg.stage} builds on "
                          f"{cfg.stage - 1} stage(s)")

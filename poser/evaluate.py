@@ -31,6 +31,7 @@ from poser.checkpoint import read_meta
 from poser.console import console, progress
 from poser.data.cache import Cache, CacheSpec, cache_dir, decode_rgb
 from poser.data.datasets import coco_split_files, open_dataset
+from poser.data.detections import read_detections
 from poser.data.sources import prepare_split
 from poser.draw import draw_pose, label
 from poser.errors import PoserError
@@ -200,17 +201,9 @@ def predict_detections(predictor: Predictor | None, root: Path, split: str, boxe
     """Keypoints for every detected person box (COCO detection results) of the evaluated images."""
     if predictor is None:
         raise PoserError("--boxes needs a model (--weights)")
-    try:
-        dets = json.loads(boxes_file.read_text())
-        assert isinstance(dets, list)
-    except (OSError, ValueError, AssertionError) as e:
-        raise PoserError(f"--boxes {boxes_file}: not a JSON list of detections ({e})") from None
+    per_image = {i: d for i, d in read_detections(boxes_file, threshold)["id"].items() if i in image_ids}
     inst = open_dataset(root, split)
     files = {int(i): inst.image_root / f for i, f in zip(inst.image_ids, inst.files, strict=True)}
-    per_image = defaultdict(list)
-    for d in dets:
-        if d.get("score", 1.0) >= threshold and int(d["image_id"]) in image_ids and d.get("category_id", 1) == 1:
-            per_image[int(d["image_id"])].append(d)
     out = []
     with progress("images") as bar:
         task = bar.add_task("detections", total=len(per_image))
@@ -219,11 +212,11 @@ def predict_detections(predictor: Predictor | None, root: Path, split: str, boxe
             if img is None:
                 console.print(f"[yellow]skipped:[/] image {iid} is unreadable")
                 continue
-            p = predictor.predict_image(img, np.array([d["bbox"] for d in ds], np.float64), flip)
-            for j, d in enumerate(ds):
-                kp = np.concatenate([p["coords"][j], p["score"][j][:, None]], -1)
-                out.append({"image_id": iid, "category_id": 1, "keypoints": kp.reshape(-1).round(2).tolist(),
-                            "score": float(d.get("score", 1.0)) * float(p["score"][j].mean())})
+            p = predictor.predict_image(img, np.stack([b for b, _ in ds]), flip)
+            people = coco_results(np.full(len(ds), iid), p["coords"], p["score"])
+            for person, (_, det_score) in zip(people, ds, strict=True):
+                person["score"] *= det_score               # COCO ranks by person score
+            out += people
             bar.advance(task)
     return out
 

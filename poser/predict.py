@@ -1,9 +1,11 @@
 """Inference: a weights file + person boxes -> keypoints in the source pixels, with scores.
 
 One `Predictor` serves eval (prepared caches), annotate (photos and video frames) and the
-training loop's validation. Crops come from the shared geometry: `crop_matrices` without
-augmentation, i.e. exactly the crop the model was trained around. Flip test averages the
-prediction with that of the mirrored crop (labels swapped back through the skeleton).
+training loop's validation. Crops come from the shared geometry (`box_to_square` with the
+weights file's margin, `crop_matrix`): the crop training makes before augmenting. Prepared
+caches are cropped with `warp_batch` (grid_sample, as in training); photos and video frames
+with `warp_image` (OpenCV, area-averaged when a large frame shrinks to a small crop). Flip test
+averages the prediction with that of the mirrored crop (labels swapped back through the skeleton).
 
 Shapes: N person boxes, K joints. Scores are in [0, 1]: the visibility probability, times
 1 - mean sigma when the model has an RLE sigma head.
@@ -18,6 +20,7 @@ import torch
 
 from poser import geometry as g
 from poser.cascade import SUB_IMAGE, joint_boxes, pose_diameter
+from poser.data.augment import MEAN, STD, normalize_input
 from poser.data.cache import Cache
 from poser.errors import PoserError
 from poser.models.deeppose import DeepPose, load_stages
@@ -47,8 +50,7 @@ class Predictor:
         self.size = int(meta["input_size"])
         self.margin = float(meta.get("margin", 1.25))
         self.skeleton: Skeleton = get_skeleton(meta["skeleton"])
-        self._mean = torch.tensor(meta.get("mean", (0.485, 0.456, 0.406)), device=self.device).view(1, 3, 1, 1)
-        self._std = torch.tensor(meta.get("std", (0.229, 0.224, 0.225)), device=self.device).view(1, 3, 1, 1)
+        self.mean, self.std = tuple(meta.get("mean", MEAN)), tuple(meta.get("std", STD))
 
     def _prepare(self, model: DeepPose) -> DeepPose:
         model = model.to(self.device).eval()
@@ -68,10 +70,7 @@ class Predictor:
     @torch.no_grad()
     def _forward(self, model: DeepPose, size: int, crops: torch.Tensor, m: np.ndarray) -> dict[str, np.ndarray]:
         """crops (N, 3, S, S) float RGB in [0, 1] on the device, m (N, 2, 3) source-to-crop."""
-        x = (crops - self._mean) / self._std
-        if self.channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
-        out = model(x)
+        out = model(normalize_input(crops, self.mean, self.std, self.channels_last))
         res = {"coords": g.to_image(m, out["coords"].float().cpu().numpy(), size),
                "visible": torch.sigmoid(out["visible"].float()).cpu().numpy()}
         if "sigma" in out:
@@ -124,10 +123,10 @@ class Predictor:
     def predict_batch(self, images: torch.Tensor, boxes: np.ndarray, flip: bool = False) -> dict[str, np.ndarray]:
         """images (N, 3, H, W) uint8 RGB (one per box, same size), boxes (N, 4) xywh in them.
         Crops on the device with grid_sample: right for prepared crops and modest scaling."""
-        images = images.to(self.device)
+        images = images.to(self.device).float().div_(255)    # once: refinement stages crop each image K times
 
         def crops(m, owner, size):
-            return g.warp_batch(images[torch.as_tensor(owner, device=images.device)].float().div_(255), m, size)
+            return g.warp_batch(images[torch.as_tensor(owner, device=images.device)], m, size)
 
         return self._predict(crops, np.asarray(boxes, np.float64), flip)
 

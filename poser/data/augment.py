@@ -68,11 +68,13 @@ def _half_body(center, side, keypoints, skeleton, prob, rng):
     return center, side
 
 
-def normalize_input(x: torch.Tensor) -> torch.Tensor:
-    """(N, 3, S, S) RGB in [0, 1] -> ImageNet-normalised."""
-    mean = torch.tensor(MEAN, device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
-    std = torch.tensor(STD, device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
-    return (x - mean) / std
+def normalize_input(x: torch.Tensor, mean=MEAN, std=STD, channels_last: bool = False) -> torch.Tensor:
+    """(N, 3, S, S) RGB in [0, 1] -> normalised model input (ImageNet statistics unless a
+    weights file says otherwise)."""
+    m = torch.tensor(mean, device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
+    s = torch.tensor(std, device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
+    x = (x - m) / s
+    return x.contiguous(memory_format=torch.channels_last) if channels_last else x
 
 
 def _color(x: torch.Tensor, strength: float, rng: np.random.Generator) -> torch.Tensor:
@@ -102,9 +104,7 @@ def make_batch(
     x = g.warp_batch(images.float().div_(255), m, size)
     if aug is not None and aug.color > 0:
         x = _color(x, aug.color, rng)
-    x = normalize_input(x)
-    if channels_last:
-        x = x.contiguous(memory_format=torch.channels_last)
+    x = normalize_input(x, channels_last=channels_last)
     kp = keypoints.copy()
     kp[..., :2] = g.normalize(g.transform_points(m, keypoints[..., :2]), size)
     kp[flip] = kp[flip][:, skeleton.flip_index]                            # left is right in a mirror
