@@ -198,39 +198,42 @@ def bench_train(data: Path | None, work: Path) -> list[dict]:
 
 @bench("annotate")
 def bench_annotate(data: Path | None, work: Path) -> list[dict]:
-    """`poser annotate` end to end on a 640 x 360 video (decode, crop, model, draw, encode)
-    against the model's forward pass alone at the same batch size (one tracked person per
-    frame: batch 1), with the shipped reference model or, without one, the same architecture."""
+    """`poser annotate` end to end on a 640 x 360 video (decode, crop, model, track, draw,
+    encode) against predicting one person alone (crop + every stage's model, batch 1: one
+    tracked person per frame), with the shipped reference model or, without one, the same
+    architecture; for a cascade, also each shorter cascade, which prices every extra stage."""
 
     from poser.annotate import AnnotateConfig, annotate
     from poser.data.synth import write_video
-    from poser.models.deeppose import create_model, load_model
+    from poser.models.deeppose import create_model
     from poser.predict import DEFAULT_WEIGHTS, Predictor
 
     if DEFAULT_WEIGHTS.is_file():
-        model, meta = load_model(DEFAULT_WEIGHTS)
-        what = f"reference model ({meta['backbone']} @{meta['input_size']})"
+        predictor = Predictor.from_file(DEFAULT_WEIGHTS)
+        what = f"reference model ({predictor.meta['backbone']} @{predictor.size})"
     else:
         meta = {"skeleton": "lsp14", "backbone": "resnet18", "input_size": 128, "margin": 1.25}
-        model = create_model("resnet18", 14, sigma=True)
+        predictor = Predictor(create_model("resnet18", 14, sigma=True), meta)
         what = "resnet18 @128 (no reference model shipped)"
-    predictor = Predictor(model, meta)
     frames = 150
     path = work / "walk.mp4"
     write_video(path, frames, (640, 360), 30.0, step=2)
-    x = torch.rand(1, 3, predictor.size, predictor.size)
-    m = np.eye(3)[None, :2].repeat(1, 0)
-    for _ in range(5):
-        predictor._forward(predictor.model, predictor.size, x, m)
-    alone = _rate(frames, lambda: [predictor._forward(predictor.model, predictor.size, x, m) for _ in range(frames)])
+    frame = np.random.default_rng(0).integers(0, 255, (360, 640, 3), np.uint8)
+    box = np.array([[240.0, 40.0, 160.0, 300.0]])
+    rows = []
+    for s in range(1, predictor.num_stages + 1):
+        p = predictor if s == predictor.num_stages else Predictor(
+            predictor.model, predictor.meta, refiners=predictor.stages[1:s])
+        for _ in range(3):
+            p.predict_image(frame, box)
+        alone = _rate(50, lambda p=p: [p.predict_image(frame, box) for _ in range(50)])
+        rows.append(_row(f"one person, stage{'s 1-' + str(s) if s > 1 else ' 1'} alone: {what}", alone,
+                         "persons/s"))
     annotate(AnnotateConfig(inputs=[str(path)]), predictor, work / "warm")      # warm-up
     res = annotate(AnnotateConfig(inputs=[str(path)]), predictor, work / "out")
-    e2e = res.frames / res.seconds
-    return [
-        _row(f"model forward alone, batch 1: {what}", alone, "frames/s"),
-        _row("annotate 640x360 mp4 end to end (decode, track, draw, encode)", e2e, "frames/s", alone,
-             "model forward alone"),
-    ]
+    rows.append(_row("annotate 640x360 mp4 end to end (decode, track, draw, encode)", res.frames / res.seconds,
+                     "frames/s", alone, "one person alone, all stages"))
+    return rows
 
 
 def run(only: list[str] | None = None, data: Path | None = None) -> list[dict]:

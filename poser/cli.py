@@ -208,7 +208,7 @@ def train(
     pretrained: Annotated[str | None, typer.Option(
         "--pretrained", help="'imagenet' (torchvision, needs internet once) or a local weights file.")] = None,
     epochs: Annotated[int | None, typer.Option(
-        "--epochs", min=1, help="Epochs in all [default: 90; with --resume, the run's own, or more].")] = None,
+        "--epochs", min=1, help="Epochs in all [default: 90; --resume: the run's, or a new total].")] = None,
     batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Per process.")] = 64,
     lr: Annotated[float, typer.Option("--lr", help="Peak learning rate (AdamW, warm-up, cosine).")] = 1e-3,
     weight_decay: Annotated[float, typer.Option("--weight-decay")] = 1e-4,
@@ -231,18 +231,23 @@ def train(
     json_out: JsonOpt = None,
 ) -> None:
     """Train a DeepPose model (CPU, one GPU, --gpus N or torchrun)."""
-    from dataclasses import replace
+    from dataclasses import asdict, replace
 
     from poser.data.augment import Augment
     from poser.distributed import launch, under_torchrun
     from poser.engine import TrainConfig, check_config, fit, run_summary, stage_architecture, start_run, summary_table
+    from poser.runs import read_jsonl, save_config
 
     if resume is not None:
         cfg_file = resume / "config.json"
         if not cfg_file.is_file() or not (resume / "last.state.safetensors").is_file():
             raise PoserError(f"--resume {resume}: not a run folder with a saved state")
         cfg = TrainConfig.from_dict(json.loads(cfg_file.read_text()))
-        cfg = replace(cfg, resume=str(resume), epochs=max(cfg.epochs, epochs or 0))
+        cfg = replace(cfg, resume=str(resume), epochs=epochs or cfg.epochs)
+        done = len(read_jsonl(resume / "metrics.jsonl"))
+        if cfg.epochs <= done:
+            raise PoserError(f"--resume {resume}: {done} epochs are already done; --epochs must be more")
+        save_config(resume, asdict(replace(cfg, resume=None)))   # the schedule it now follows
     else:
         base = {"backbone": "resnet18", "input_size": 224}
         if stage > 1 and from_run is not None:          # stage networks copy stage one's architecture
@@ -373,6 +378,30 @@ def demo(
         t.add_row(what, where)
     results.print(t)
     _write_json(json_out, {k: v for k, v in res.items() if k != "report"})
+
+
+class Storage(StrEnum):
+    fp32 = "fp32"
+    fp16 = "fp16"
+    int8 = "int8"
+
+
+@app.command()
+@_report_errors
+def export(
+    weights: Annotated[Path, typer.Argument(help="A weights file or cascade bundle (e.g. a run's best.safetensors).")],
+    dst: Annotated[Path, typer.Argument(help="The file to write.")],
+    storage: Annotated[Storage, typer.Option(
+        "--storage", help="fp16 halves the file; int8 (per-channel) quarters its weight matrices.")] = Storage.fp16,
+    json_out: JsonOpt = None,
+) -> None:
+    """Re-store weights smaller, e.g. to ship them (the model and its metadata are unchanged)."""
+    from poser.checkpoint import export_weights
+
+    res = export_weights(weights, dst, storage.value)
+    results.print(f"{dst}: {res['dst_bytes'] / 1e6:.1f} MB ({storage.value}; {weights} was "
+                  f"{res['src_bytes'] / 1e6:.1f} MB)", soft_wrap=True)
+    _write_json(json_out, res)
 
 
 @app.command()

@@ -9,7 +9,7 @@ from poser import __version__
 from poser.cli import app
 
 runner = CliRunner()
-COMMANDS = ["fetch-coco", "fetch-lsp", "synth", "train", "eval", "annotate", "demo", "bench"]
+COMMANDS = ["fetch-coco", "fetch-lsp", "synth", "train", "eval", "annotate", "demo", "export", "bench"]
 
 
 def test_help_lists_every_command_with_one_line():

@@ -147,6 +147,9 @@ def test_train_command_writes_a_complete_run_folder_and_resumes_for_more_epochs(
     assert res.exit_code == 0, res.output
     assert [r["step"] for r in read_jsonl(run / "metrics.jsonl")] == [2, 4]
     assert not (tmp_path / "exp2").exists()
+    assert json.loads((run / "config.json").read_text())["epochs"] == 2     # the schedule it followed
+    res = runner.invoke(app, ["train", "--resume", str(run), "--epochs", "2"])
+    assert res.exit_code == 1 and "2 epochs are already done" in res.output
 
 
 def test_train_errors_are_one_line(synth_root, tmp_path):

@@ -7,7 +7,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from poser.checkpoint import load_state, load_weights, read_meta, save_state, save_weights
+from poser.checkpoint import export_weights, load_state, read_meta, save_state, save_weights
 from poser.data.augment import MEAN, STD, Augment, make_batch
 from poser.errors import PoserError
 from poser.losses import PoseLoss, RealNVP
@@ -124,9 +124,32 @@ def test_weights_are_self_describing_and_loading_never_unpickles(tmp_path):
     x = torch.randn(1, 3, 96, 96)
     with torch.no_grad():
         assert torch.equal(model(x)["coords"], again(x)["coords"]) and meta2 == meta
-    save_weights(tmp_path / "h.safetensors", model.state_dict(), meta, half=True)
-    state, _ = load_weights(tmp_path / "h.safetensors")
-    assert state["coords.weight"].dtype == torch.float32
+
+
+def test_fp16_and_int8_storage_shrink_the_file_and_keep_the_predictions(tmp_path):
+    model = create_model("resnet18", 14, sigma=True).eval()
+    with torch.no_grad():                      # trained-like head: outputs of size ~0.1, not ~0
+        model.coords.weight.normal_(0, 0.02)
+    meta = {"skeleton": "lsp14", "joints": list(LSP14.joints), "backbone": "resnet18", "input_size": 64,
+            "sigma_head": True, "stage": 1}
+    src = tmp_path / "w.safetensors"
+    save_weights(src, model.state_dict(), meta)
+    x = torch.randn(4, 3, 64, 64)
+    with torch.no_grad():
+        ref = model(x)["coords"]
+    sizes = {}
+    for storage, tol in [("fp16", 1e-3), ("int8", 2e-2)]:
+        dst = tmp_path / f"{storage}.safetensors"
+        sizes[storage] = export_weights(src, dst, storage)["dst_bytes"]
+        again, meta2 = load_model(dst)
+        assert meta2 == meta and all(v.dtype != torch.float16 for v in again.state_dict().values())
+        with torch.no_grad():
+            err = (again(x)["coords"] - ref).abs().max().item()
+        assert err < tol * ref.abs().max().item(), (storage, err)
+    full = src.stat().st_size
+    assert 0.49 < sizes["fp16"] / full < 0.51 and 0.24 < sizes["int8"] / full < 0.27, sizes
+    with pytest.raises(PoserError, match="unknown weight storage"):
+        export_weights(src, tmp_path / "x.safetensors", "int4")
 
 
 def test_bad_weights_files_give_one_clear_error(tmp_path):
