@@ -395,7 +395,7 @@ def export(
         "--storage", help="fp16 halves the file; int8 (per-channel) quarters its weight matrices.")] = Storage.fp16,
     json_out: JsonOpt = None,
 ) -> None:
-    """Re-store weights smaller, e.g. to ship them (the model and its metadata are unchanged)."""
+    """Store weights in fp16 or int8 to ship them smaller (model and metadata are unchanged)."""
     from poser.checkpoint import export_weights
 
     res = export_weights(weights, dst, storage.value)
