@@ -32,11 +32,11 @@ from poser.data.detections import read_detections
 from poser.draw import draw_box, draw_pose
 from poser.errors import PoserError
 from poser.files import atomic_path, write_json
-from poser.predict import Predictor
+from poser.imageio import read_rgb
+from poser.predict import SEARCH_ROUNDS, Predictor
 
 IMAGE_EXT = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
 VIDEO_EXT = {".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv", ".flv"}
-TRACK_MARGIN = 0.15     # a tracked box is the keypoints' extent + 15% a side, as training boxes are
 
 
 @dataclass
@@ -53,6 +53,7 @@ class AnnotateConfig:
     batch_size: int = 16
     device: str = "auto"
     draw: bool = True                   # write annotated copies (JSON is always written)
+    search: int = SEARCH_ROUNDS         # without --boxes: person-search passes after the whole-image one
 
 
 @dataclass
@@ -178,7 +179,7 @@ def _images(cfg, predictor: Predictor, sources: list[Source], boxes, out_dir: Pa
     """Batches of images: the next batch is read on I/O threads while the model runs, and
     annotated copies are drawn and written on them too."""
     def read(s: Source) -> np.ndarray | None:
-        return cv2.imread(str(s.path), cv2.IMREAD_COLOR_RGB)
+        return read_rgb(s.path)
 
     def write(s: Source, img: np.ndarray, pred: dict, b: np.ndarray) -> None:
         canvas = cv2.cvtColor(img, cv2.COLOR_RGB2BGR)
@@ -203,8 +204,12 @@ def _images(cfg, predictor: Predictor, sources: list[Source], boxes, out_dir: Pa
                 if im is None:
                     res.failed.append({"source": str(s.path), "error": "not a readable image"})
                     _report(res.failed[-1])
-            bx = [boxes_for(s, boxes, (im.shape[1], im.shape[0])) for s, im in ok]
-            preds = predictor.predict_images([im for _, im in ok], [b for b, _ in bx], cfg.flip)
+            if boxes is None:       # no boxes: the person search, from each whole image
+                preds = predictor.search([im for _, im in ok], cfg.search, cfg.flip)
+                bx = [(p["box"], np.ones(1)) for p in preds]
+            else:
+                bx = [boxes_for(s, boxes, (im.shape[1], im.shape[0])) for s, im in ok]
+                preds = predictor.predict_images([im for _, im in ok], [b for b, _ in bx], cfg.flip)
             for (s, im), (b, bs), pred in zip(ok, bx, preds, strict=True):
                 h, w = im.shape[:2]
                 res.records.append({"source": str(s.path), "type": "image", "frame": 0, "width": w, "height": h,
@@ -263,7 +268,7 @@ def plausible(coords: np.ndarray, scores: np.ndarray, box: np.ndarray, min_score
 
 def next_box(coords: np.ndarray, scores: np.ndarray, min_score: float, wh: tuple[int, int]) -> np.ndarray:
     kp = np.concatenate([coords, (scores >= min_score)[:, None].astype(float)], -1)[None]
-    b = g.keypoint_box(kp, TRACK_MARGIN)[0]
+    b = g.keypoint_box(kp, g.PERSON_BOX_MARGIN)[0]
     x0, y0 = max(0.0, b[0]), max(0.0, b[1])
     x1, y1 = min(float(wh[0]), b[0] + b[2]), min(float(wh[1]), b[1] + b[3])
     return np.array([x0, y0, max(1.0, x1 - x0), max(1.0, y1 - y0)])
@@ -341,7 +346,8 @@ def _video(cfg, predictor: Predictor, s: Source, boxes, out_dir: Path, res: Resu
     init, init_scores = boxes_for(s, boxes, (w, h))
     if len(init) == 0:                      # --boxes names no one in this video: start from the frame
         init, init_scores = boxes_for(s, None, (w, h))
-    tracks = [{"box": b.copy(), "filter": OneEuro() if cfg.smooth else None} for b in init]
+    searching = boxes is None or not boxes_for(s, boxes, (w, h))[0].size   # whole frame: search for the person
+    tracks = [{"box": b.copy(), "filter": OneEuro() if cfg.smooth else None, "search": searching} for b in init]
     n, dt, recs = 0, 1.0 / fps, []
     try:
         with progress("frames") as bar:
@@ -349,14 +355,20 @@ def _video(cfg, predictor: Predictor, s: Source, boxes, out_dir: Path, res: Resu
             while (frame := frames_in.get()) is not _END:
                 b = np.stack([t["box"] for t in tracks]) if tracks else np.zeros((0, 4))
                 rgb = cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
-                pred = predictor.predict_image(rgb, b, cfg.flip)
+                if tracks and tracks[0]["search"]:        # one person, (re)started from the whole frame
+                    pred = predictor.search([rgb], cfg.search, cfg.flip)[0]
+                    b = pred["box"]
+                else:
+                    pred = predictor.predict_image(rgb, b, cfg.flip)
                 for i, t in enumerate(tracks):
                     if t["filter"] is not None:
                         pred["coords"][i] = t["filter"](pred["coords"][i], dt)
-                    if plausible(pred["coords"][i], pred["score"][i], t["box"], cfg.min_score):
+                    if plausible(pred["coords"][i], pred["score"][i], b[i], cfg.min_score):
                         t["box"] = next_box(pred["coords"][i], pred["score"][i], cfg.min_score, (w, h))
+                        t["search"] = False
                     else:                                   # lost: start again from the initial box
                         t["box"], t["filter"] = init[i].copy(), OneEuro() if cfg.smooth else None
+                        t["search"] = searching
                 persons = person_records(pred, b, init_scores, predictor.skeleton.joints, cfg.min_score)
                 recs.append({"source": str(s.path), "type": "video", "frame": n, "width": w, "height": h,
                              "fps": fps, "persons": persons})

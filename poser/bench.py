@@ -17,7 +17,8 @@ import torch
 
 from poser.console import console
 
-BENCHES: dict[str, Callable[[Path | None, Path], list[dict]]] = {}
+# section(data, weights, work dir) -> rows; `weights` is for the sections that run a model
+BENCHES: dict[str, Callable[[Path | None, Path | None, Path], list[dict]]] = {}
 
 
 def bench(name: str):
@@ -43,7 +44,7 @@ def _row(what: str, rate: float, unit: str, limit: float | None = None, limit_wh
 
 
 @bench("data")
-def bench_data(data: Path | None, work: Path) -> list[dict]:
+def bench_data(data: Path | None, weights: Path | None, work: Path) -> list[dict]:
     """Preparation (instances/s) and loading (samples/s, decoded to tensors) from the cache,
     against a naive per-sample loader that opens the original photo with PIL each time."""
     from PIL import Image
@@ -51,9 +52,10 @@ def bench_data(data: Path | None, work: Path) -> list[dict]:
     from torchvision.transforms.functional import pil_to_tensor
 
     from poser import geometry as g
-    from poser.data.cache import CacheDataset, CacheSpec, build_cache, decode_rgb
+    from poser.data.cache import CacheDataset, CacheSpec, build_cache
     from poser.data.datasets import open_dataset
     from poser.data.synth import SynthConfig, generate
+    from poser.imageio import decode_rgb
 
     cores = os.cpu_count() or 1
     if data is None:  # photo-sized synthetic images (COCO photos are about 640 x 480)
@@ -111,13 +113,13 @@ def _model_step(cfg, ds, size: int) -> tuple[float, float, float]:
     from torch.utils.flop_counter import FlopCounterMode
 
     from poser.data.augment import Augment, make_batch
-    from poser.engine import Objective
+    from poser.engine import Objective, loss_kind
     from poser.losses import PoseLoss
     from poser.models.deeppose import create_model
 
     torch.manual_seed(0)
-    sk, bs = ds.cache.skeleton, cfg.batch_size
-    obj = Objective(create_model(cfg.backbone, sk.num_joints, sigma=cfg.loss == "rle"), PoseLoss(cfg.loss))
+    sk, bs, kind = ds.cache.skeleton, cfg.batch_size, loss_kind(cfg)
+    obj = Objective(create_model(cfg.backbone, sk.num_joints, sigma=kind == "rle", head=cfg.head), PoseLoss(kind))
     obj = obj.to(memory_format=torch.channels_last).train()
     opt = torch.optim.AdamW(obj.parameters(), lr=1e-4)
     idx = np.arange(bs) % len(ds)
@@ -144,11 +146,11 @@ def _model_step(cfg, ds, size: int) -> tuple[float, float, float]:
 
 
 @bench("train")
-def bench_train(data: Path | None, work: Path) -> list[dict]:
-    """Training throughput of the default backbone (fp32, channels_last) at input 128 and 224:
-    model steps alone (forward, backward, AdamW on a batch already in memory) against this
-    CPU's matmul peak; crops + augmentation alone; the loader alone; and `poser train` end to
-    end (real epochs) against the model step alone."""
+def bench_train(data: Path | None, weights: Path | None, work: Path) -> list[dict]:
+    """Training throughput of the default backbone and head (fp32, channels_last) at input 128
+    and 224: model steps alone (forward, backward, AdamW on a batch already in memory) against
+    this CPU's matmul peak, for each head at 128; crops + augmentation alone; the loader alone;
+    and `poser train` end to end (real epochs) against the model step alone."""
     from dataclasses import replace
 
     from torch.utils.data import DataLoader
@@ -158,6 +160,7 @@ def bench_train(data: Path | None, work: Path) -> list[dict]:
     from poser.data.synth import SynthConfig, generate
     from poser.distributed import Dist
     from poser.engine import TrainConfig, fit, loader_workers
+    from poser.models.heads import HEADS
 
     cfg = TrainConfig(out=str(work / "runs"), device="cpu", epochs=2, val_batches=1, batch_size=32)
     workers = loader_workers(cfg.workers, Dist(0, 1, 0, torch.device("cpu")))
@@ -178,13 +181,18 @@ def bench_train(data: Path | None, work: Path) -> list[dict]:
         e2e = fit(replace(cfg, data=str(data), input_size=size, steps_per_epoch=15 if size == 128 else 8,
                           name=f"bench{size}"))["last"]["samples_per_s"]
         rows += [
-            _row(f"{cfg.backbone} @{size} model step alone ({flop / 1e9:.2f} GFLOP/sample)", step_rate[size],
-                 "samples/s", peak / flop, "matmul peak / FLOP per sample"),
+            _row(f"{cfg.backbone} @{size} {cfg.head} head: model step alone ({flop / 1e9:.2f} GFLOP/sample)",
+                 step_rate[size], "samples/s", peak / flop, "matmul peak / FLOP per sample"),
             _row(f"{cfg.backbone} @{size} crops + augmentation alone", aug, "samples/s", step_rate[size],
                  "model step", ratio=True),
             _row(f"{cfg.backbone} @{size} poser train end to end ({workers} loader workers)", e2e, "samples/s",
                  step_rate[size], "model step"),
         ]
+
+    for head in (h for h in HEADS if h != cfg.head):   # the other heads' price, at 128
+        rate, _, flop = _model_step(replace(cfg, head=head), ds, 128)
+        rows.append(_row(f"{cfg.backbone} @128 {head} head: model step alone ({flop / 1e9:.2f} GFLOP/sample)",
+                         rate, "samples/s", peak / flop, "matmul peak / FLOP per sample"))
 
     dl = DataLoader(ds, batch_size=bs, shuffle=True, num_workers=workers, persistent_workers=workers > 0)
     for _ in dl:                                   # warm-up pass (starts workers, fills the page cache)
@@ -197,23 +205,24 @@ def bench_train(data: Path | None, work: Path) -> list[dict]:
 
 
 @bench("annotate")
-def bench_annotate(data: Path | None, work: Path) -> list[dict]:
+def bench_annotate(data: Path | None, weights: Path | None, work: Path) -> list[dict]:
     """`poser annotate` end to end on a 640 x 360 video (decode, crop, model, track, draw,
     encode) against predicting one person alone (crop + every stage's model, batch 1: one
-    tracked person per frame), with the shipped reference model or, without one, the same
-    architecture; for a cascade, also each shorter cascade, which prices every extra stage."""
+    tracked person per frame), with `weights`, else the shipped reference model, else the same
+    architecture untrained; for a cascade, also each shorter cascade, which prices every stage.
+    Photos: 640 x 360 images with a person box against without (the person search)."""
 
     from poser.annotate import AnnotateConfig, annotate
     from poser.data.synth import write_video
     from poser.models.deeppose import create_model
-    from poser.predict import DEFAULT_WEIGHTS, Predictor
+    from poser.predict import DEFAULT_WEIGHTS, SEARCH_ROUNDS, Predictor
 
-    if DEFAULT_WEIGHTS.is_file():
-        predictor = Predictor.from_file(DEFAULT_WEIGHTS)
-        what = f"reference model ({predictor.meta['backbone']} @{predictor.size})"
+    if weights is not None or DEFAULT_WEIGHTS.is_file():
+        predictor = Predictor.from_file(weights or DEFAULT_WEIGHTS)
+        what = f"{weights.name if weights else 'reference model'} ({predictor.meta['backbone']} @{predictor.size})"
     else:
         meta = {"skeleton": "lsp14", "backbone": "resnet18", "input_size": 128, "margin": 1.25}
-        predictor = Predictor(create_model("resnet18", 14, sigma=True), meta)
+        predictor = Predictor(create_model("resnet18", 14, head="integral"), meta)
         what = "resnet18 @128 (no reference model shipped)"
     frames = 150
     path = work / "walk.mp4"
@@ -229,6 +238,13 @@ def bench_annotate(data: Path | None, work: Path) -> list[dict]:
         alone = _rate(50, lambda p=p: [p.predict_image(frame, box) for _ in range(50)])
         rows.append(_row(f"one person, stage{'s 1-' + str(s) if s > 1 else ' 1'} alone: {what}", alone,
                          "persons/s"))
+    photos = [np.random.default_rng(i).integers(0, 255, (360, 640, 3), np.uint8) for i in range(16)]
+    with_box = _rate(48, lambda: [predictor.predict_images(photos, [box] * 16) for _ in range(3)])
+    rows.append(_row("photos with a person box (one pass), batches of 16", with_box, "images/s"))
+    for rounds in (SEARCH_ROUNDS, 0):
+        rate = _rate(48, lambda r=rounds: [predictor.search(photos, r) for _ in range(3)])
+        rows.append(_row(f"photos without boxes: person search, 1 + {rounds} passes", rate, "images/s",
+                         with_box, "with a box"))
     annotate(AnnotateConfig(inputs=[str(path)]), predictor, work / "warm")      # warm-up
     res = annotate(AnnotateConfig(inputs=[str(path)]), predictor, work / "out")
     rows.append(_row("annotate 640x360 mp4 end to end (decode, track, draw, encode)", res.frames / res.seconds,
@@ -236,7 +252,7 @@ def bench_annotate(data: Path | None, work: Path) -> list[dict]:
     return rows
 
 
-def run(only: list[str] | None = None, data: Path | None = None) -> list[dict]:
+def run(only: list[str] | None = None, data: Path | None = None, weights: Path | None = None) -> list[dict]:
     """Run the chosen sections; returns every row (what, rate, unit, limit, of_limit)."""
     torch.set_num_threads(os.cpu_count() or 1)
     rows: list[dict] = []
@@ -248,6 +264,6 @@ def run(only: list[str] | None = None, data: Path | None = None) -> list[dict]:
             raise PoserError(f"unknown benchmark {name!r} (known: {', '.join(BENCHES)})")
         with tempfile.TemporaryDirectory(prefix="poser-bench-") as tmp:
             console.print(f"[bold]bench {name}[/] ...")
-            for r in BENCHES[name](data, Path(tmp)):
+            for r in BENCHES[name](data, weights, Path(tmp)):
                 rows.append({"section": name, **r})
     return rows

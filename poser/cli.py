@@ -7,7 +7,6 @@ Every command shares one vocabulary of options (defined once below): --data, --w
 from __future__ import annotations
 
 import functools
-import json
 import sys
 from collections.abc import Callable
 from enum import StrEnum
@@ -91,6 +90,8 @@ def _root(
 StagesOpt = Annotated[int | None, typer.Option(
     "--stages", min=1, help="Run only the first N stages of a cascade [default: all].")]
 CacheSizeOpt = Annotated[int, typer.Option("--cache-size", min=64, help="Side of the prepared crops (px).")]
+SearchOpt = Annotated[int, typer.Option(
+    "--search", min=0, help="Person search without boxes: passes after the whole-image one.")]
 
 
 def _print_fetch(summary: dict, title: str) -> None:
@@ -185,9 +186,16 @@ def synth(
 
 
 class Loss(StrEnum):
+    auto = "auto"
     rle = "rle"
+    l1 = "l1"
     l2 = "l2"
     smooth_l1 = "smooth_l1"
+
+
+class Head(StrEnum):
+    fc = "fc"
+    integral = "integral"
 
 
 @app.command()
@@ -204,7 +212,14 @@ def train(
         "--from", help="Stage 2+: run folder (or weights file) of the stages before.")] = None,
     sub_image: Annotated[float, typer.Option(
         "--sub-image", min=0.2, help="Stage 2+: sub-image side, x torso diameter.")] = 1.5,
-    loss: Annotated[Loss, typer.Option("--loss", help="rle (default), l2 (DeepPose's) or smooth_l1.")] = Loss.rle,
+    head: Annotated[Head | None, typer.Option(
+        "--head", help="integral (heatmap soft-argmax, the default) or fc (DeepPose's global pool + linear) "
+        "[stage 2+: stage 1's].")] = None,
+    loss: Annotated[Loss, typer.Option(
+        "--loss", help="auto: rle for --head fc, l1 (+ heatmap term) for integral; or l2 (DeepPose's), "
+        "smooth_l1.")] = Loss.auto,
+    heatmap_weight: Annotated[float, typer.Option(
+        "--heatmap-weight", min=0.0, help="Integral head: weight of the dense heatmap (KL) term.")] = 0.1,
     pretrained: Annotated[str | None, typer.Option(
         "--pretrained", help="'imagenet' (torchvision, needs internet once) or a local weights file.")] = None,
     epochs: Annotated[int | None, typer.Option(
@@ -223,6 +238,8 @@ def train(
     scale: Annotated[float, typer.Option("--scale", help="Box scale jitter (+-).")] = 0.25,
     flip: Annotated[float, typer.Option(
         "--flip", min=0.0, max=1.0, help="Horizontal flip probability (0 for `poser synth` data).")] = 0.5,
+    loose: Annotated[float, typer.Option(
+        "--loose", min=0.0, max=1.0, help="Share of loose crops (up to the whole photo).")] = 0.3,
     cache_size: CacheSizeOpt = 256,
     seed: SeedOpt = 0,
     out: OutOpt = None,
@@ -231,35 +248,34 @@ def train(
     json_out: JsonOpt = None,
 ) -> None:
     """Train a DeepPose model (CPU, one GPU, --gpus N or torchrun)."""
-    from dataclasses import asdict, replace
-
     from poser.data.augment import Augment
     from poser.distributed import launch, under_torchrun
-    from poser.engine import TrainConfig, check_config, fit, run_summary, stage_architecture, start_run, summary_table
-    from poser.runs import read_jsonl, save_config
+    from poser.engine import (
+        TrainConfig,
+        check_config,
+        fit,
+        resume_run,
+        run_summary,
+        stage_architecture,
+        start_run,
+        summary_table,
+    )
 
     if resume is not None:
-        cfg_file = resume / "config.json"
-        if not cfg_file.is_file() or not (resume / "last.state.safetensors").is_file():
-            raise PoserError(f"--resume {resume}: not a run folder with a saved state")
-        cfg = TrainConfig.from_dict(json.loads(cfg_file.read_text()))
-        cfg = replace(cfg, resume=str(resume), epochs=epochs or cfg.epochs)
-        done = len(read_jsonl(resume / "metrics.jsonl"))
-        if cfg.epochs <= done:
-            raise PoserError(f"--resume {resume}: {done} epochs are already done; --epochs must be more")
-        save_config(resume, asdict(replace(cfg, resume=None)))   # the schedule it now follows
+        cfg = resume_run(resume, epochs)
     else:
-        base = {"backbone": "resnet18", "input_size": 224}
+        base = {"backbone": "resnet18", "input_size": 224, "head": "integral"}
         if stage > 1 and from_run is not None:          # stage networks copy stage one's architecture
             base = stage_architecture(from_run, stage)
         cfg = TrainConfig(
             data=str(data or "data/coco"), out=str(out or "runs/train"), name=name,
             backbone=backbone or base["backbone"], input_size=input_size or base["input_size"], stage=stage,
             sub_image=sub_image, from_run=str(from_run) if from_run else None, loss=loss.value,
+            head=head.value if head else base["head"], heatmap_weight=heatmap_weight,
             pretrained=pretrained, epochs=epochs or 90, batch_size=batch_size,
             lr=lr, weight_decay=weight_decay, steps_per_epoch=steps_per_epoch, workers=workers,
             device=device.value, amp=amp, seed=seed, cache_size=cache_size,
-            aug=Augment(rotate=rotate, scale=scale, flip=flip),
+            aug=Augment(rotate=rotate, scale=scale, flip=flip, loose=loose),
         )
     check_config(cfg)
     spawn = (gpus > 1 or procs > 1) and not under_torchrun()
@@ -287,6 +303,9 @@ def eval_(
     predictions: Annotated[Path | None, typer.Option(
         "--predictions", help="Score these COCO keypoint results instead of a model.")] = None,
     limit: Annotated[int | None, typer.Option("--limit", min=1, help="First N persons only.")] = None,
+    whole_image: Annotated[bool, typer.Option(
+        "--whole-image", help="No boxes: find the person from each whole photo (DeepPose's LSP protocol).")] = False,
+    search: SearchOpt = 2,
     stages: StagesOpt = None,
     batch_size: Annotated[int, typer.Option("--batch-size", min=1)] = 64,
     device: DeviceOpt = Device.auto,
@@ -304,7 +323,7 @@ def eval_(
                      flip=flip, pcp_threshold=pcp_threshold, boxes=str(boxes) if boxes else None,
                      box_threshold=box_threshold, predictions=str(predictions) if predictions else None,
                      out=str(out or "runs/eval"), name=name, device=device.value, batch_size=batch_size, limit=limit,
-                     stages=stages)
+                     stages=stages, whole_image=whole_image, search=search)
     report = evaluate(cfg)
     for t in report_tables(report):
         results.print(t)
@@ -326,6 +345,7 @@ def annotate(
     flip: Annotated[bool, typer.Option("--flip", help="Flip test: average with the mirrored crop.")] = False,
     batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Images per model batch.")] = 16,
     no_draw: Annotated[bool, typer.Option("--no-draw", help="Only write keypoints.json.")] = False,
+    search: SearchOpt = 2,
     stages: StagesOpt = None,
     device: DeviceOpt = Device.auto,
     out: OutOpt = None,
@@ -341,7 +361,7 @@ def annotate(
 
     cfg = AnnotateConfig(inputs=inputs, weights=str(weights) if weights else None, boxes=str(boxes) if boxes else None,
                          box_threshold=box_threshold, min_score=min_score, smooth=smooth, flip=flip,
-                         batch_size=batch_size, device=device.value, draw=not no_draw)
+                         batch_size=batch_size, device=device.value, draw=not no_draw, search=search)
     predictor = Predictor.from_file(resolve_weights(weights), resolve_device(device.value), stages)
     run = Path(out) if out else new_run_dir(Path("runs/annotate"), name)
     run.mkdir(parents=True, exist_ok=True)
@@ -409,12 +429,14 @@ def export(
 def bench(
     only: Annotated[list[str] | None, typer.Option("--only", help="Run only this section (repeatable).")] = None,
     data: DataOpt = None,
+    weights: Annotated[Path | None, typer.Option(
+        "--weights", help="Model for the annotate section [default: the shipped reference model].")] = None,
     json_out: JsonOpt = None,
 ) -> None:
     """Measure throughput on this machine next to what limits it."""
     from poser.bench import run
 
-    rows = run(only, data)
+    rows = run(only, data, weights)
     t = Table("section", "what", "throughput", "limit or comparison", "of it", title="poser bench")
     for r in rows:
         lim = f"{r['limit']:,.1f} {r['unit']} ({r['limit_what']})" if r["limit"] else ""

@@ -51,7 +51,7 @@ def run_demo(cfg: DemoConfig) -> dict:
              overwrite=True)
     step("synthetic dataset")
     base = TrainConfig(data=str(data), out=str(out / "train"), backbone="mobilenet_v3_small", input_size=96,
-                       loss="rle", batch_size=32, device="cpu", seed=cfg.seed, aug=Augment(flip=0.0))
+                       batch_size=32, device="cpu", seed=cfg.seed, aug=Augment(flip=0.0))
     s1 = fit(TrainConfig(**{**base.__dict__, "name": "stage1", "epochs": cfg.epochs}))
     step("stage-1 training")
     s2 = fit(TrainConfig(**{**base.__dict__, "name": "stage2", "epochs": cfg.stage2_epochs, "stage": 2,

@@ -8,6 +8,7 @@ processes (DDP over gloo) and under torchrun; `distributed.init` is the only dif
 from __future__ import annotations
 
 import hashlib
+import json
 import math
 import os
 import signal
@@ -33,10 +34,11 @@ from poser.data.augment import MARGIN, MEAN, STD, Augment, make_batch
 from poser.data.cache import Cache, CacheDataset, CacheSpec, cache_dir
 from poser.data.sources import prepare_split
 from poser.errors import PoserError
-from poser.losses import LOSSES, PoseLoss
+from poser.losses import HEATMAP_WEIGHT, LOSSES, PoseLoss
 from poser.metrics import pcp, pdj
 from poser.models.backbones import BACKBONES
 from poser.models.deeppose import DeepPose, create_model, load_stages
+from poser.models.heads import HEADS
 from poser.predict import Predictor
 from poser.runs import append_jsonl, new_run_dir, read_jsonl, save_config
 
@@ -48,7 +50,9 @@ class TrainConfig:
     name: str | None = None
     backbone: str = "resnet18"
     input_size: int = 224
-    loss: str = "rle"                   # l2 (DeepPose's), smooth_l1, rle
+    head: str = "integral"              # fc (DeepPose's: global pool + linear) or integral (heatmap soft-argmax)
+    loss: str = "auto"                  # l2 (DeepPose's), l1, smooth_l1, rle; auto: rle for fc, l1 for integral
+    heatmap_weight: float = HEATMAP_WEIGHT   # integral head: weight of the dense heatmap (KL) term
     pretrained: str | None = None       # 'imagenet' or a local weights file
     epochs: int = 90
     batch_size: int = 64                # per process
@@ -97,11 +101,19 @@ def weights_meta(cfg: TrainConfig, skeleton, epoch: int, metrics: dict | None = 
     return {
         "skeleton": skeleton.name, "joints": list(skeleton.joints), "backbone": cfg.backbone,
         "input_size": cfg.input_size, "margin": MARGIN, "mean": list(MEAN), "std": list(STD),
-        "stage": cfg.stage, "loss": cfg.loss, "sigma_head": cfg.loss == "rle", "epoch": epoch,
+        "stage": cfg.stage, "head": cfg.head, "loss": loss_kind(cfg), "sigma_head": loss_kind(cfg) == "rle",
+        "epoch": epoch,
         "sub_image": cfg.sub_image if cfg.stage > 1 else None,
         "poser_version": __version__, "metrics": metrics or {},
         "trained_on": {"data": cfg.data, "split": cfg.train_split, "epochs": cfg.epochs},
     }
+
+
+def loss_kind(cfg: TrainConfig) -> str:
+    """The coordinate loss: as asked, or by head (RLE for fc, L1 for integral: measured best)."""
+    if cfg.loss != "auto":
+        return cfg.loss
+    return "rle" if cfg.head == "fc" else "l1"
 
 
 def stage_weights(from_run: str | Path, stage: int) -> Path:
@@ -117,7 +129,7 @@ def stage_architecture(from_run: str | Path, stage: int) -> dict:
     """Backbone and input size of stage one, which refinement stages copy by default."""
     meta = read_meta(stage_weights(from_run, stage))
     first = meta.get("stages", [meta])[0]
-    return {"backbone": first["backbone"], "input_size": first["input_size"]}
+    return {"backbone": first["backbone"], "input_size": first["input_size"], "head": first.get("head", "fc")}
 
 
 def previous_stages(cfg: TrainConfig, device: torch.device, skeleton) -> list[tuple[DeepPose, dict]]:
@@ -160,8 +172,13 @@ def check_config(cfg: TrainConfig) -> None:
     """Fail in a second on options that would otherwise fail after the data is prepared."""
     if cfg.backbone not in BACKBONES:
         raise PoserError(f"unknown backbone {cfg.backbone!r} (known: {', '.join(BACKBONES)})")
-    if cfg.loss not in LOSSES:
-        raise PoserError(f"unknown loss {cfg.loss!r} (known: {', '.join(LOSSES)})")
+    if cfg.loss not in LOSSES + ("auto",):
+        raise PoserError(f"unknown loss {cfg.loss!r} (known: auto, {', '.join(LOSSES)})")
+    if cfg.head not in HEADS:
+        raise PoserError(f"unknown head {cfg.head!r} (known: {', '.join(HEADS)})")
+    if cfg.head != "fc" and loss_kind(cfg) == "rle":
+        raise PoserError("--loss rle needs the fc head's sigma output; the integral head trains with l1, "
+                         "smooth_l1 or l2 (plus its heatmap term)")
     if cfg.pretrained and cfg.pretrained != "imagenet" and not Path(cfg.pretrained).is_file():
         raise PoserError(f"--pretrained {cfg.pretrained}: no such file (use 'imagenet' or a weights file)")
     if cfg.stage > 1 and not cfg.from_run:
@@ -210,12 +227,14 @@ def _fit(cfg: TrainConfig, d: distributed.Dist) -> dict | None:
         aug = replace(cfg.aug, half_body=0.0)    # sub-images are placed around joints, not bodies
 
     # --- model, loss, optimiser, schedule, precision --------------------------------------
-    model = create_model(cfg.backbone, skeleton.num_joints, cfg.pretrained, sigma=cfg.loss == "rle")
-    if prev and prev[-1][1]["backbone"] == cfg.backbone and bool(prev[-1][1].get("sigma_head")) == (cfg.loss == "rle"):
+    kind = loss_kind(cfg)
+    model = create_model(cfg.backbone, skeleton.num_joints, cfg.pretrained, sigma=kind == "rle", head=cfg.head)
+    same = {"backbone": cfg.backbone, "head": cfg.head, "sigma_head": kind == "rle"}
+    if prev and all(prev[-1][1].get(k, "fc" if k == "head" else None) == v for k, v in same.items()):
         # A refinement stage starts from the previous stage's weights (its own copy): it already
         # knows what joints look like and only has to learn to look closer.
         model.load_state_dict(prev[-1][0].state_dict())
-    objective = Objective(model, PoseLoss(cfg.loss)).to(dev)
+    objective = Objective(model, PoseLoss(kind, heatmap_weight=cfg.heatmap_weight)).to(dev)
     if cfg.channels_last:
         objective = objective.to(memory_format=torch.channels_last)
     train_module = DDP(objective, device_ids=[d.local_rank] if cuda else None) if d.world > 1 else objective
@@ -286,11 +305,12 @@ def _fit(cfg: TrainConfig, d: distributed.Dist) -> dict | None:
                 rng = np.random.default_rng([cfg.seed, epoch, i, d.rank])
                 kp_np, idx_np = kp.numpy(), idx.numpy()
                 if stage_data is None:
-                    boxes, mask = train_ds.cache.boxes[idx_np], None
+                    boxes, mask, photos = train_ds.cache.boxes[idx_np], None, train_ds.cache.photos[idx_np]
                 else:
                     boxes, mask = sample_crops(stage_data, idx_np, kp_np, cfg.sub_image, MARGIN, rng)
+                    photos = None                        # sub-images are placed around joints
                 b = make_batch(img.to(dev, non_blocking=True), boxes, kp_np, cfg.input_size, skeleton, aug, rng,
-                               cfg.channels_last, joint_mask=mask)
+                               cfg.channels_last, joint_mask=mask, photos=photos)
                 with torch.autocast(dev.type, dtype=amp_dtype, enabled=amp):
                     loss, parts = train_module(b["x"], b["target"], b["weight"], b["visible"])
                 opt.zero_grad(set_to_none=True)
@@ -427,6 +447,22 @@ def start_run(cfg: TrainConfig) -> TrainConfig:
     cfg = replace(cfg, run=str(run))
     save_config(run, asdict(cfg))
     return cfg
+
+
+def resume_run(run: Path, epochs: int | None = None) -> TrainConfig:
+    """The config to continue `run` with. `epochs` sets a new total (more or fewer than planned,
+    but beyond the epochs done); config.json then records it, as the schedule now followed."""
+    cfg_file = run / "config.json"
+    if not cfg_file.is_file() or not (run / "last.state.safetensors").is_file():
+        raise PoserError(f"--resume {run}: not a run folder with a saved state")
+    cfg = TrainConfig.from_dict(json.loads(cfg_file.read_text()))
+    done = len(read_jsonl(run / "metrics.jsonl"))
+    if (epochs or cfg.epochs) <= done:
+        raise PoserError(f"--resume {run}: {done} epochs are already done; pass a larger --epochs")
+    if epochs is not None and epochs != cfg.epochs:
+        cfg = replace(cfg, epochs=epochs)
+        save_config(run, asdict(cfg))
+    return replace(cfg, resume=str(run))
 
 
 def run_summary(run: Path) -> dict:

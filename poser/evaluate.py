@@ -29,15 +29,16 @@ from rich.table import Table
 from poser import geometry as g
 from poser.checkpoint import read_meta
 from poser.console import console, progress
-from poser.data.cache import Cache, CacheSpec, cache_dir, decode_rgb
+from poser.data.cache import Cache, CacheSpec, cache_dir
 from poser.data.datasets import coco_split_files, open_dataset
 from poser.data.detections import read_detections
 from poser.data.sources import prepare_split
 from poser.draw import draw_pose, label
 from poser.errors import PoserError
 from poser.files import atomic_path, write_json
+from poser.imageio import decode_rgb, read_rgb
 from poser.metrics import coco_keypoint_ap, joint_errors, pcp, pdj
-from poser.predict import Predictor, cache_to_image
+from poser.predict import SEARCH_ROUNDS, Predictor, cache_to_image
 from poser.runs import new_run_dir
 from poser.skeletons import Skeleton
 
@@ -58,6 +59,8 @@ class EvalConfig:
     batch_size: int = 64
     limit: int | None = None            # first N instances only (quick checks)
     stages: int | None = None           # cascade: run only the first N stages
+    whole_image: bool = False           # no boxes: the person search from each whole photo
+    search: int = SEARCH_ROUNDS         # ... with this many passes after the whole-image one
 
 
 def evaluate(cfg: EvalConfig) -> dict:
@@ -81,7 +84,9 @@ def evaluate(cfg: EvalConfig) -> dict:
     ann_file = ann[0] if ann and sk.name == "coco17" else None
     report: dict = {"data": str(root), "split": cfg.split, "config": asdict(cfg)}
 
-    predictor = None
+    predictor, p = None, None
+    if cfg.whole_image and cfg.predictions:
+        raise PoserError("--whole-image runs a model on the photos; it does not apply to --predictions")
     if cfg.predictions:
         results = _read_results(Path(cfg.predictions), sk)
         pred, score = match_predictions(results, ids, gt, sk)
@@ -93,17 +98,24 @@ def evaluate(cfg: EvalConfig) -> dict:
         if predictor.skeleton.name != sk.name:
             raise PoserError(f"the model predicts {predictor.skeleton.name} joints but {root} is "
                              f"{sk.name} data")
-        with progress("instances") as bar:
-            task = bar.add_task("predict", total=n)
-            p = predictor.predict_cache(cache, cfg.flip, cfg.batch_size, n, lambda k: bar.advance(task, k))
-        pred, score = cache_to_image(cache, p["coords"]), p["score"]
-        results = coco_results(ids, pred, score)
+        if cfg.whole_image:
+            results, p = search_photos(predictor, root, cfg.split, ids, cfg.search, cfg.flip, cfg.batch_size), None
+            pred, score = match_predictions(results, ids, gt, sk)
+        else:
+            with progress("instances") as bar:
+                task = bar.add_task("predict", total=n)
+                p = predictor.predict_cache(cache, cfg.flip, cfg.batch_size, n, lambda k: bar.advance(task, k))
+            pred, score = cache_to_image(cache, p["coords"]), p["score"]
+            results = coco_results(ids, pred, score)
         report["model"] = {"weights": cfg.weights, **{k: predictor.meta.get(k) for k in
-                                                     ("backbone", "input_size", "stage", "loss", "epoch")}}
+                                                     ("backbone", "head", "input_size", "stage", "loss", "epoch")}}
+    report["protocol"] = ("saved predictions, matched to the people of each image" if cfg.predictions
+                          else f"whole photo, person search ({cfg.search} passes after the first)" if cfg.whole_image
+                          else "ground-truth person boxes")
 
     report["pcp"] = pcp(pred, gt, sk, cfg.pcp_threshold) | {"threshold": cfg.pcp_threshold}
     report["pdj"] = pdj(pred, gt, sk)
-    if predictor is not None and predictor.num_stages > 1:    # the cascade, stage by stage
+    if p is not None and predictor.num_stages > 1:            # the cascade, stage by stage
         report["per_stage"] = []
         for s in range(predictor.num_stages):
             ps = cache_to_image(cache, p["stages"][:, s])
@@ -208,7 +220,7 @@ def predict_detections(predictor: Predictor | None, root: Path, split: str, boxe
     with progress("images") as bar:
         task = bar.add_task("detections", total=len(per_image))
         for iid, ds in per_image.items():
-            img = cv2.imread(str(files[iid]), cv2.IMREAD_COLOR_RGB) if iid in files else None
+            img = read_rgb(files[iid]) if iid in files else None
             if img is None:
                 console.print(f"[yellow]skipped:[/] image {iid} is unreadable")
                 continue
@@ -218,6 +230,30 @@ def predict_detections(predictor: Predictor | None, root: Path, split: str, boxe
                 person["score"] *= det_score               # COCO ranks by person score
             out += people
             bar.advance(task)
+    return out
+
+
+def search_photos(predictor: Predictor, root: Path, split: str, image_ids: np.ndarray, rounds: int, flip: bool,
+                  batch_size: int = 16) -> list[dict]:
+    """One person per photo, found by the Predictor's person search from the whole photo (no
+    boxes: DeepPose's LSP protocol), as COCO keypoint results."""
+    inst = open_dataset(root, split)
+    files = {int(i): inst.image_root / f for i, f in zip(inst.image_ids, inst.files, strict=True)}
+    todo = list(dict.fromkeys(int(i) for i in image_ids))
+    out = []
+    with progress("images") as bar:
+        task = bar.add_task("search", total=len(todo))
+        for a in range(0, len(todo), batch_size):
+            batch = [(iid, read_rgb(files[iid]) if iid in files else None) for iid in todo[a: a + batch_size]]
+            for iid, img in batch:
+                if img is None:
+                    console.print(f"[yellow]skipped:[/] image {iid} is unreadable (its persons count as missed)")
+            batch = [(iid, img) for iid, img in batch if img is not None]
+            if batch:
+                found = predictor.search([img for _, img in batch], rounds, flip)
+                for (iid, _), r in zip(batch, found, strict=True):
+                    out += coco_results(np.array([iid]), r["coords"], r["score"])
+            bar.advance(task, len(todo[a: a + batch_size]))
     return out
 
 
@@ -299,7 +335,7 @@ def report_tables(report: dict) -> list[Table]:
     c = report["counted"]
     pc, pd = report["pcp"], report["pdj"]
     head = (f"{report['data']} [{report['split']}]: {c['images']} images, {c['instances']} persons, "
-            f"{c['joints']} joints, {c['limbs']} limbs counted")
+            f"{c['joints']} joints, {c['limbs']} limbs counted; {report['protocol']}")
     t1 = Table("metric", "value", title=head)
     t1.add_row(f"PCP@{pc['threshold']} arms+legs", f"{pc['mean']:.3f}")
     for kind, v in pc["per_kind"].items():

@@ -19,6 +19,10 @@ import numpy as np
 
 ArrayLike = np.ndarray | list | tuple | float
 
+# A person box made from joints (LSP has no boxes; tracked and searched boxes) is the joints'
+# extent grown by this share of its width / height on each side: what `--boxes` users supply.
+PERSON_BOX_MARGIN = 0.15
+
 
 def box_to_square(
     boxes: ArrayLike, margin: float = 1.25

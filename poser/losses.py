@@ -12,6 +12,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from poser.models.heads import heatmap_kl
+
 
 def _mean(per_joint: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
     return (per_joint * weight).sum() / weight.sum().clamp(min=1.0)
@@ -20,6 +22,11 @@ def _mean(per_joint: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
 def l2(pred: torch.Tensor, target: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
     """DeepPose's loss: squared distance on labelled joints."""
     return _mean(((pred - target) ** 2).sum(-1), weight)
+
+
+def l1(pred: torch.Tensor, target: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """Integral regression's loss (Sun et al. 2018): absolute error on labelled joints."""
+    return _mean((pred - target).abs().sum(-1), weight)
 
 
 def smooth_l1(pred: torch.Tensor, target: torch.Tensor, weight: torch.Tensor, beta: float = 0.01) -> torch.Tensor:
@@ -84,17 +91,20 @@ class RLELoss(nn.Module):
         return _mean(nf + q, weight)
 
 
-LOSSES = ("l2", "smooth_l1", "rle")
+LOSSES = ("l2", "l1", "smooth_l1", "rle")
+HEATMAP_WEIGHT = 0.1   # the integral head's dense KL term, beside its coordinate loss
 
 
 class PoseLoss(nn.Module):
-    """The training objective: a coordinate loss on labelled joints + BCE on visibility."""
+    """The training objective: a coordinate loss on labelled joints + BCE on visibility, plus,
+    for a heatmap (integral) head, KL towards a Gaussian at each labelled joint inside the crop."""
 
-    def __init__(self, kind: str = "rle", visibility_weight: float = 0.1) -> None:
+    def __init__(self, kind: str = "rle", visibility_weight: float = 0.1,
+                 heatmap_weight: float = HEATMAP_WEIGHT) -> None:
         super().__init__()
         if kind not in LOSSES:
             raise ValueError(kind)
-        self.kind, self.vis_w = kind, visibility_weight
+        self.kind, self.vis_w, self.hm_w = kind, visibility_weight, heatmap_weight
         self.rle = RLELoss() if kind == "rle" else None
 
     def forward(self, out: dict[str, torch.Tensor], target: torch.Tensor, weight: torch.Tensor,
@@ -102,10 +112,17 @@ class PoseLoss(nn.Module):
         pred = out["coords"].float()
         if self.kind == "l2":
             coord = l2(pred, target, weight)
+        elif self.kind == "l1":
+            coord = l1(pred, target, weight)
         elif self.kind == "smooth_l1":
             coord = smooth_l1(pred, target, weight)
         else:
             coord = self.rle(pred, out["sigma"].float(), target, weight)
         vis = visibility_bce(out["visible"].float(), visible)
         total = coord + self.vis_w * vis
-        return total, {"coord": coord.detach(), "vis": vis.detach()}   # tensors: no device sync
+        parts = {"coord": coord.detach(), "vis": vis.detach()}        # tensors: no device sync
+        if "heatmap" in out:
+            hm = heatmap_kl(out["heatmap"], target, weight * visible)
+            total = total + self.hm_w * hm
+            parts["heatmap"] = hm.detach()
+        return total, parts

@@ -7,8 +7,8 @@ caches are cropped with `warp_batch` (grid_sample, as in training); photos and v
 with `warp_image` (OpenCV, area-averaged when a large frame shrinks to a small crop). Flip test
 averages the prediction with that of the mirrored crop (labels swapped back through the skeleton).
 
-Shapes: N person boxes, K joints. Scores are in [0, 1]: the visibility probability, times
-1 - mean sigma when the model has an RLE sigma head.
+Shapes: N person boxes, K joints. Scores are in [0, 1], decoded by the model's head
+(models/heads.py says what they mean for each head).
 """
 
 from __future__ import annotations
@@ -36,6 +36,21 @@ def resolve_weights(path: str | Path | None) -> Path:
     if not DEFAULT_WEIGHTS.is_file():
         raise PoserError("no --weights given and this install ships no reference model; pass --weights FILE")
     return DEFAULT_WEIGHTS
+
+
+SEARCH_ROUNDS = 2       # person search: passes after the whole-image one (measured: README)
+SEARCH_MIN_JOINTS = 4   # fewer confident joints than this: the box holds all joints
+
+
+def search_box(coords: np.ndarray, scores: np.ndarray) -> np.ndarray:
+    """(4,) xywh person box from one pose (K, 2) and its scores (K,): the joints scoring at
+    least a third of the best one's (all joints if fewer than SEARCH_MIN_JOINTS do), grown by
+    the person-box margin on each side, as training boxes are made from labelled joints."""
+    keep = scores >= scores.max() / 3
+    if keep.sum() < SEARCH_MIN_JOINTS:
+        keep = np.ones_like(keep)
+    kp = np.concatenate([coords, keep[:, None].astype(float)], -1)[None]
+    return g.keypoint_box(kp, g.PERSON_BOX_MARGIN)[0]
 
 
 class Predictor:
@@ -69,13 +84,11 @@ class Predictor:
     # --- crops -> keypoints ----------------------------------------------------------------
     @torch.no_grad()
     def _forward(self, model: DeepPose, size: int, crops: torch.Tensor, m: np.ndarray) -> dict[str, np.ndarray]:
-        """crops (N, 3, S, S) float RGB in [0, 1] on the device, m (N, 2, 3) source-to-crop."""
-        out = model(normalize_input(crops, self.mean, self.std, self.channels_last))
-        res = {"coords": g.to_image(m, out["coords"].float().cpu().numpy(), size),
-               "visible": torch.sigmoid(out["visible"].float()).cpu().numpy()}
-        if "sigma" in out:
-            res["sigma"] = out["sigma"].float().mean(-1).cpu().numpy()
-        return res
+        """crops (N, 3, S, S) float RGB in [0, 1] on the device, m (N, 2, 3) source-to-crop ->
+        coords (N, K, 2) source pixels, score and visible probability (N, K), decoded by the head."""
+        out = model.decode(model(normalize_input(crops, self.mean, self.std, self.channels_last)))
+        return {"coords": g.to_image(m, out["coords"].cpu().numpy(), size), "score": out["score"].cpu().numpy(),
+                "visible": out["visible"].cpu().numpy()}
 
     def _stage(self, s: int, crop_fn, boxes: np.ndarray, owner: np.ndarray, flip: bool,
                chunk: int = 128) -> dict[str, np.ndarray]:
@@ -109,14 +122,8 @@ class Predictor:
                              float(self.stages[s][1].get("margin", self.margin)))
             r = self._stage(s, crop_fn, jb.reshape(-1, 4), np.repeat(np.arange(n), k), flip)
             rows = np.arange(n * k), np.tile(np.arange(k), n)
-            res = dict(res, coords=r["coords"][rows].reshape(n, k, 2))
-            if "sigma" in r:
-                res["sigma"] = r["sigma"][rows].reshape(n, k)
+            res = {key: r[key][rows].reshape(n, k, *r[key].shape[2:]) for key in ("coords", "score", "visible")}
             history.append(res["coords"])
-        score = res["visible"]
-        if "sigma" in res:
-            score = score * np.clip(1 - res["sigma"], 0, 1)
-        res["score"] = score
         res["stages"] = np.stack(history, 1)          # (N, S, K, 2): the estimate after each stage
         return res
 
@@ -144,7 +151,7 @@ class Predictor:
         owner = np.repeat(np.arange(len(images)), counts)
         if owner.size == 0:
             k = self.skeleton.num_joints
-            empty = {"coords": np.zeros((0, k, 2)), "visible": np.zeros((0, k)), "score": np.zeros((0, k))}
+            empty = {"coords": np.zeros((0, k, 2)), "score": np.zeros((0, k)), "visible": np.zeros((0, k))}
             return [dict(empty) for _ in images]
 
         def crops(m, rows, size):
@@ -155,6 +162,19 @@ class Predictor:
         cuts = np.cumsum(counts)[:-1]
         return [{k: v for k, v in zip(res, parts, strict=True)}
                 for parts in zip(*(np.split(v, cuts) for v in res.values()), strict=True)]
+
+    def search(self, images: list[np.ndarray], rounds: int = SEARCH_ROUNDS,
+               flip: bool = False) -> list[dict[str, np.ndarray]]:
+        """Find the one person in each whole image (H, W, 3) uint8 RGB, with no box given:
+        predict with the whole image as the box (DeepPose's own LSP protocol), then `rounds`
+        times again with the box of the confident predicted joints grown as training boxes
+        are (`search_box`). Each result also holds `box` (1, 4), the box of its last pass."""
+        boxes = [np.array([[0.0, 0.0, im.shape[1], im.shape[0]]]) for im in images]
+        res = self.predict_images(images, boxes, flip)
+        for _ in range(rounds):
+            boxes = [search_box(r["coords"][0], r["score"][0])[None] for r in res]
+            res = self.predict_images(images, boxes, flip)
+        return [dict(r, box=b) for r, b in zip(res, boxes, strict=True)]
 
     def predict_cache(self, cache: Cache, flip: bool = False, batch_size: int = 64,
                       limit: int | None = None, progress=None) -> dict[str, np.ndarray]:

@@ -69,11 +69,12 @@ def learn_root(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def trained_run(learn_root, tmp_path_factory) -> Path:
-    """A stage-1 model trained on `learn_root` on the CPU for about 90 s (seeded)."""
+    """A stage-1 model (the default integral head, with loose crops) trained on `learn_root`
+    on the CPU for about 90 s (seeded)."""
     from poser.data.augment import Augment
     from poser.engine import TrainConfig, fit
 
     cfg = TrainConfig(data=str(learn_root), out=str(tmp_path_factory.mktemp("runs")), name="learn",
-                      backbone="mobilenet_v3_small", input_size=96, loss="rle", epochs=8,
+                      backbone="mobilenet_v3_small", input_size=96, head="integral", epochs=8,
                       batch_size=32, workers=0, device="cpu", seed=0, aug=Augment(flip=0.0))
     return Path(fit(cfg)["run"])

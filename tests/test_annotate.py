@@ -68,6 +68,14 @@ def test_annotate_image_and_video_with_a_trained_model(trained_run, tmp_path):
     assert n == frames and cap.get(cv2.CAP_PROP_FPS) == pytest.approx(12.0)
     drawn = cv2.imread(str(out / "in" / "person.png"))
     assert drawn.shape == img.shape and np.abs(drawn.astype(int) - img).sum() > 0   # something was drawn
+    # Without --boxes the person search finds the figure in the image: its box is no longer the
+    # whole image, and the keypoints are about as good as with the true box.
+    res = runner.invoke(app, ["annotate", str(tmp_path / "in" / "person.png"), "--weights", weights, "--out",
+                              str(tmp_path / "nobox"), "--device", "cpu"])
+    assert res.exit_code == 0, res.output
+    person = json.loads((tmp_path / "nobox" / "keypoints.json").read_text())["items"][0]["persons"][0]
+    assert person["box"][2] < img.shape[1] - 1 or person["box"][3] < img.shape[0] - 1
+    assert np.median(_errors(person, kp)) < 0.2 * _height(kp)
 
 
 def test_bad_inputs_are_reported_and_the_rest_is_processed(trained_run, tmp_path):

@@ -8,7 +8,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from poser import geometry as g
-from poser.data.cache import Cache, CacheDataset, CacheSpec, build_cache, cache_dir
+from poser.data.cache import Cache, CacheDataset, CacheSpec, build_cache, cache_dir, context_square
 from poser.data.datasets import open_dataset
 from poser.data.sources import prepare_split
 from poser.errors import PoserError
@@ -23,8 +23,9 @@ def test_cache_holds_the_shared_geometry_crop(synth_root, tmp_path):
     order = {int(a): i for i, a in enumerate(inst.ann_ids)}
     for k in range(0, len(cache), 7):
         i = order[int(cache.ann_ids[k])]
-        center, side = g.box_to_square(inst.boxes[i], spec.margin)
-        m = g.crop_matrix(center, side, spec.size)
+        wh = inst.image_sizes[inst.image_index[i]][None].astype(float)
+        center, side = context_square(inst.boxes[i][None], wh, spec.margin, spec.context)
+        m = g.crop_matrix(center[0], side[0], spec.size)
         assert np.allclose(cache.matrix[k], m, atol=1e-3)
         lab = inst.keypoints[i, :, 2] > 0
         assert np.allclose(cache.keypoints[k, lab, :2], g.transform_points(m, inst.keypoints[i, lab, :2]), atol=1e-3)
@@ -37,8 +38,21 @@ def test_cache_holds_the_shared_geometry_crop(synth_root, tmp_path):
         got = cv2.cvtColor(np.ascontiguousarray(rgb), cv2.COLOR_RGB2GRAY).astype(float)
         err, shifted = np.abs(got - want).mean(), np.abs(got[:, 1:] - want[:, :-1]).mean()
         assert err < 0.3 * shifted, (err, shifted)
-        # the person box sits in the middle half of the crop (margin 2)
+        # The crop holds the person box grown x2 and as much of the photo as 3x the box allows.
         x, y, w, h = cache.boxes[k]
+        assert x + w / 2 - max(w, h) >= -0.51 and x + w / 2 + max(w, h) <= 127.51 and max(w, h) <= 64.01
+        px, py, pw, ph = cache.photos[k]
+        assert np.allclose([px, py, pw, ph], [*g.transform_points(m, [[-0.5, -0.5]])[0], *(wh[0] * m[0, 0])],
+                           atol=1e-3)
+        photo_side, box_side = max(wh[0]), max(inst.boxes[i][2:])
+        if photo_side <= 1.5 * box_side:        # small photos fit whole
+            assert px >= -0.51 and py >= -0.51 and px + pw <= 127.51 and py + ph <= 127.51
+
+
+def test_without_context_the_person_box_sits_in_the_middle_half(synth_root, tmp_path):
+    build_cache(open_dataset(synth_root, "val"), tmp_path / "c", CacheSpec(size=128, margin=2.0, context=0))
+    cache = Cache(tmp_path / "c")
+    for x, y, w, h in cache.boxes:
         assert abs(x + w / 2 - 63.5) < 1 and abs(y + h / 2 - 63.5) < 1 and max(w, h) == pytest.approx(64, abs=0.1)
 
 

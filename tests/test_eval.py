@@ -177,3 +177,22 @@ def test_eval_errors_are_one_line(synth_root, tmp_path):
     for args, msg in cases:
         res = runner.invoke(app, ["eval", *args, "--out", str(tmp_path / "runs")])
         assert res.exit_code == 1 and msg in res.output and "Traceback" not in res.output, (args, res.output)
+
+
+def test_eval_whole_image_runs_the_person_search_on_the_photos(trained_run, learn_root, tmp_path):
+    weights = str(trained_run / "best.safetensors")
+    args = ["eval", "--weights", weights, "--data", str(learn_root), "--out", str(tmp_path), "--device", "cpu",
+            "--limit", "60"]
+    res = runner.invoke(app, [*args, "--whole-image", "--json", str(tmp_path / "w.json")])
+    assert res.exit_code == 0, res.output
+    w = json.loads((tmp_path / "w.json").read_text())
+    res = runner.invoke(app, [*args, "--json", str(tmp_path / "b.json")])
+    b = json.loads((tmp_path / "b.json").read_text())
+    assert w["protocol"].startswith("whole photo") and b["protocol"] == "ground-truth person boxes"
+    assert w["counted"]["instances"] == b["counted"]["instances"] == 60
+    # One person found per photo: photos with two people lose one of them, the rest score close
+    # to the ground-truth boxes' numbers.
+    assert 0.1 < w["pdj"]["at_0.2"] <= b["pdj"]["at_0.2"] + 0.05, (w["pdj"]["at_0.2"], b["pdj"]["at_0.2"])
+    res = runner.invoke(app, ["eval", "--predictions", str(tmp_path / "x.json"), "--whole-image", "--data",
+                              str(learn_root)])
+    assert res.exit_code == 1 and "does not apply to --predictions" in res.output

@@ -25,7 +25,42 @@ def test_every_backbone_gives_coordinates_visibility_and_sigma(name):
         out = model(torch.randn(2, 3, size, size))
     assert out["coords"].shape == (2, 17, 2) and out["visible"].shape == (2, 17)
     assert out["sigma"].shape == (2, 17, 2) and (out["sigma"] > 0).all() and (out["sigma"] < 1.01).all()
-    assert create_model(name, 14, sigma=False).sigma is None
+    assert create_model(name, 14, sigma=False, head="fc").head.sigma is None
+
+
+@pytest.mark.parametrize("name", sorted(BACKBONES))
+def test_every_backbone_takes_the_integral_head(name):
+    model = create_model(name, 14, head="integral").eval()
+    with torch.no_grad():
+        out = model(torch.randn(2, 3, 128, 128))
+    h, w = out["heatmap"].shape[-2:]
+    assert out["heatmap"].shape[:2] == (2, 14) and 28 <= h <= 32 and h == w       # stride ~4
+    dec = model.decode(out)
+    assert dec["coords"].shape == (2, 14, 2) and (dec["coords"].abs() <= 0.5).all()
+    assert ((dec["score"] >= 0) & (dec["score"] <= 1)).all()
+
+
+def test_integral_decode_finds_a_peak_and_scores_sharpness():
+    from poser.models.heads import IntegralHead
+
+    target = torch.tensor([[[0.2, -0.3], [-0.1, 0.05]]])               # (1, K=2, 2) normalised
+    q = IntegralHead.encode(target, (32, 32))
+    sharp = {"heatmap": torch.log(q), "visible": torch.full((1, 2), 20.0)}
+    dec = IntegralHead.decode(sharp)
+    assert torch.allclose(dec["coords"], target, atol=1e-3)            # the expectation of the target is it
+    assert torch.allclose(dec["score"], torch.full((1, 2), 0.86), atol=0.02)   # mass within 2 sigma
+    flat = IntegralHead.decode({"heatmap": torch.zeros(1, 2, 32, 32), "visible": torch.full((1, 2), 20.0)})
+    assert dec["score"].min() > 0.8 and flat["score"].max() < 0.1       # spread out: the model does not know
+    assert torch.allclose(flat["coords"], torch.zeros(1, 2, 2), atol=1e-6)
+
+
+def test_old_weights_files_with_top_level_head_tensors_still_load(tmp_path):
+    model = create_model("mobilenet_v3_small", 14, sigma=True, head="fc")
+    state = {k.removeprefix("head."): v for k, v in model.state_dict().items()}     # the pre-head layout
+    save_weights(tmp_path / "old.safetensors", state, {"backbone": "mobilenet_v3_small", "joints": list(LSP14.joints),
+                                                        "skeleton": "lsp14", "input_size": 96, "sigma_head": True})
+    loaded, meta = load_model(tmp_path / "old.safetensors")
+    assert loaded.head.kind == "fc" and torch.equal(loaded.head.coords.weight, model.head.coords.weight)
 
 
 def test_deeppose_backbone_is_the_papers_network():
@@ -129,7 +164,7 @@ def test_weights_are_self_describing_and_loading_never_unpickles(tmp_path):
 def test_fp16_and_int8_storage_shrink_the_file_and_keep_the_predictions(tmp_path):
     model = create_model("resnet18", 14, sigma=True).eval()
     with torch.no_grad():                      # trained-like head: outputs of size ~0.1, not ~0
-        model.coords.weight.normal_(0, 0.02)
+        model.head.coords.weight.normal_(0, 0.02)
     meta = {"skeleton": "lsp14", "joints": list(LSP14.joints), "backbone": "resnet18", "input_size": 64,
             "sigma_head": True, "stage": 1}
     src = tmp_path / "w.safetensors"

@@ -31,13 +31,17 @@ class Augment:
     flip: float = 0.5
     half_body: float = 0.15    # crop around the upper or the lower body only
     color: float = 0.3         # brightness / contrast / saturation factors in 1 +- color
+    loose: float = 0.3         # share of loose crops (between the person box and the whole photo) ...
+    whole: float = 0.5         # ... of which this share is the whole photo, as the person search starts
 
 
 def crop_matrices(
     boxes: np.ndarray, keypoints: np.ndarray, size: int, skeleton: Skeleton,
     aug: Augment | None = None, rng: np.random.Generator | None = None, margin: float = MARGIN,
+    photos: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """(N, 2, 3) source-to-input matrices and (N,) flip flags for boxes (N, 4) xywh."""
+    """(N, 2, 3) source-to-input matrices and (N,) flip flags for boxes (N, 4) xywh; `photos`
+    (N, 4) xywh, the whole photo of each (for loose crops)."""
     n = len(boxes)
     center, side = g.box_to_square(boxes, margin)
     if aug is None:
@@ -45,11 +49,26 @@ def crop_matrices(
     rng = rng or np.random.default_rng()
     if aug.half_body > 0:
         center, side = _half_body(center, side, keypoints, skeleton, aug.half_body, rng)
+    if photos is not None and aug.loose > 0:
+        center, side = _loose(center, side, photos, margin, aug, rng)
     side = side * rng.uniform(1 - aug.scale, 1 + aug.scale, n)
     center = center + rng.uniform(-aug.shift, aug.shift, (n, 2)) * side[:, None]
     rot = np.where(rng.random(n) < aug.rotate_prob, rng.uniform(-aug.rotate, aug.rotate, n), 0.0)
     flip = rng.random(n) < aug.flip
     return g.crop_matrix(center, side, size, rot, flip), flip
+
+
+def _loose(center, side, photos, margin, aug, rng):
+    """Replace a share of crops by looser ones: the whole photo as the person search's first
+    pass crops it (the photo as the box, grown to a square x margin), or a crop part of the
+    way there (centre and log-side interpolated by t ~ U(0, 1)); box jitter applies on top."""
+    pc, ps = g.box_to_square(photos, margin)
+    pick = rng.random(len(side)) < aug.loose
+    t = np.where(rng.random(len(side)) < aug.whole, 1.0, rng.random(len(side)))
+    t = np.where(pick & (ps > side), t, 0.0)         # never tighter than the person's own crop
+    center = center + (pc - center) * t[:, None]
+    side = side * (np.maximum(ps, side) / side) ** t
+    return center, side
 
 
 def _half_body(center, side, keypoints, skeleton, prob, rng):
@@ -91,16 +110,17 @@ def _color(x: torch.Tensor, strength: float, rng: np.random.Generator) -> torch.
 def make_batch(
     images: torch.Tensor, boxes: np.ndarray, keypoints: np.ndarray, size: int, skeleton: Skeleton,
     aug: Augment | None = None, rng: np.random.Generator | None = None, channels_last: bool = True,
-    joint_mask: np.ndarray | None = None,
+    joint_mask: np.ndarray | None = None, photos: np.ndarray | None = None,
 ) -> dict[str, torch.Tensor | np.ndarray]:
     """Model inputs and targets for a batch.
 
     images: (N, 3, H, W) uint8 RGB on the target device; boxes (N, 4) and keypoints (N, K, 3)
-    in the same pixels. Returns x (N, 3, S, S) normalised; target (N, K, 2) normalised crop
-    coordinates; weight (N, K) 1 where the joint has a position; visible (N, K) 1 where it has
-    one inside the crop; matrix (N, 2, 3) source-to-input (numpy, to map predictions back).
+    in the same pixels; photos (N, 4) the whole photos there, for loose crops. Returns x
+    (N, 3, S, S) normalised; target (N, K, 2) normalised crop coordinates; weight (N, K) 1 where
+    the joint has a position; visible (N, K) 1 where it has one inside the crop; matrix (N, 2, 3)
+    source-to-input (numpy, to map predictions back).
     """
-    m, flip = crop_matrices(boxes, keypoints, size, skeleton, aug, rng)
+    m, flip = crop_matrices(boxes, keypoints, size, skeleton, aug, rng, photos=photos)
     x = g.warp_batch(images.float().div_(255), m, size)
     if aug is not None and aug.color > 0:
         x = _color(x, aug.color, rng)

@@ -5,13 +5,16 @@ Shapes: N instances, K joints, S = cache crop side in pixels.
 Layout of `<dataset>/cache/<split>-<S>/`:
 - `shard-XXX.bin`: JPEG-encoded S x S crops, concatenated (one shard per build chunk);
 - `index.npz`: per instance shard, offset and length of its JPEG, the 2x3 matrix from image
-  to cache crop, keypoints (N, K, 3) in cache-crop pixels, the person box in cache-crop
-  pixels, image id and annotation id (plain arrays: loaded with allow_pickle=False);
+  to cache crop, keypoints (N, K, 3) in cache-crop pixels, the person box and the photo's
+  rectangle in cache-crop pixels, image id and annotation id (plain arrays: loaded with
+  allow_pickle=False);
 - `meta.json`: format version, skeleton, S, margin, what it was built from.
 
 Each crop is the person box grown to a square of `margin` x its longer side (2x by default,
-room for rotation, scale and shift augmentation), made with the shared geometry, so the
-trainer only decodes a small JPEG (~3,000/s per core) instead of a full photo.
+room for rotation, scale and shift augmentation), grown further to hold the whole photo (or as
+much of it as fits in `context` x the box's longer side) so training can also show the model
+loose crops and whole photos, as the person search sees them. Made with the shared geometry,
+so the trainer only decodes a small JPEG (~3,000/s per core) instead of a full photo.
 """
 
 from __future__ import annotations
@@ -31,25 +34,16 @@ from poser.console import progress
 from poser.data.records import Instances
 from poser.errors import PoserError
 from poser.files import atomic_dir
+from poser.imageio import decode_rgb
 from poser.skeletons import get_skeleton
 
-CACHE_VERSION = 1
-# OpenCV >= 4.11 decodes straight to RGB (torchvision's decoder is deprecated as of 0.29).
-_IMREAD_RGB = getattr(cv2, "IMREAD_COLOR_RGB", None)
-
-
-def decode_rgb(buf: np.ndarray) -> np.ndarray:
-    """JPEG bytes -> (H, W, 3) uint8 RGB."""
-    if _IMREAD_RGB is not None:
-        return cv2.imdecode(buf, _IMREAD_RGB)
-    return cv2.cvtColor(cv2.imdecode(buf, cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
-
-
+CACHE_VERSION = 2
 @dataclass(frozen=True)
 class CacheSpec:
     size: int = 256         # cache crop side (px)
     margin: float = 2.0     # crop side = margin x the longer side of the person box
     quality: int = 95       # JPEG quality
+    context: float = 3.0    # grow the crop to hold the whole photo, up to this x the box's longer side
 
 
 def cache_dir(root: Path, split: str, spec: CacheSpec) -> Path:
@@ -58,13 +52,13 @@ def cache_dir(root: Path, split: str, spec: CacheSpec) -> Path:
 
 def _build_chunk(job: tuple) -> dict:
     """Worker: crop and encode the instances of some images into one shard file."""
-    paths, rows_per_image, boxes, kps, spec, shard = job
+    paths, rows_per_image, boxes, kps, sizes, spec, shard = job
     cv2.setNumThreads(1)
     n = sum(len(r) for r in rows_per_image)
     out = {"rows": np.concatenate(rows_per_image) if n else np.zeros(0, np.int64),
            "offset": np.zeros(n, np.int64), "length": np.zeros(n, np.int32),
            "matrix": np.zeros((n, 2, 3), np.float32), "ok": np.zeros(n, bool)}
-    center, side = g.box_to_square(boxes, spec.margin)
+    center, side = context_square(boxes, sizes, spec.margin, spec.context)
     mats = g.crop_matrix(center, side, spec.size)
     pos, i = 0, 0
     with open(shard, "wb") as fh:
@@ -82,6 +76,22 @@ def _build_chunk(job: tuple) -> dict:
                 i += 1
     out["keypoints"] = g.transform_points(mats, kps[..., :2]) if n else np.zeros((0, kps.shape[1], 2))
     return out
+
+
+def context_square(boxes: np.ndarray, sizes: np.ndarray, margin: float,
+                   context: float) -> tuple[np.ndarray, np.ndarray]:
+    """Centres (N, 2) and sides (N,) of cache crops: the smallest square holding the person box
+    grown by `margin` and the photo (width, height `sizes` (N, 2)) clipped to a square of
+    `context` x the box's longer side around the box."""
+    center, side = g.box_to_square(boxes, margin)
+    if context <= 0:
+        return center, side
+    reach = np.maximum(boxes[:, 2], boxes[:, 3])[:, None] * context / 2
+    lo = np.maximum(-0.5, center - reach)                           # the photo spans [-0.5, W - 0.5]
+    hi = np.minimum(sizes - 0.5, center + reach)
+    lo = np.minimum(lo, center - side[:, None] / 2)
+    hi = np.maximum(hi, center + side[:, None] / 2)
+    return (lo + hi) / 2, (hi - lo).max(-1)
 
 
 def build_cache(
@@ -110,11 +120,12 @@ def build_cache(
                 continue
             flat = np.concatenate(rows)
             paths = [inst.path(r[0]) for r in rows]
-            jobs.append((paths, rows, inst.boxes[flat], inst.keypoints[flat], spec, tmp / f"shard-{c:03d}.bin"))
+            sizes = inst.image_sizes[inst.image_index[flat]].astype(np.float64)
+            jobs.append((paths, rows, inst.boxes[flat], inst.keypoints[flat], sizes, spec, tmp / f"shard-{c:03d}.bin"))
         parts = []
         with ProcessPoolExecutor(min(workers, len(jobs))) as ex:
             for c, res in enumerate(ex.map(_build_chunk, jobs)):
-                res["shard"] = np.full(len(res["rows"]), int(jobs[c][5].stem.split("-")[1]), np.int16)
+                res["shard"] = np.full(len(res["rows"]), int(jobs[c][6].stem.split("-")[1]), np.int16)
                 parts.append(res)
                 bar.advance(task, len(res["rows"]))
         cat = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
@@ -125,10 +136,13 @@ def build_cache(
         mats = cat["matrix"][ok].astype(np.float64)
         box_pts = np.stack([inst.boxes[rows, :2], inst.boxes[rows, :2] + inst.boxes[rows, 2:]], 1)
         b = g.transform_points(mats, box_pts)
+        wh = inst.image_sizes[inst.image_index[rows]].astype(np.float64)
+        photo = g.transform_points(mats, np.stack([np.full_like(wh, -0.5), wh - 0.5], 1))
         np.savez(
             tmp / "index.npz", shard=cat["shard"][ok], offset=cat["offset"][ok], length=cat["length"][ok],
             matrix=cat["matrix"][ok], keypoints=kp.astype(np.float32),
             box=np.concatenate([b[:, 0], b[:, 1] - b[:, 0]], 1).astype(np.float32),
+            photo=np.concatenate([photo[:, 0], photo[:, 1] - photo[:, 0]], 1).astype(np.float32),
             image_id=inst.image_ids[inst.image_index[rows]], ann_id=inst.ann_ids[rows],
         )
         skipped = dict(inst.skipped)
@@ -160,6 +174,7 @@ class Cache:
         self.size = int(self.meta["size"])
         self.shard, self.offset, self.length = idx["shard"], idx["offset"], idx["length"]
         self.matrix, self.keypoints, self.boxes = idx["matrix"], idx["keypoints"], idx["box"]
+        self.photos = idx["photo"]          # (N, 4) xywh: the whole photo, in cache-crop pixels
         self.image_ids, self.ann_ids = idx["image_id"], idx["ann_id"]
         self._shards: dict[int, np.memmap] = {}
 

@@ -21,10 +21,10 @@ from PIL import Image
 from poser.data.matfile import read_mat
 from poser.data.records import Instances
 from poser.errors import PoserError
-from poser.geometry import keypoint_box
+from poser.geometry import PERSON_BOX_MARGIN, keypoint_box
 from poser.skeletons import LSP14
 
-BOX_MARGIN = 0.15
+BOX_MARGIN = PERSON_BOX_MARGIN
 
 # Splits by 1-based image number. LSP's is the published one (first 1,000 train, last
 # 1,000 test). LSPET has none; poser holds out im08001-im09000 for validation.

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+from dataclasses import asdict
 from pathlib import Path
 
 from poser.data.cache import CACHE_VERSION, CacheSpec, build_cache, cache_dir
@@ -45,7 +46,7 @@ def prepare_split(root: Path, split: str, spec: CacheSpec, force: bool = False) 
 
         meta = json.loads((out / "meta.json").read_text())
         if (meta.get("version") == CACHE_VERSION and meta.get("source") == source
-                and meta.get("margin") == spec.margin and meta.get("quality") == spec.quality):
+                and all(meta.get(k) == v for k, v in asdict(spec).items())):
             return {"instances": meta["instances"], "skipped": meta["skipped"], "cache": str(out), "reused": True}
     inst = open_dataset(root, split)
     if len(inst) == 0:  # e.g. a small LSPET copy with no image in the held-out range

@@ -78,6 +78,7 @@ class SynthConfig:
     max_people: int = 2
     jpeg_quality: int = 90
     clutter: float = 1.0       # 0: plain backgrounds, no occluders (easy, learns in seconds); 1: full
+    body: tuple[float, float] = (0.35, 0.9)   # a figure's height, as a share of the image height
 
 
 def _unit(a: float) -> np.ndarray:
@@ -236,7 +237,7 @@ def render_image(cfg: SynthConfig, number: int) -> tuple[bytes, int, int, list[d
     figs = []
     for f in range(people):
         x0, x1 = w * f / people, w * (f + 1) / people   # one horizontal slot each
-        body = h * rng.uniform(0.35, 0.9) / (1 if people == 1 else 1.3)
+        body = h * rng.uniform(*cfg.body) / (1 if people == 1 else 1.3)
         pts, occl, geo = _pose(rng, body)
         lo, hi = pts.min(0), pts.max(0)
         span = hi - lo
@@ -350,10 +351,11 @@ def generate(out: Path, cfg: SynthConfig, overwrite: bool = False, workers: int 
     return summary
 
 
-def one_person(seed: int = 0, side: int = 240, clutter: float = 0.0) -> tuple[np.ndarray, np.ndarray, list[float]]:
-    """A synthetic image (BGR, side x side) with exactly one figure, most joints visible:
-    the image, its keypoints (17, 3) and its person box."""
-    cfg = SynthConfig(seed=seed, max_people=1, clutter=clutter, min_size=side, max_size=side)
+def one_person(seed: int = 0, side: int = 240, clutter: float = 0.0,
+               body: tuple[float, float] = (0.35, 0.9)) -> tuple[np.ndarray, np.ndarray, list[float]]:
+    """A synthetic image (BGR, side x side) with exactly one figure, most joints visible,
+    `body` x side tall: the image, its keypoints (17, 3) and its person box."""
+    cfg = SynthConfig(seed=seed, max_people=1, clutter=clutter, min_size=side, max_size=side, body=body)
     for n in range(1, 500):
         data, _, _, anns = render_image(cfg, n)
         kp = np.array(anns[0]["keypoints"]).reshape(17, 3) if len(anns) == 1 else None

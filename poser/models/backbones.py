@@ -89,6 +89,32 @@ _TV_WEIGHTS = {
 }
 
 
+def trunk(module: nn.Module) -> list[nn.Module]:
+    """The backbone's layers in order, up to (not including) its global pooling: what a
+    spatial head reads feature maps from."""
+    if isinstance(module, torchvision.models.ResNet):
+        return [module.conv1, module.bn1, module.relu, module.maxpool,
+                module.layer1, module.layer2, module.layer3, module.layer4]
+    if isinstance(module, torchvision.models.MobileNetV3):
+        return list(module.features)
+    if isinstance(module, AlexNetDeepPose):
+        return list(module.features)[:-1]            # without the adaptive pool to 5 x 5
+    raise PoserError(f"no feature pyramid for {type(module).__name__}")
+
+
+def pyramid(layers: list[nn.Module], x: torch.Tensor, levels: int = 4) -> list[torch.Tensor]:
+    """Run `layers` on x; the last output at each of the final `levels` resolutions, finest
+    first (strides 4, 8, 16, 32 for ResNets and MobileNets)."""
+    maps: list[torch.Tensor] = []
+    for layer in layers:
+        x = layer(x)
+        if maps and maps[-1].shape[-2:] == x.shape[-2:]:
+            maps[-1] = x
+        else:
+            maps.append(x)
+    return maps[-levels:]
+
+
 def create_backbone(name: str, pretrained: str | None = None) -> tuple[nn.Module, int]:
     """Build backbone `name`; `pretrained` is None, 'imagenet' (torchvision's weights,
     downloaded once into torch's cache) or a local .pth/.pt/.safetensors state dict."""

@@ -13,35 +13,63 @@ from torch import nn
 
 from poser.checkpoint import load_weights
 from poser.errors import PoserError
-from poser.models.backbones import create_backbone
+from poser.models.backbones import create_backbone, pyramid, trunk
+from poser.models.heads import HEADS, FCHead, IntegralHead
 
 
 class DeepPose(nn.Module):
-    def __init__(self, backbone: str, num_joints: int, pretrained: str | None = None, sigma: bool = True) -> None:
+    """backbone -> head. `head` is 'fc' (global pool + linear, as published) or 'integral'
+    (heatmap soft-argmax over an FPN merge of the backbone's feature maps); see models/heads."""
+
+    def __init__(self, backbone: str, num_joints: int, pretrained: str | None = None, sigma: bool = True,
+                 head: str = "fc") -> None:
         super().__init__()
+        if head not in HEADS:
+            raise PoserError(f"unknown head {head!r} (known: {', '.join(HEADS)})")
         self.backbone, dim = create_backbone(backbone, pretrained)
         self.num_joints = num_joints
-        self.coords = nn.Linear(dim, num_joints * 2)
-        self.visible = nn.Linear(dim, num_joints)
-        # Per-joint sigma for RLE (and confidence at inference); absent for L2 / smooth-L1,
-        # where it would never get a gradient.
-        self.sigma = nn.Linear(dim, num_joints * 2) if sigma else None
-        nn.init.zeros_(self.coords.bias)              # start at the crop centre
-        nn.init.normal_(self.coords.weight, std=1e-3)
+        if head == "fc":
+            self.head: nn.Module = FCHead(dim, num_joints, sigma)
+        else:
+            if hasattr(self.backbone, "fc"):          # AlexNet's FC layers: unused by a spatial head
+                self.backbone.fc = nn.Identity()
+            self.head = IntegralHead(_pyramid_channels(self.backbone), num_joints)
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        """x: (N, 3, S, S) normalised images -> coords (N, K, 2), visible logits (N, K) and,
-        with a sigma head, sigma (N, K, 2) in (0, 1)."""
-        f = self.backbone(x)
-        n, k = x.shape[0], self.num_joints
-        out = {"coords": self.coords(f).view(n, k, 2), "visible": self.visible(f)}
-        if self.sigma is not None:
-            out["sigma"] = torch.sigmoid(self.sigma(f).view(n, k, 2)) + 1e-6
-        return out
+        """x: (N, 3, S, S) normalised images -> the head's raw outputs (coords (N, K, 2) and
+        visible logits (N, K) always; sigma (N, K, 2) or heatmap (N, K, h, w) by head)."""
+        if self.head.kind == "fc":
+            return self.head(self.backbone(x))
+        return self.head(pyramid(trunk(self.backbone), x))
+
+    def decode(self, out: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Raw outputs -> coords (N, K, 2) normalised, score (N, K) in [0, 1]."""
+        return self.head.decode(out)
 
 
-def create_model(backbone: str, num_joints: int, pretrained: str | None = None, sigma: bool = True) -> DeepPose:
-    return DeepPose(backbone, num_joints, pretrained, sigma)
+def _pyramid_channels(backbone: nn.Module) -> list[int]:
+    was = backbone.training
+    backbone.eval()
+    with torch.no_grad():
+        maps = pyramid(trunk(backbone), torch.zeros(1, 3, 128, 128))
+    backbone.train(was)
+    return [m.shape[1] for m in maps]
+
+
+def create_model(backbone: str, num_joints: int, pretrained: str | None = None, sigma: bool = True,
+                 head: str = "fc") -> DeepPose:
+    return DeepPose(backbone, num_joints, pretrained, sigma, head)
+
+
+def model_from_meta(meta: dict) -> DeepPose:
+    """An untrained model of the architecture a weights file's metadata describes."""
+    return create_model(meta["backbone"], len(meta["joints"]), sigma=bool(meta.get("sigma_head")),
+                        head=meta.get("head", "fc"))
+
+
+def _upgrade(state: dict) -> dict:
+    # Files written before heads were modules hold 'coords.weight' etc. at the top level.
+    return {(f"head.{k}" if k.split(".")[0] in ("coords", "visible", "sigma") else k): v for k, v in state.items()}
 
 
 def load_model(path: Path, device: str | torch.device = "cpu") -> tuple[DeepPose, dict]:
@@ -49,8 +77,8 @@ def load_model(path: Path, device: str | torch.device = "cpu") -> tuple[DeepPose
     in eval mode on `device`. Returns the model and the file's metadata."""
     state, meta = load_weights(path)
     try:
-        model = create_model(meta["backbone"], len(meta["joints"]), sigma=bool(meta.get("sigma_head")))
-        model.load_state_dict(state)
+        model = model_from_meta(meta)
+        model.load_state_dict(_upgrade(state))
     except (KeyError, RuntimeError, PoserError) as e:
         raise PoserError(f"{path}: weights do not match the model their metadata describes ({e})") from None
     return model.to(device).eval(), meta
@@ -72,8 +100,8 @@ def load_stages(path: Path, device: str | torch.device = "cpu",
         if not part:
             raise PoserError(f"{path}: cascade bundle without stage-{s} weights (stage {s} is missing)")
         try:
-            model = create_model(m["backbone"], len(m["joints"]), sigma=bool(m.get("sigma_head")))
-            model.load_state_dict(part)
+            model = model_from_meta(m)
+            model.load_state_dict(_upgrade(part))
         except (KeyError, RuntimeError, PoserError) as e:
             raise PoserError(f"{path}: stage-{s} weights do not match their metadata ({e})") from None
         out.append((model.to(device).eval(), m))

@@ -1,0 +1,47 @@
+"""The person search: no boxes, a whole photo in, the person found by the model itself."""
+
+import cv2
+import numpy as np
+
+from poser.data.synth import one_person
+from poser.metrics import pdj
+from poser.predict import Predictor, search_box
+from poser.skeletons import COCO17
+
+
+def _small_people(n: int = 24):
+    """Synthetic 400 x 400 photos whose one figure is a quarter of the frame tall."""
+    for seed in range(n):
+        img, kp, box = one_person(seed, side=400, body=(0.25, 0.3))
+        yield cv2.cvtColor(img, cv2.COLOR_BGR2RGB), kp, np.array(box, np.float64)
+
+
+def test_the_search_finds_a_small_person_about_as_well_as_the_true_box(trained_run):
+    pred = Predictor.from_file(trained_run / "best.safetensors")
+    images, gts, boxes = zip(*_small_people(), strict=True)
+    gt = np.stack(gts)
+    with_box = np.stack([r["coords"][0] for r in pred.predict_images(list(images), [b[None] for b in boxes])])
+    whole = np.stack([r["coords"][0] for r in pred.search(list(images), rounds=0)])
+    found = pred.search(list(images), rounds=2)
+    searched = np.stack([r["coords"][0] for r in found])
+    score = {k: pdj(v, gt, COCO17)["at_0.2"] for k, v in
+             (("true box", with_box), ("whole photo only", whole), ("search", searched))}
+    print(score)
+    assert score["search"] > score["whole photo only"] + 0.15         # the search is what finds them
+    assert score["search"] > 0.8 * score["true box"]                  # ... about as well as the true box
+    # The search's final boxes sit on the people: centred inside the true box, of a similar size.
+    centre = np.stack([r["box"][0, :2] + r["box"][0, 2:] / 2 for r in found])
+    b = np.stack(boxes)
+    inside = ((centre > b[:, :2]) & (centre < b[:, :2] + b[:, 2:])).all(1)
+    size = np.array([r["box"][0, 2:].max() for r in found]) / b[:, 2:].max(1)
+    assert inside.mean() >= 0.75 and 0.5 < np.median(size) < 2.0, (inside, size)
+
+
+def test_search_box_keeps_the_confident_joints_grown_like_training_boxes():
+    coords = np.array([[10.0, 10.0], [30.0, 50.0], [20.0, 30.0], [25.0, 40.0], [500.0, 500.0]])
+    scores = np.array([0.9, 0.8, 0.7, 0.6, 0.1])          # the far joint is not confident: left out
+    box = search_box(coords, scores)
+    assert np.allclose(box, [10 - 0.15 * 20, 10 - 0.15 * 40, 20 * 1.3, 40 * 1.3])
+    # Too few confident joints: all of them count.
+    assert np.allclose(search_box(coords, np.array([0.9, 0.01, 0.01, 0.01, 0.01]))[2:], [490 * 1.3, 490 * 1.3])
+
