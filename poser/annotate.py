@@ -162,7 +162,7 @@ def _annotate(cfg: AnnotateConfig, predictor: Predictor, out_dir: Path) -> Resul
     sk = predictor.skeleton
     write_json(out_dir / "keypoints.json", {
         "format": "poser-keypoints/1", "poser_version": __version__,
-        "model": {k: predictor.meta.get(k) for k in ("backbone", "input_size", "stage", "skeleton", "epoch")},
+        "model": {k: predictor.meta.get(k) for k in ("backbone", "head", "input_size", "stage", "skeleton", "epoch")},
         "skeleton": {"name": sk.name, "joints": list(sk.joints), "limbs": [list(lb) for lb in sk.draw_limbs]},
         "items": res.records, "failed": res.failed,
     }, indent=None)

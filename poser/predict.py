@@ -40,6 +40,7 @@ def resolve_weights(path: str | Path | None) -> Path:
 
 SEARCH_ROUNDS = 2       # person search: passes after the whole-image one (measured: README)
 SEARCH_MIN_JOINTS = 4   # fewer confident joints than this: the box holds all joints
+MIN_SEARCH_SIDE = 8.0   # px: a searched box is never thinner (a zero-size crop has no scale)
 
 
 def search_box(coords: np.ndarray, scores: np.ndarray) -> np.ndarray:
@@ -50,7 +51,9 @@ def search_box(coords: np.ndarray, scores: np.ndarray) -> np.ndarray:
     if keep.sum() < SEARCH_MIN_JOINTS:
         keep = np.ones_like(keep)
     kp = np.concatenate([coords, keep[:, None].astype(float)], -1)[None]
-    return g.keypoint_box(kp, g.PERSON_BOX_MARGIN)[0]
+    box = g.keypoint_box(kp, g.PERSON_BOX_MARGIN)[0]
+    grow = np.maximum(MIN_SEARCH_SIDE - box[2:], 0)           # a collapsed pose: a small box, never 0
+    return np.concatenate([box[:2] - grow / 2, box[2:] + grow])
 
 
 class Predictor:

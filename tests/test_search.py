@@ -44,4 +44,7 @@ def test_search_box_keeps_the_confident_joints_grown_like_training_boxes():
     assert np.allclose(box, [10 - 0.15 * 20, 10 - 0.15 * 40, 20 * 1.3, 40 * 1.3])
     # Too few confident joints: all of them count.
     assert np.allclose(search_box(coords, np.array([0.9, 0.01, 0.01, 0.01, 0.01]))[2:], [490 * 1.3, 490 * 1.3])
+    # A pose collapsed to one point still gives a box with a size, centred on it.
+    point = search_box(np.full((5, 2), 50.0), np.ones(5))
+    assert np.allclose(point, [46, 46, 8, 8])
 

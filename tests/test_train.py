@@ -73,8 +73,9 @@ def _weights(path: Path) -> dict[str, torch.Tensor]:
     return load_file(str(path))
 
 
-def test_resume_after_an_interruption_gives_the_same_weights(synth_root, tmp_path, monkeypatch):
-    full = fit(_tiny(synth_root, tmp_path, name="full"))
+@pytest.mark.parametrize("head", ["integral", "fc"])
+def test_resume_after_an_interruption_gives_the_same_weights(synth_root, tmp_path, monkeypatch, head):
+    full = fit(_tiny(synth_root, tmp_path, name="full", head=head))
     calls = {"n": 0}
 
     def ctrl_c_in_step_4(self, d):       # checks: 3 steps, end of epoch 1, then epoch 2's first step
@@ -83,7 +84,7 @@ def test_resume_after_an_interruption_gives_the_same_weights(synth_root, tmp_pat
 
     monkeypatch.setattr(engine._StopRequest, "agreed", ctrl_c_in_step_4)
     with pytest.raises(PoserError, match=r"interrupted at epoch 2, step 1.*--resume") as e:
-        fit(_tiny(synth_root, tmp_path, name="cut"))
+        fit(_tiny(synth_root, tmp_path, name="cut", head=head))
     assert e.value.exit_code == 130
     cut = tmp_path / "cut"
     state = load_state(cut / "last.state.safetensors")
@@ -96,6 +97,8 @@ def test_resume_after_an_interruption_gives_the_same_weights(synth_root, tmp_pat
     assert [r["step"] for r in rb] == [3, 6]
     assert ra[0]["train_loss"] == rb[0]["train_loss"] and ra[0]["val_pdj@0.2"] == rb[0]["val_pdj@0.2"]
     assert ra[1]["val_pdj@0.2"] == rb[1]["val_pdj@0.2"]
+    meta = read_meta(cut / "last.safetensors")
+    assert meta["head"] == head and meta["loss"] == ("l1" if head == "integral" else "rle")
 
 
 def test_two_cpu_processes_under_ddp_end_with_identical_weights(synth_root, tmp_path):
