@@ -344,9 +344,9 @@ def _video(cfg, predictor: Predictor, s: Source, boxes, out_dir: Path, res: Resu
     for t in threads:
         t.start()
     init, init_scores = boxes_for(s, boxes, (w, h))
-    if len(init) == 0:                      # --boxes names no one in this video: start from the frame
+    searching = boxes is None or len(init) == 0     # no box for this video: search the whole frame
+    if len(init) == 0:
         init, init_scores = boxes_for(s, None, (w, h))
-    searching = boxes is None or not boxes_for(s, boxes, (w, h))[0].size   # whole frame: search for the person
     tracks = [{"box": b.copy(), "filter": OneEuro() if cfg.smooth else None, "search": searching} for b in init]
     n, dt, recs = 0, 1.0 / fps, []
     try:

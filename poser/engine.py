@@ -229,8 +229,9 @@ def _fit(cfg: TrainConfig, d: distributed.Dist) -> dict | None:
     # --- model, loss, optimiser, schedule, precision --------------------------------------
     kind = loss_kind(cfg)
     model = create_model(cfg.backbone, skeleton.num_joints, cfg.pretrained, sigma=kind == "rle", head=cfg.head)
-    same = {"backbone": cfg.backbone, "head": cfg.head, "sigma_head": kind == "rle"}
-    if prev and all(prev[-1][1].get(k, "fc" if k == "head" else None) == v for k, v in same.items()):
+    last = prev[-1][1] if prev else {}
+    if prev and (last["backbone"], last.get("head", "fc"), bool(last.get("sigma_head"))) == (
+            cfg.backbone, cfg.head, kind == "rle"):
         # A refinement stage starts from the previous stage's weights (its own copy): it already
         # knows what joints look like and only has to learn to look closer.
         model.load_state_dict(prev[-1][0].state_dict())

@@ -214,8 +214,7 @@ def predict_detections(predictor: Predictor | None, root: Path, split: str, boxe
     if predictor is None:
         raise PoserError("--boxes needs a model (--weights)")
     per_image = {i: d for i, d in read_detections(boxes_file, threshold)["id"].items() if i in image_ids}
-    inst = open_dataset(root, split)
-    files = {int(i): inst.image_root / f for i, f in zip(inst.image_ids, inst.files, strict=True)}
+    files = image_files(root, split)
     out = []
     with progress("images") as bar:
         task = bar.add_task("detections", total=len(per_image))
@@ -233,12 +232,17 @@ def predict_detections(predictor: Predictor | None, root: Path, split: str, boxe
     return out
 
 
+def image_files(root: Path, split: str) -> dict[int, Path]:
+    """Image id -> photo path of a split (for the protocols that run on the photos)."""
+    inst = open_dataset(root, split)
+    return {int(i): inst.image_root / f for i, f in zip(inst.image_ids, inst.files, strict=True)}
+
+
 def search_photos(predictor: Predictor, root: Path, split: str, image_ids: np.ndarray, rounds: int, flip: bool,
                   batch_size: int = 16) -> list[dict]:
     """One person per photo, found by the Predictor's person search from the whole photo (no
     boxes: DeepPose's LSP protocol), as COCO keypoint results."""
-    inst = open_dataset(root, split)
-    files = {int(i): inst.image_root / f for i, f in zip(inst.image_ids, inst.files, strict=True)}
+    files = image_files(root, split)
     todo = list(dict.fromkeys(int(i) for i in image_ids))
     out = []
     with progress("images") as bar:
