@@ -1,3 +1,3 @@
 """poser: DeepPose human pose estimation, from data to annotated video."""
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"

@@ -13,7 +13,6 @@ run never leaves a half-written file that looks finished.
 
 from __future__ import annotations
 
-import math
 import os
 import queue
 import threading
@@ -26,14 +25,16 @@ import cv2
 import numpy as np
 
 from poser import __version__
-from poser import geometry as g
 from poser.console import console, progress
-from poser.data.detections import read_detections
-from poser.draw import draw_box, draw_pose
+from poser.data.detections import Boxes, Detections, read_detections, select
+from poser.draw import draw_box, draw_pose, label, track_colour
 from poser.errors import PoserError
 from poser.files import atomic_path, write_json
 from poser.imageio import read_rgb
 from poser.predict import SEARCH_ROUNDS, Predictor
+from poser.video import Tracker
+
+DETECT_EVERY = 10       # video frames between detector runs (measured: README, poser bench)
 
 IMAGE_EXT = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
 VIDEO_EXT = {".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv", ".flv"}
@@ -46,7 +47,12 @@ class AnnotateConfig:
     out: str = "runs/annotate"
     name: str | None = None
     boxes: str | None = None            # COCO-style detections: [{bbox, score, file_name | image_id}]
-    box_threshold: float = 0.5
+    box_threshold: float = 0.5          # --person-threshold: detections (file or detector) below are dropped
+    detector: str | None = None         # a built-in person detector (poser.detect)
+    detector_weights: str | None = None
+    max_people: int = 20                # per image or frame, best first
+    detect_every: int = DETECT_EVERY    # video: detector every N frames (and when a track is lost)
+    save_boxes: str | None = None       # write the boxes used (the detector's) in the --boxes format
     min_score: float = 0.2              # joints below are not drawn
     smooth: bool = False                # One-Euro filter on video keypoints
     flip: bool = False
@@ -100,29 +106,76 @@ def _source(path: Path, rel: Path) -> Source:
     return Source(path, kind, rel.with_suffix(".mp4") if kind == "video" else rel)
 
 
-def boxes_for(src: Source, boxes: dict | None, wh: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
-    """Person boxes (N, 4) and scores for a source: from --boxes (by file name, or by a
-    numeric file stem as COCO image id), else the whole image."""
-    if boxes is not None:
-        found = boxes["name"].get(src.path.name)
-        if found is None and src.path.stem.isdigit():
-            found = boxes["id"].get(int(src.path.stem))
-        if found:
-            return np.stack([b for b, _ in found]), np.array([s for _, s in found])
-        return np.zeros((0, 4)), np.zeros(0)
-    w, h = wh
-    return np.array([[0.0, 0.0, float(w), float(h)]]), np.ones(1)
+class PersonBoxes:
+    """Where a run's person boxes come from: a --boxes file, a built-in detector, or neither
+    (then one person per image, found by the Predictor's person search). Detector output
+    goes through the same filter as a file (`detections.select`), and what was used is kept
+    in `saved` in the --boxes format, so `--save-boxes` makes the run repeatable."""
+
+    def __init__(self, cfg: AnnotateConfig, predictor: Predictor, detector=None) -> None:
+        """`detector`: any callable from RGB images to lists of detections in the --boxes
+        format (e.g. a `poser.detect.PersonDetector`); default: cfg's --boxes or --detector."""
+        self.cfg, self.predictor = cfg, predictor
+        self.file: Detections | None = None
+        self.detector = detector
+        self.saved: list[dict] = []
+        if cfg.boxes:
+            self.file = read_detections(Path(cfg.boxes), cfg.box_threshold, cfg.max_people)
+            if self.file.skipped:
+                console.print(f"[yellow]--boxes {cfg.boxes}: skipped {len(self.file.skipped)} invalid "
+                              f"detection(s) (index {', '.join(map(str, self.file.skipped[:10]))})[/]",
+                              highlight=False)
+        elif cfg.detector and detector is None:
+            from poser.detect import create_detector
+
+            self.detector = create_detector(cfg.detector, cfg.detector_weights, predictor.device,
+                                            min(cfg.box_threshold, 0.05))
+
+    @property
+    def search(self) -> bool:
+        """No boxes at all: every image and video gets the person search."""
+        return self.file is None and self.detector is None
+
+    def searches(self, src: Source) -> bool:
+        """Whether this source's person is found by the person search: no boxes at all, or a
+        video that the --boxes file has no entry for."""
+        return self.search or (self.file is not None and src.kind == "video" and not self.file.has(src.path.name))
+
+    def periodic(self, src: Source) -> bool:
+        """Whether a video's boxes are looked for every N frames (a detector, or a saved
+        detector run) rather than only to start and restart tracks."""
+        return self.detector is not None or (self.file is not None and self.file.has_frames(src.path.name))
+
+    def find(self, srcs: list[Source], images: list[np.ndarray], frame: int | None = None) -> list[Boxes]:
+        """Person boxes of images (frame None) or of one video frame."""
+        if self.detector is not None:
+            out = []
+            for s, found in zip(srcs, self.detector(images), strict=True):
+                b, sc = select(found, self.cfg.box_threshold, self.cfg.max_people)
+                extra = {} if frame is None else {"frame": frame}
+                self.saved += [{"file_name": s.path.name, **extra, "bbox": [float(v) for v in bb],
+                                "score": float(c), "category_id": 1} for bb, c in zip(b, sc, strict=True)]
+                out.append((b, sc))
+            return out
+        return [self._search(im) if self.searches(s) else self.file.lookup(s.path.name, frame or 0)
+                for s, im in zip(srcs, images, strict=True)]
+
+    def _search(self, image: np.ndarray) -> Boxes:
+        found = self.predictor.search([image], self.cfg.search, self.cfg.flip)[0]
+        return found["box"], np.ones(1)
 
 
 def person_records(pred: dict, boxes: np.ndarray, box_scores: np.ndarray, joints: tuple[str, ...],
-                   min_score: float) -> list[dict]:
+                   min_score: float, track_ids: list[int] | None = None) -> list[dict]:
     """JSON records of the persons of one image or frame: box, keypoints by joint name as
-    [x, y, score] in the source's pixels, and visibility (in the frame and confident)."""
+    [x, y, score] in the source's pixels, visibility (in the frame and confident), and in a
+    video the person's track id (stable while the person is followed; null for images)."""
     out = []
     for i in range(len(boxes)):
         xy, sc = pred["coords"][i], pred["score"][i]
         vis = (pred["visible"][i] >= 0.5) & (sc >= min_score)
         out.append({
+            "track_id": None if track_ids is None else int(track_ids[i]),
             "box": [round(float(v), 2) for v in boxes[i]], "box_score": round(float(box_scores[i]), 4),
             "keypoints": {j: [round(float(xy[k, 0]), 2), round(float(xy[k, 1]), 2), round(float(sc[k]), 4)]
                           for k, j in enumerate(joints)},
@@ -131,22 +184,23 @@ def person_records(pred: dict, boxes: np.ndarray, box_scores: np.ndarray, joints
     return out
 
 
-def annotate(cfg: AnnotateConfig, predictor: Predictor, out_dir: Path) -> Result:
-    """Annotate every input into `out_dir`; writes `keypoints.json` there and returns the result."""
+def annotate(cfg: AnnotateConfig, predictor: Predictor, out_dir: Path, boxes: PersonBoxes | None = None) -> Result:
+    """Annotate every input into `out_dir`; writes `keypoints.json` there and returns the result.
+    `boxes` (optional): where person boxes come from, e.g. `PersonBoxes(cfg, predictor,
+    detector=your_detector)`; default: cfg's --boxes, --detector or the person search."""
     threads = cv2.getNumThreads()
     cv2.setNumThreads(1)    # OpenCV's pool would contend with the model's threads for the same cores
     try:
-        return _annotate(cfg, predictor, out_dir)
+        return _annotate(cfg, predictor, out_dir, boxes or PersonBoxes(cfg, predictor))
     finally:
         cv2.setNumThreads(threads)
 
 
-def _annotate(cfg: AnnotateConfig, predictor: Predictor, out_dir: Path) -> Result:
+def _annotate(cfg: AnnotateConfig, predictor: Predictor, out_dir: Path, boxes: PersonBoxes) -> Result:
     sources, failed = collect(cfg.inputs)
     res = Result(failed=failed)
     for f in failed:
         _report(f)
-    boxes = read_detections(Path(cfg.boxes), cfg.box_threshold) if cfg.boxes else None
     images = [s for s in sources if s.kind == "image"]
     videos = [s for s in sources if s.kind == "video"]
     t0 = time.perf_counter()
@@ -159,6 +213,8 @@ def _annotate(cfg: AnnotateConfig, predictor: Predictor, out_dir: Path) -> Resul
             res.failed.append({"source": str(v.path), "error": str(e)})
             _report(res.failed[-1])
     res.seconds = time.perf_counter() - t0
+    if cfg.save_boxes:
+        write_json(Path(cfg.save_boxes), boxes.saved, indent=None)
     sk = predictor.skeleton
     write_json(out_dir / "keypoints.json", {
         "format": "poser-keypoints/1", "poser_version": __version__,
@@ -183,7 +239,7 @@ def _images(cfg, predictor: Predictor, sources: list[Source], boxes, out_dir: Pa
 
     def write(s: Source, img: np.ndarray, pred: dict, b: np.ndarray) -> None:
         canvas = cv2.cvtColor(img, cv2.COLOR_RGB2BGR)
-        _draw(canvas, pred, b, predictor, cfg.min_score, whole=boxes is None)
+        _draw(canvas, pred, b, predictor, cfg.min_score, whole=boxes.search)
         dst = out_dir / s.rel
         dst.parent.mkdir(parents=True, exist_ok=True)
         ok, buf = cv2.imencode(dst.suffix if dst.suffix.lower() in IMAGE_EXT else ".jpg", canvas)
@@ -204,11 +260,11 @@ def _images(cfg, predictor: Predictor, sources: list[Source], boxes, out_dir: Pa
                 if im is None:
                     res.failed.append({"source": str(s.path), "error": "not a readable image"})
                     _report(res.failed[-1])
-            if boxes is None:       # no boxes: the person search, from each whole image
+            if boxes.search:        # no boxes: the person search, from each whole image
                 preds = predictor.search([im for _, im in ok], cfg.search, cfg.flip)
                 bx = [(p["box"], np.ones(1)) for p in preds]
             else:
-                bx = [boxes_for(s, boxes, (im.shape[1], im.shape[0])) for s, im in ok]
+                bx = boxes.find([s for s, _ in ok], [im for _, im in ok])
                 preds = predictor.predict_images([im for _, im in ok], [b for b, _ in bx], cfg.flip)
             for (s, im), (b, bs), pred in zip(ok, bx, preds, strict=True):
                 h, w = im.shape[:2]
@@ -224,55 +280,19 @@ def _images(cfg, predictor: Predictor, sources: list[Source], boxes, out_dir: Pa
 
 
 def _draw(canvas: np.ndarray, pred: dict, boxes: np.ndarray, predictor: Predictor, min_score: float,
-          whole: bool) -> None:
+          whole: bool, track_ids: list[int] | None = None) -> None:
+    """Skeletons (and boxes unless the box is the search's); with track ids, each person in
+    its track's colour and labelled with its id, so a person keeps one colour in a video."""
     for i in range(len(boxes)):
+        colour = None if track_ids is None else track_colour(track_ids[i])
         if not whole:
-            draw_box(canvas, boxes[i])
-        draw_pose(canvas, pred["coords"][i], predictor.skeleton, pred["score"][i], min_score)
+            draw_box(canvas, boxes[i], colour or (200, 200, 200))
+        if track_ids is not None:
+            label(canvas, f"#{track_ids[i]}", (int(boxes[i][0]) + 3, int(boxes[i][1]) + 14))
+        draw_pose(canvas, pred["coords"][i], predictor.skeleton, pred["score"][i], min_score, colour=colour)
 
 
 # --- videos ---------------------------------------------------------------------------------
-
-class OneEuro:
-    """One-Euro filter (Casiez et al., CHI 2012) on arrays: smooths jitter at low speed and
-    follows fast motion with little lag. Cut-offs in Hz, `beta` per px/s."""
-
-    def __init__(self, min_cutoff: float = 1.0, beta: float = 0.02, d_cutoff: float = 1.0) -> None:
-        self.min_cutoff, self.beta, self.d_cutoff = min_cutoff, beta, d_cutoff
-        self.x = self.dx = None
-
-    @staticmethod
-    def _alpha(cutoff: np.ndarray | float, dt: float) -> np.ndarray:
-        tau = 1.0 / (2 * math.pi * np.asarray(cutoff))
-        return 1.0 / (1.0 + tau / dt)
-
-    def __call__(self, x: np.ndarray, dt: float) -> np.ndarray:
-        if self.x is None:
-            self.x, self.dx = x.copy(), np.zeros_like(x)
-            return x
-        dx = (x - self.x) / dt
-        self.dx = self.dx + self._alpha(self.d_cutoff, dt) * (dx - self.dx)
-        cutoff = self.min_cutoff + self.beta * np.abs(self.dx)
-        self.x = self.x + self._alpha(cutoff, dt) * (x - self.x)
-        return self.x.copy()
-
-
-def plausible(coords: np.ndarray, scores: np.ndarray, box: np.ndarray, min_score: float) -> bool:
-    """Whether a tracked pose is good enough to place the next frame's box."""
-    ok = scores >= min_score
-    if ok.sum() < max(4, len(scores) // 3):
-        return False
-    span = coords[ok].max(0) - coords[ok].min(0)
-    return bool(span.max() > 0.15 * max(box[2], box[3]))   # not collapsed to a point
-
-
-def next_box(coords: np.ndarray, scores: np.ndarray, min_score: float, wh: tuple[int, int]) -> np.ndarray:
-    kp = np.concatenate([coords, (scores >= min_score)[:, None].astype(float)], -1)[None]
-    b = g.keypoint_box(kp, g.PERSON_BOX_MARGIN)[0]
-    x0, y0 = max(0.0, b[0]), max(0.0, b[1])
-    x1, y1 = min(float(wh[0]), b[0] + b[2]), min(float(wh[1]), b[1] + b[3])
-    return np.array([x0, y0, max(1.0, x1 - x0), max(1.0, y1 - y0)])
-
 
 _END = object()
 
@@ -322,14 +342,14 @@ def _video(cfg, predictor: Predictor, s: Source, boxes, out_dir: Path, res: Resu
         writer = None
         try:
             while (item := frames_out.get()) is not _END:
-                frame, pred, b = item
+                frame, pred, b, ids = item
                 if writer is None and cfg.draw:
                     writer = cv2.VideoWriter(str(tmp), cv2.VideoWriter_fourcc(*"mp4v"), fps,
                                              (frame.shape[1], frame.shape[0]))
                     if not writer.isOpened():
                         raise PoserError("OpenCV cannot write mp4 here")
                 if writer is not None:
-                    _draw(frame, pred, b, predictor, cfg.min_score, whole=False)
+                    _draw(frame, pred, b, predictor, cfg.min_score, whole=False, track_ids=ids)
                     writer.write(frame)
                 written[0] += 1
         except Exception as e:  # reported by the main thread
@@ -343,36 +363,26 @@ def _video(cfg, predictor: Predictor, s: Source, boxes, out_dir: Path, res: Resu
     threads = [threading.Thread(target=decode, daemon=True), threading.Thread(target=encode, daemon=True)]
     for t in threads:
         t.start()
-    init, init_scores = boxes_for(s, boxes, (w, h))
-    searching = boxes is None or len(init) == 0     # no box for this video: search the whole frame
-    if len(init) == 0:
-        init, init_scores = boxes_for(s, None, (w, h))
-    tracks = [{"box": b.copy(), "filter": OneEuro() if cfg.smooth else None, "search": searching} for b in init]
+    searching = boxes.searches(s)
+    tracker = Tracker(1 if searching else cfg.max_people, cfg.detect_every if boxes.periodic(s) else None,
+                      cfg.smooth)
+    colours = not searching
     n, dt, recs = 0, 1.0 / fps, []
     try:
         with progress("frames") as bar:
             task = bar.add_task(s.path.name, total=total)
             while (frame := frames_in.get()) is not _END:
-                b = np.stack([t["box"] for t in tracks]) if tracks else np.zeros((0, 4))
                 rgb = cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
-                if tracks and tracks[0]["search"]:        # one person, (re)started from the whole frame
-                    pred = predictor.search([rgb], cfg.search, cfg.flip)[0]
-                    b = pred["box"]
-                else:
-                    pred = predictor.predict_image(rgb, b, cfg.flip)
-                for i, t in enumerate(tracks):
-                    if t["filter"] is not None:
-                        pred["coords"][i] = t["filter"](pred["coords"][i], dt)
-                    if plausible(pred["coords"][i], pred["score"][i], b[i], cfg.min_score):
-                        t["box"] = next_box(pred["coords"][i], pred["score"][i], cfg.min_score, (w, h))
-                        t["search"] = False
-                    else:                                   # lost: start again from the initial box
-                        t["box"], t["filter"] = init[i].copy(), OneEuro() if cfg.smooth else None
-                        t["search"] = searching
-                persons = person_records(pred, b, init_scores, predictor.skeleton.joints, cfg.min_score)
+                if tracker.wants_detection(n):      # in the model thread: it shares the cores with the model
+                    tracker.detect(*boxes.find([s], [rgb], n)[0])
+                b, ids = tracker.boxes(), [t.id for t in tracker.tracks]
+                box_scores = np.array([t.score for t in tracker.tracks])
+                pred = predictor.predict_image(rgb, b, cfg.flip)      # every person of the frame in one batch
+                pred["coords"] = tracker.update(pred["coords"], pred["score"], (w, h), cfg.min_score, dt)
+                persons = person_records(pred, b, box_scores, predictor.skeleton.joints, cfg.min_score, ids)
                 recs.append({"source": str(s.path), "type": "video", "frame": n, "width": w, "height": h,
                              "fps": fps, "persons": persons})
-                frames_out.put((frame, pred, b))
+                frames_out.put((frame, pred, b, ids if colours else None))
                 n += 1
                 bar.advance(task)
     finally:

@@ -252,6 +252,46 @@ def bench_annotate(data: Path | None, weights: Path | None, work: Path) -> list[
     return rows
 
 
+@bench("detect")
+def bench_detect(data: Path | None, weights: Path | None, work: Path) -> list[dict]:
+    """Each registered person detector's images/s on 640 x 360 frames (random weights: the
+    same time as trained ones), then annotate on a two-person video with the fast default
+    detector every N frames (run for its cost; the boxes it returns are the video's true
+    ones), next to the single-person tracking rate."""
+    from poser import geometry as g
+    from poser.annotate import AnnotateConfig, PersonBoxes, annotate
+    from poser.data.synth import write_crossing_video
+    from poser.detect import DEFAULT_DETECTOR, DETECTORS, PersonDetector, build_detector
+    from poser.predict import DEFAULT_WEIGHTS, Predictor
+
+    frame = np.random.default_rng(0).integers(0, 255, (360, 640, 3), np.uint8)
+    rows, detectors = [], {}
+    for name in DETECTORS:
+        det = detectors[name] = PersonDetector(name, build_detector(name))
+        det([frame])
+        rows.append(_row(f"detector {name} (batch 1)", _rate(3, lambda d=det: [d([frame]) for _ in range(3)]),
+                         "images/s"))
+    predictor = Predictor.from_file(weights or DEFAULT_WEIGHTS)
+    path = work / "two.mp4"
+    truth = write_crossing_video(path, frames=60, size=(640, 360), rows=(10, 100), side=180)
+    true_boxes = [g.keypoint_box(kp.astype(float), g.PERSON_BOX_MARGIN) for kp in truth]
+
+    class TimedTruth(PersonBoxes):
+        def find(self, srcs, images, frame=None):
+            self.detector(images)                                   # the detector's cost ...
+            return [(true_boxes[frame], np.full(len(true_boxes[frame]), 0.9))]   # ... known answers
+
+    single = annotate(AnnotateConfig(inputs=[str(path)], draw=False), predictor, work / "single")
+    alone = single.frames / single.seconds
+    rows.append(_row("annotate 640x360, one person (person search, no detector)", alone, "frames/s"))
+    for every in (1, 5, 10, 30):
+        cfg = AnnotateConfig(inputs=[str(path)], draw=False, detect_every=every)
+        res = annotate(cfg, predictor, work / f"multi{every}", TimedTruth(cfg, predictor, detectors[DEFAULT_DETECTOR]))
+        rows.append(_row(f"annotate 640x360, 2 people, {DEFAULT_DETECTOR} every {every} frames",
+                         res.frames / res.seconds, "frames/s", alone, "one person"))
+    return rows
+
+
 def run(only: list[str] | None = None, data: Path | None = None, weights: Path | None = None) -> list[dict]:
     """Run the chosen sections; returns every row (what, rate, unit, limit, of_limit)."""
     torch.set_num_threads(os.cpu_count() or 1)

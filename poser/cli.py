@@ -92,6 +92,16 @@ StagesOpt = Annotated[int | None, typer.Option(
 CacheSizeOpt = Annotated[int, typer.Option("--cache-size", min=64, help="Side of the prepared crops (px).")]
 SearchOpt = Annotated[int, typer.Option(
     "--search", min=0, help="Person search without boxes: passes after the whole-image one.")]
+DetectorOpt = Annotated[str | None, typer.Option(
+    "--detector", help="Find people with a torchvision COCO detector: fasterrcnn_mobilenet_v3_large_fpn (fast), "
+    "fasterrcnn_mobilenet_v3_large_320_fpn (fastest), ssdlite320_mobilenet_v3_large, fasterrcnn_resnet50_fpn_v2 "
+    "(accurate). Weights are fetched once into torch's cache.")]
+DetectorWeightsOpt = Annotated[Path | None, typer.Option(
+    "--detector-weights", help="A local state dict for --detector (.safetensors or .pth) instead of the cache.")]
+MaxPeopleOpt = Annotated[int, typer.Option("--max-people", min=1, help="People per image or frame, best first.")]
+PersonThresholdOpt = Annotated[float, typer.Option(
+    "--person-threshold", "--box-threshold", min=0.0, max=1.0,
+    help="Minimum person score of a detection (--boxes or --detector).")]
 
 
 def _print_fetch(summary: dict, title: str) -> None:
@@ -299,7 +309,10 @@ def eval_(
     pcp_threshold: Annotated[float, typer.Option("--pcp-threshold", min=0.0, help="PCP: x limb length.")] = 0.5,
     boxes: Annotated[Path | None, typer.Option(
         "--boxes", help="COCO detection results (person boxes) for COCO AP with detected boxes.")] = None,
-    box_threshold: Annotated[float, typer.Option("--box-threshold", help="Minimum detection score.")] = 0.0,
+    detector: DetectorOpt = None,
+    detector_weights: DetectorWeightsOpt = None,
+    box_threshold: PersonThresholdOpt = 0.0,
+    max_people: MaxPeopleOpt = 100,
     predictions: Annotated[Path | None, typer.Option(
         "--predictions", help="Score these COCO keypoint results instead of a model.")] = None,
     limit: Annotated[int | None, typer.Option("--limit", min=1, help="First N persons only.")] = None,
@@ -322,8 +335,9 @@ def eval_(
     cfg = EvalConfig(data=str(data or "data/coco"), weights=str(weights) if weights else None, split=split,
                      flip=flip, pcp_threshold=pcp_threshold, boxes=str(boxes) if boxes else None,
                      box_threshold=box_threshold, predictions=str(predictions) if predictions else None,
-                     out=str(out or "runs/eval"), name=name, device=device.value, batch_size=batch_size, limit=limit,
-                     stages=stages, whole_image=whole_image, search=search)
+                     detector=detector, detector_weights=str(detector_weights) if detector_weights else None,
+                     max_people=max_people, out=str(out or "runs/eval"), name=name, device=device.value,
+                     batch_size=batch_size, limit=limit, stages=stages, whole_image=whole_image, search=search)
     report = evaluate(cfg)
     for t in report_tables(report):
         results.print(t)
@@ -339,7 +353,14 @@ def annotate(
     weights: WeightsOpt = None,
     boxes: Annotated[Path | None, typer.Option(
         "--boxes", help="COCO-style detections [{bbox, score, file_name or image_id}] as person boxes.")] = None,
-    box_threshold: Annotated[float, typer.Option("--box-threshold", help="Minimum detection score.")] = 0.5,
+    detector: DetectorOpt = None,
+    detector_weights: DetectorWeightsOpt = None,
+    box_threshold: PersonThresholdOpt = 0.5,
+    max_people: MaxPeopleOpt = 20,
+    detect_every: Annotated[int, typer.Option(
+        "--detect-every", min=1, help="Video: run the detector every N frames (and whenever a person is lost).")] = 10,
+    save_boxes: Annotated[Path | None, typer.Option(
+        "--save-boxes", help="Write the person boxes used (the detector's) in the --boxes format.")] = None,
     min_score: Annotated[float, typer.Option("--min-score", help="Joints below are not drawn (faint below 2x).")] = 0.2,
     smooth: Annotated[bool, typer.Option("--smooth", help="One-Euro filter on video keypoints.")] = False,
     flip: Annotated[bool, typer.Option("--flip", help="Flip test: average with the mirrored crop.")] = False,
@@ -361,7 +382,12 @@ def annotate(
 
     cfg = AnnotateConfig(inputs=inputs, weights=str(weights) if weights else None, boxes=str(boxes) if boxes else None,
                          box_threshold=box_threshold, min_score=min_score, smooth=smooth, flip=flip,
-                         batch_size=batch_size, device=device.value, draw=not no_draw, search=search)
+                         batch_size=batch_size, device=device.value, draw=not no_draw, search=search,
+                         detector=detector, detector_weights=str(detector_weights) if detector_weights else None,
+                         max_people=max_people, detect_every=detect_every,
+                         save_boxes=str(save_boxes) if save_boxes else None)
+    if boxes and detector:
+        raise PoserError("give --boxes or --detector, not both")
     predictor = Predictor.from_file(resolve_weights(weights), resolve_device(device.value), stages)
     run = Path(out) if out else new_run_dir(Path("runs/annotate"), name)
     run.mkdir(parents=True, exist_ok=True)

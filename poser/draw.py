@@ -13,6 +13,16 @@ from poser.skeletons import Skeleton
 SIDE_COLOURS = {"L": (0, 140, 255), "R": (255, 140, 0), "C": (80, 220, 80)}   # orange, blue, green (BGR)
 
 
+# Distinct, saturated BGR colours for tracked people (Tableau 10 without its greys).
+TRACK_COLOURS = ((180, 119, 31), (14, 127, 255), (44, 160, 44), (40, 39, 214), (189, 103, 148),
+                 (75, 86, 140), (194, 119, 227), (34, 189, 188), (207, 190, 23))
+
+
+def track_colour(track_id: int) -> tuple[int, int, int]:
+    """The colour of a tracked person: the same id, the same colour, in every frame."""
+    return TRACK_COLOURS[track_id % len(TRACK_COLOURS)]
+
+
 def line_width(shape: tuple[int, ...]) -> int:
     """Stroke width scaled to the image: 2 px at 640 x 480, 5 px at 1920 x 1080."""
     return max(1, round(max(shape[:2]) / 400))

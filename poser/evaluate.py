@@ -31,7 +31,7 @@ from poser.checkpoint import read_meta
 from poser.console import console, progress
 from poser.data.cache import Cache, CacheSpec, cache_dir
 from poser.data.datasets import coco_split_files, open_dataset
-from poser.data.detections import read_detections
+from poser.data.detections import Detections, read_detections
 from poser.data.sources import prepare_split
 from poser.draw import draw_pose, label
 from poser.errors import PoserError
@@ -51,7 +51,10 @@ class EvalConfig:
     flip: bool = False
     pcp_threshold: float = 0.5
     boxes: str | None = None            # COCO detection results: [{image_id, bbox, score}, ...]
-    box_threshold: float = 0.0
+    box_threshold: float = 0.0          # --person-threshold: detections below are dropped
+    detector: str | None = None         # a built-in person detector (poser.detect) instead of --boxes
+    detector_weights: str | None = None
+    max_people: int | None = None       # per image, best first
     predictions: str | None = None      # score these (COCO keypoint results) instead of a model
     out: str = "runs/eval"
     name: str | None = None
@@ -124,17 +127,32 @@ def evaluate(cfg: EvalConfig) -> dict:
     report["counted"] = {"images": int(len(np.unique(ids))), "instances": int(n),
                          "joints": report["pdj"]["joints_counted"], "limbs": report["pcp"]["limbs_counted"],
                          "instances_without_torso": report["pdj"]["instances_without_torso"]}
+    if cfg.boxes and cfg.detector:
+        raise PoserError("give --boxes or --detector, not both")
+    raw_detections = None
     if ann_file is not None:
         report["coco_gt_boxes"] = coco_keypoint_ap(ann_file, results, np.asarray(sk.sigmas), ids)
-        if cfg.boxes:
-            det = predict_detections(predictor, root, cfg.split, Path(cfg.boxes), cfg.box_threshold, cfg.flip,
-                                     set(ids.tolist()))
+        if cfg.boxes or cfg.detector:
+            if predictor is None:
+                raise PoserError("--boxes and --detector need a model (--weights)")
+            if cfg.boxes:
+                dets = read_detections(Path(cfg.boxes), cfg.box_threshold, cfg.max_people)
+                if dets.skipped:
+                    console.print(f"[yellow]--boxes {cfg.boxes}: skipped {len(dets.skipped)} invalid "
+                                  f"detection(s)[/]", highlight=False)
+            else:
+                raw_detections = detect_photos(cfg, predictor.device, root, set(ids.tolist()))
+                dets = Detections(raw_detections, cfg.box_threshold, cfg.max_people)
+            det = predict_detections(predictor, root, cfg.split, dets, cfg.flip, set(ids.tolist()))
             report["coco_detected_boxes"] = coco_keypoint_ap(ann_file, det, np.asarray(sk.sigmas), ids)
-    elif cfg.boxes:
-        raise PoserError("--boxes gives COCO AP, which needs COCO-17 data in COCO format")
+            report["detected_boxes_from"] = cfg.boxes or f"detector {cfg.detector}"
+    elif cfg.boxes or cfg.detector:
+        raise PoserError("--boxes and --detector give COCO AP, which needs COCO-17 data in COCO format")
 
     run = new_run_dir(Path(cfg.out), cfg.name)
     report["run"] = str(run)
+    if raw_detections is not None:          # what the detector saw, reusable as --boxes
+        write_json(run / "detections.json", raw_detections, indent=None)
     if not cfg.predictions:
         write_json(run / "predictions.json", results, indent=None)
     write_json(run / "metrics.json", report)
@@ -208,25 +226,45 @@ def match_predictions(results: list[dict], image_ids: np.ndarray, gt: np.ndarray
     return pred, score
 
 
-def predict_detections(predictor: Predictor | None, root: Path, split: str, boxes_file: Path, threshold: float,
-                       flip: bool, image_ids: set[int]) -> list[dict]:
-    """Keypoints for every detected person box (COCO detection results) of the evaluated images."""
-    if predictor is None:
-        raise PoserError("--boxes needs a model (--weights)")
-    per_image = {i: d for i, d in read_detections(boxes_file, threshold)["id"].items() if i in image_ids}
+def detect_photos(cfg: EvalConfig, device, root: Path, image_ids: set[int], batch_size: int = 4) -> list[dict]:
+    """Run the built-in person detector on the evaluated photos: detections (COCO results,
+    with image_id) as a --boxes file would hold them."""
+    from poser.detect import create_detector
+
+    detector = create_detector(cfg.detector, cfg.detector_weights, device, min(cfg.box_threshold, 0.05))
+    files = image_files(root, cfg.split)
+    todo = sorted(i for i in image_ids if i in files)
+    out: list[dict] = []
+    with progress("images") as bar:
+        task = bar.add_task(f"detect ({cfg.detector})", total=len(todo))
+        for c in range(0, len(todo), batch_size):
+            chunk = [(i, read_rgb(files[i])) for i in todo[c: c + batch_size]]
+            ok = [(i, im) for i, im in chunk if im is not None]
+            for (i, _), found in zip(ok, detector([im for _, im in ok]), strict=True):
+                out += [dict(d, image_id=i) for d in found]
+            bar.advance(task, len(chunk))
+    return out
+
+
+def predict_detections(predictor: Predictor, root: Path, split: str, dets: Detections, flip: bool,
+                       image_ids: set[int]) -> list[dict]:
+    """Keypoints for every detected person box of the evaluated images, as COCO results
+    scored by pose score x box score (COCO ranks by person score)."""
+    per_image = {i: dets.lookup(i) for i in sorted(dets.ids() & image_ids)}
+    per_image = {i: b for i, b in per_image.items() if len(b[0])}
     files = image_files(root, split)
     out = []
     with progress("images") as bar:
         task = bar.add_task("detections", total=len(per_image))
-        for iid, ds in per_image.items():
+        for iid, (boxes, box_scores) in per_image.items():
             img = read_rgb(files[iid]) if iid in files else None
             if img is None:
                 console.print(f"[yellow]skipped:[/] image {iid} is unreadable")
                 continue
-            p = predictor.predict_image(img, np.stack([b for b, _ in ds]), flip)
-            people = coco_results(np.full(len(ds), iid), p["coords"], p["score"])
-            for person, (_, det_score) in zip(people, ds, strict=True):
-                person["score"] *= det_score               # COCO ranks by person score
+            p = predictor.predict_image(img, boxes, flip)
+            people = coco_results(np.full(len(boxes), iid), p["coords"], p["score"])
+            for person, det_score in zip(people, box_scores, strict=True):
+                person["score"] *= det_score
             out += people
             bar.advance(task)
     return out

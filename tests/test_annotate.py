@@ -7,10 +7,11 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from poser.annotate import OneEuro, collect
+from poser.annotate import collect
 from poser.cli import app
 from poser.data.synth import one_person, write_video
 from poser.skeletons import COCO17
+from poser.video import OneEuro
 
 runner = CliRunner()
 

@@ -1,36 +1,107 @@
-"""Person detections in COCO's results format, for `--boxes` (eval and annotate alike).
+"""Person detections in COCO's results format: `--boxes` files, `--save-boxes` files and the
+built-in detectors' output all go through `select` here (eval and annotate alike).
 
 A file is a JSON list of `{"bbox": [x, y, w, h], "score": s, "image_id": id | "file_name": name,
-"category_id": 1}`; other categories are ignored, and so are detections scoring below the
-threshold.
+"category_id": 1}`, plus `"frame": n` for a video's frames (`annotate --save-boxes` writes it;
+a video's entries without a frame are its first frame's boxes). Other categories are ignored;
+detections scoring below the threshold are dropped, and each image or frame keeps its
+`max_people` best.
 """
 
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import numpy as np
 
 from poser.errors import PoserError
 
+Boxes = tuple[np.ndarray, np.ndarray]        # boxes (N, 4) xywh, scores (N,), best first
 
-def read_detections(path: Path, threshold: float = 0.0) -> dict[str, dict]:
-    """{'id': {image_id: [(box (4,), score)]}, 'name': {file name: [...]}}."""
+
+def select(dets: list[dict], threshold: float = 0.0, max_people: int | None = None) -> Boxes:
+    """The person boxes of one image or frame: category 1, score >= threshold, best first,
+    at most `max_people`; entries that are not valid boxes (`valid_box`) never pass."""
+    keep = [d for d in dets if valid_box(d) and d.get("category_id", 1) == 1 and d.get("score", 1.0) >= threshold]
+    keep.sort(key=lambda d: -d.get("score", 1.0))
+    keep = keep[:max_people] if max_people is not None else keep
+    if not keep:
+        return np.zeros((0, 4)), np.zeros(0)
+    return (np.array([d["bbox"] for d in keep], np.float64),
+            np.array([d.get("score", 1.0) for d in keep], np.float64))
+
+
+def valid_box(d: object) -> bool:
+    """A detection dict with 4 finite numbers, a positive width and height, a finite score."""
+    if not isinstance(d, dict):
+        return False
+    b, s = d.get("bbox"), d.get("score", 1.0)
+    if not isinstance(b, list | tuple) or len(b) != 4 or not all(_number(v) for v in b) or not _number(s):
+        return False
+    return b[2] > 0 and b[3] > 0
+
+
+def _number(v: object) -> bool:
+    return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+
+
+class Detections:
+    """A `--boxes` file, read once: boxes by file name or image id, and by video frame.
+    `skipped` lists the indices of entries that were not valid boxes."""
+
+    def __init__(self, dets: list[dict], threshold: float = 0.0, max_people: int | None = None,
+                 skipped: list[int] | None = None) -> None:
+        self.threshold, self.max_people, self.skipped = threshold, max_people, skipped or []
+        self._by: dict[tuple[str, object], dict[int, list[dict]]] = {}
+        self._framed: set[tuple[str, object]] = set()
+        for d in dets:
+            key = ("name", Path(d["file_name"]).name) if "file_name" in d else \
+                  ("id", int(d["image_id"])) if "image_id" in d else None
+            if key is None:
+                continue
+            if d.get("frame") is not None:
+                self._framed.add(key)
+            self._by.setdefault(key, {}).setdefault(int(d.get("frame") or 0), []).append(d)
+
+    def _key(self, name: str) -> tuple[str, object] | None:
+        stem = Path(name).stem
+        for key in (("name", name), ("id", int(stem)) if stem.isdigit() else None):
+            if key in self._by:
+                return key
+        return None
+
+    def ids(self) -> set[int]:
+        return {k for kind, k in self._by if kind == "id"}
+
+    def has(self, name: str) -> bool:
+        """Whether the file holds any detection for this file name (or numeric stem)."""
+        return self._key(name) is not None
+
+    def has_frames(self, name: str) -> bool:
+        """Whether a video's boxes are per frame (a saved detector run) rather than one set
+        for its first frame."""
+        return self._key(name) in self._framed
+
+    def lookup(self, name: str | int, frame: int = 0) -> Boxes:
+        """Boxes of a file name (or a numeric stem as COCO image id) or an image id; for a
+        video, of its `frame`. Nothing for it: no boxes."""
+        key = ("id", name) if isinstance(name, int) else self._key(name)
+        return select(self._by.get(key, {}).get(frame, []), self.threshold, self.max_people)
+
+
+def read_detections(path: Path, threshold: float = 0.0, max_people: int | None = None) -> Detections:
+    """Read a detections file; entries that are not valid boxes are skipped and listed in
+    `skipped` (the rest is used)."""
     try:
         dets = json.loads(Path(path).read_text())
         assert isinstance(dets, list)
     except (OSError, ValueError, AssertionError) as e:
         raise PoserError(f"--boxes {path}: not a JSON list of detections ({e})") from None
-    out: dict = {"name": {}, "id": {}}
-    for d in dets:
-        if not isinstance(d, dict) or len(d.get("bbox", ())) != 4:
-            raise PoserError(f"--boxes {path}: every detection needs bbox [x, y, w, h]; found {str(d)[:80]}")
-        if d.get("score", 1.0) < threshold or d.get("category_id", 1) != 1:
-            continue
-        item = (np.asarray(d["bbox"], np.float64), float(d.get("score", 1.0)))
-        if "file_name" in d:
-            out["name"].setdefault(Path(d["file_name"]).name, []).append(item)
-        elif "image_id" in d:
-            out["id"].setdefault(int(d["image_id"]), []).append(item)
-    return out
+    ok = [valid_box(d) for d in dets]
+    if dets and not any(ok):
+        raise PoserError(f"--boxes {path}: no valid detection (each needs bbox [x, y, w, h] with w, h > 0 "
+                         f"and a numeric score); found {str(dets[0])[:80]}")
+    return Detections([d for d, good in zip(dets, ok, strict=True) if good], threshold, max_people,
+                      [i for i, good in enumerate(ok) if not good])

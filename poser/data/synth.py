@@ -383,3 +383,26 @@ def write_video(path: Path, frames: int = 60, size: tuple[int, int] = (640, 360)
         truth.append(kp + [x0, oy, 0])
     vw.release()
     return np.array(truth)
+
+
+def write_crossing_video(path: Path, frames: int = 50, size: tuple[int, int] = (640, 400), fps: float = 12.0,
+                         seeds: tuple[int, int] = (11, 12), side: int = 200, step: int = 8,
+                         rows: tuple[int, int] = (10, 120)) -> np.ndarray:
+    """An mp4 of two synthetic figures (`one_person(seed, side)`) that walk towards each other
+    and cross: the first starts at the left in row `rows[0]` and moves right `step` px a
+    frame, the second starts at the right in row `rows[1]` and moves left (drawn over the
+    first where they overlap). Returns their keypoints per frame (frames, 2, 17, 3)."""
+    figs = [one_person(s, side=side)[:2] for s in seeds]
+    vw = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), fps, size)
+    if not vw.isOpened():
+        raise PoserError(f"OpenCV cannot write {path}")
+    truth = []
+    for f in range(frames):
+        canvas = np.full((size[1], size[0], 3), 127, np.uint8)
+        xs = (min(20 + step * f, size[0] - side), max(size[0] - side - 20 - step * f, 0))
+        for (img, _), x0, y0 in zip(figs, xs, rows, strict=True):
+            canvas[y0: y0 + side, x0: x0 + side] = img
+        vw.write(canvas)
+        truth.append([kp + [x0, y0, 0] for (_, kp), x0, y0 in zip(figs, xs, rows, strict=True)])
+    vw.release()
+    return np.array(truth)
