@@ -13,9 +13,6 @@ run never leaves a half-written file that looks finished.
 
 from __future__ import annotations
 
-import os
-import queue
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -27,12 +24,12 @@ import numpy as np
 from poser import __version__
 from poser.console import console, progress
 from poser.data.detections import Boxes, Detections, read_detections, select
-from poser.draw import draw_box, draw_pose, label, track_colour
 from poser.errors import PoserError
 from poser.files import atomic_path, write_json
 from poser.imageio import read_rgb
+from poser.poses import Poses
 from poser.predict import SEARCH_ROUNDS, Predictor
-from poser.video import Tracker
+from poser.video import FrameReader, FrameWriter, Tracker
 
 DETECT_EVERY = 10       # video frames between detector runs (measured: README, poser bench)
 
@@ -165,25 +162,6 @@ class PersonBoxes:
         return found["box"], np.ones(1)
 
 
-def person_records(pred: dict, boxes: np.ndarray, box_scores: np.ndarray, joints: tuple[str, ...],
-                   min_score: float, track_ids: list[int] | None = None) -> list[dict]:
-    """JSON records of the persons of one image or frame: box, keypoints by joint name as
-    [x, y, score] in the source's pixels, visibility (in the frame and confident), and in a
-    video the person's track id (stable while the person is followed; null for images)."""
-    out = []
-    for i in range(len(boxes)):
-        xy, sc = pred["coords"][i], pred["score"][i]
-        vis = (pred["visible"][i] >= 0.5) & (sc >= min_score)
-        out.append({
-            "track_id": None if track_ids is None else int(track_ids[i]),
-            "box": [round(float(v), 2) for v in boxes[i]], "box_score": round(float(box_scores[i]), 4),
-            "keypoints": {j: [round(float(xy[k, 0]), 2), round(float(xy[k, 1]), 2), round(float(sc[k]), 4)]
-                          for k, j in enumerate(joints)},
-            "visible": {j: bool(vis[k]) for k, j in enumerate(joints)},
-        })
-    return out
-
-
 def annotate(cfg: AnnotateConfig, predictor: Predictor, out_dir: Path, boxes: PersonBoxes | None = None) -> Result:
     """Annotate every input into `out_dir`; writes `keypoints.json` there and returns the result.
     `boxes` (optional): where person boxes come from, e.g. `PersonBoxes(cfg, predictor,
@@ -209,8 +187,9 @@ def _annotate(cfg: AnnotateConfig, predictor: Predictor, out_dir: Path, boxes: P
     for v in videos:
         try:
             _video(cfg, predictor, v, boxes, out_dir, res)
-        except PoserError as e:
-            res.failed.append({"source": str(v.path), "error": str(e)})
+        except Exception as e:      # one video failing (bad file, the model, the writer) spares the rest
+            msg = str(e) if isinstance(e, PoserError) else f"{type(e).__name__}: {e}"
+            res.failed.append({"source": str(v.path), "error": msg})
             _report(res.failed[-1])
     res.seconds = time.perf_counter() - t0
     if cfg.save_boxes:
@@ -237,9 +216,8 @@ def _images(cfg, predictor: Predictor, sources: list[Source], boxes, out_dir: Pa
     def read(s: Source) -> np.ndarray | None:
         return read_rgb(s.path)
 
-    def write(s: Source, img: np.ndarray, pred: dict, b: np.ndarray) -> None:
-        canvas = cv2.cvtColor(img, cv2.COLOR_RGB2BGR)
-        _draw(canvas, pred, b, predictor, cfg.min_score, whole=boxes.search)
+    def write(s: Source, img: np.ndarray, poses: Poses) -> None:
+        canvas = poses.draw(cv2.cvtColor(img, cv2.COLOR_RGB2BGR), cfg.min_score, boxes=not boxes.search)
         dst = out_dir / s.rel
         dst.parent.mkdir(parents=True, exist_ok=True)
         ok, buf = cv2.imencode(dst.suffix if dst.suffix.lower() in IMAGE_EXT else ".jpg", canvas)
@@ -268,110 +246,37 @@ def _images(cfg, predictor: Predictor, sources: list[Source], boxes, out_dir: Pa
                 preds = predictor.predict_images([im for _, im in ok], [b for b, _ in bx], cfg.flip)
             for (s, im), (b, bs), pred in zip(ok, bx, preds, strict=True):
                 h, w = im.shape[:2]
+                poses = Poses.from_prediction(pred, b, bs, predictor.skeleton)
                 res.records.append({"source": str(s.path), "type": "image", "frame": 0, "width": w, "height": h,
-                                    "persons": person_records(pred, b, bs, predictor.skeleton.joints,
-                                                              cfg.min_score)})
+                                    "persons": poses.to_json(cfg.min_score)})
                 if cfg.draw:
-                    writes.append(io.submit(write, s, im, pred, b))
+                    writes.append(io.submit(write, s, im, poses))
             res.frames += len(ok)
             bar.advance(task, len(chunk))
         for f in writes:
             f.result()
 
 
-def _draw(canvas: np.ndarray, pred: dict, boxes: np.ndarray, predictor: Predictor, min_score: float,
-          whole: bool, track_ids: list[int] | None = None) -> None:
-    """Skeletons (and boxes unless the box is the search's); with track ids, each person in
-    its track's colour and labelled with its id, so a person keeps one colour in a video."""
-    for i in range(len(boxes)):
-        colour = None if track_ids is None else track_colour(track_ids[i])
-        if not whole:
-            draw_box(canvas, boxes[i], colour or (200, 200, 200))
-        if track_ids is not None:
-            label(canvas, f"#{track_ids[i]}", (int(boxes[i][0]) + 3, int(boxes[i][1]) + 14))
-        draw_pose(canvas, pred["coords"][i], predictor.skeleton, pred["score"][i], min_score, colour=colour)
-
-
 # --- videos ---------------------------------------------------------------------------------
 
-_END = object()
-
-
-def _background_priority() -> None:
-    """Lower this thread's scheduling priority (Linux: per-thread nice). The model's
-    OpenMP threads wait for each other at every layer, so a decoder thread that pre-empts
-    one of them stalls all; at a lower priority it runs in the gaps between layers instead."""
-    try:
-        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 10)
-    except (AttributeError, OSError):   # not Linux, or not permitted: just slower
-        pass
-
-
-def _video(cfg, predictor: Predictor, s: Source, boxes, out_dir: Path, res: Result) -> None:
-    # One decoder thread is plenty for one stream; FFmpeg's own pool would contend with the model.
-    cap = cv2.VideoCapture(str(s.path), cv2.CAP_ANY, [cv2.CAP_PROP_N_THREADS, 1])
-    if not cap.isOpened():
-        raise PoserError("not a readable video")
-    fps = cap.get(cv2.CAP_PROP_FPS) or 0.0
-    fps = fps if 0 < fps < 1000 else 25.0
-    w, h = int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)), int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT))
-    total = int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) or None
-    frames_in: queue.Queue = queue.Queue(maxsize=32)
-    frames_out: queue.Queue = queue.Queue(maxsize=32)
-    errors: list[str] = []
-
-    def decode() -> None:
-        _background_priority()
-        try:
-            while True:
-                ok, frame = cap.read()
-                if not ok:
-                    break
-                frames_in.put(frame)
-        finally:
-            cap.release()
-            frames_in.put(_END)
-
+def _video(cfg, predictor: Predictor, s: Source, boxes: PersonBoxes, out_dir: Path, res: Result) -> None:
+    """One video: decoded on a reader thread, drawn and encoded on a writer thread, the model
+    (and the detector) here. Whatever fails, both threads stop and nothing half-written stays."""
+    reader = FrameReader(s.path)
+    (w, h), fps = reader.size, reader.fps
     dst = out_dir / s.rel
     dst.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dst.with_name(f".{dst.stem}.partial.mp4")
-    written = [0]
-
-    def encode() -> None:
-        _background_priority()
-        writer = None
-        try:
-            while (item := frames_out.get()) is not _END:
-                frame, pred, b, ids = item
-                if writer is None and cfg.draw:
-                    writer = cv2.VideoWriter(str(tmp), cv2.VideoWriter_fourcc(*"mp4v"), fps,
-                                             (frame.shape[1], frame.shape[0]))
-                    if not writer.isOpened():
-                        raise PoserError("OpenCV cannot write mp4 here")
-                if writer is not None:
-                    _draw(frame, pred, b, predictor, cfg.min_score, whole=False, track_ids=ids)
-                    writer.write(frame)
-                written[0] += 1
-        except Exception as e:  # reported by the main thread
-            errors.append(str(e))
-            while frames_out.get() is not _END:   # keep draining so the producer never blocks
-                pass
-        finally:
-            if writer is not None:
-                writer.release()
-
-    threads = [threading.Thread(target=decode, daemon=True), threading.Thread(target=encode, daemon=True)]
-    for t in threads:
-        t.start()
     searching = boxes.searches(s)
+    writer = FrameWriter(dst.with_name(f".{dst.stem}.partial.mp4"), fps,
+                         lambda frame, poses: poses.draw(frame, cfg.min_score, colour_by_track=not searching),
+                         enabled=cfg.draw)
     tracker = Tracker(1 if searching else cfg.max_people, cfg.detect_every if boxes.periodic(s) else None,
                       cfg.smooth)
-    colours = not searching
     n, dt, recs = 0, 1.0 / fps, []
     try:
         with progress("frames") as bar:
-            task = bar.add_task(s.path.name, total=total)
-            while (frame := frames_in.get()) is not _END:
+            task = bar.add_task(s.path.name, total=reader.total)
+            for frame in reader:
                 rgb = cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
                 if tracker.wants_detection(n):      # in the model thread: it shares the cores with the model
                     tracker.detect(*boxes.find([s], [rgb], n)[0])
@@ -379,23 +284,22 @@ def _video(cfg, predictor: Predictor, s: Source, boxes, out_dir: Path, res: Resu
                 box_scores = np.array([t.score for t in tracker.tracks])
                 pred = predictor.predict_image(rgb, b, cfg.flip)      # every person of the frame in one batch
                 pred["coords"] = tracker.update(pred["coords"], pred["score"], (w, h), cfg.min_score, dt)
-                persons = person_records(pred, b, box_scores, predictor.skeleton.joints, cfg.min_score, ids)
+                poses = Poses.from_prediction(pred, b, box_scores, predictor.skeleton, ids)
                 recs.append({"source": str(s.path), "type": "video", "frame": n, "width": w, "height": h,
-                             "fps": fps, "persons": persons})
-                frames_out.put((frame, pred, b, ids if colours else None))
+                             "fps": fps, "persons": poses.to_json(cfg.min_score)})
+                writer.put((frame, poses))
                 n += 1
                 bar.advance(task)
+        writer.close()
+    except BaseException:
+        writer.abort()
+        raise
     finally:
-        frames_out.put(_END)
-        for t in threads:
-            t.join()
-    if errors:
-        tmp.unlink(missing_ok=True)
-        raise PoserError(errors[0])
+        reader.close()
     if n == 0:
-        tmp.unlink(missing_ok=True)
+        writer.tmp.unlink(missing_ok=True)
         raise PoserError("video has no frames")
     if cfg.draw:
-        tmp.replace(dst)
+        writer.tmp.replace(dst)
     res.records += recs                     # only a complete video enters the JSON
     res.frames += n

@@ -221,7 +221,7 @@ def bench_annotate(data: Path | None, weights: Path | None, work: Path) -> list[
         predictor = Predictor.from_file(weights or DEFAULT_WEIGHTS)
         what = f"{weights.name if weights else 'reference model'} ({predictor.meta['backbone']} @{predictor.size})"
     else:
-        meta = {"skeleton": "lsp14", "backbone": "resnet18", "input_size": 128, "margin": 1.25}
+        meta = {"skeleton": "lsp14", "backbone": "resnet18", "input_size": 128}
         predictor = Predictor(create_model("resnet18", 14, head="integral"), meta)
         what = "resnet18 @128 (no reference model shipped)"
     frames = 150

@@ -208,9 +208,14 @@ class Head(StrEnum):
     integral = "integral"
 
 
+# What a resumed run may change: how long it runs and where. Everything else is the run's own.
+_RESUME_MAY_CHANGE = {"resume", "epochs", "device", "gpus", "procs", "workers", "json_out"}
+
+
 @app.command()
 @_report_errors
 def train(
+    ctx: typer.Context,
     data: DataOpt = None,
     backbone: Annotated[str, typer.Option(
         "--backbone", help="deeppose, resnet18/34/50, mobilenet_v3_small/large [default: resnet18; "
@@ -272,7 +277,14 @@ def train(
     )
 
     if resume is not None:
-        cfg = resume_run(resume, epochs)
+        # Click's ParameterSource (a dependency of older Typer, vendored by newer): by name.
+        fixed = [p.opts[0] for p in ctx.command.params if p.name not in _RESUME_MAY_CHANGE
+                 and getattr(ctx.get_parameter_source(p.name), "name", "") == "COMMANDLINE"]
+        if fixed:
+            raise PoserError(f"--resume {resume} continues with the run's own settings (its config.json): "
+                             f"{', '.join(fixed)} cannot change; only --epochs, --device, --gpus, --procs and "
+                             "--workers can (start a new run to change the rest)")
+        cfg = resume_run(resume, epochs, device=device.value, workers=workers)
     else:
         base = {"backbone": "resnet18", "input_size": 224, "head": "integral"}
         if stage > 1 and from_run is not None:          # stage networks copy stage one's architecture

@@ -29,13 +29,14 @@ from torch.utils.data import DataLoader, DistributedSampler
 from poser import __version__, distributed
 from poser.cascade import SUB_IMAGE, StageData, error_statistics, sample_crops
 from poser.checkpoint import load_state, read_meta, save_bundle, save_state
+from poser.codec import MARGIN, MEAN, STD
 from poser.console import RateColumn, console, progress
-from poser.data.augment import MARGIN, MEAN, STD, Augment, make_batch
+from poser.data.augment import Augment, make_batch
 from poser.data.cache import Cache, CacheDataset, CacheSpec, cache_dir
 from poser.data.sources import prepare_split
 from poser.errors import PoserError
+from poser.evaluate import evaluate_cache
 from poser.losses import HEATMAP_WEIGHT, LOSSES, PoseLoss
-from poser.metrics import pcp, pdj
 from poser.models.backbones import BACKBONES
 from poser.models.deeppose import DeepPose, create_model, load_stages
 from poser.models.heads import HEADS
@@ -189,21 +190,85 @@ def check_config(cfg: TrainConfig) -> None:
 
 
 def fit(cfg: TrainConfig) -> dict | None:
-    """Train in this process (one of possibly several). Returns the summary on rank 0."""
+    """Train in this process (one of possibly several); `cfg.resume` continues a run folder.
+    Returns the summary on rank 0. The loop reads top to bottom: set up, then per epoch train,
+    validate, save."""
     check_config(cfg)
     d = distributed.init(cfg.device)
+    stop, bar = None, None
     try:
-        return _fit(cfg, d)
+        t = setup(cfg, d)
+        stop, bar = _StopRequest(), _progress() if d.is_main else None
+        if bar:
+            bar.start()
+            console.print(f"run folder {t.run}  ({d.world} process(es) on {d.device}, {t.steps} steps/epoch, "
+                          f"{len(t.train_ds)} train / {len(t.val_cache)} val instances)")
+        for epoch in range(t.epoch, t.cfg.epochs):
+            stats = train_one_epoch(t, epoch, bar, stop)
+            replicas = _replicas_identical(t.objective, d)
+            if d.is_main:
+                record = validate(t, epoch) | stats | {"time": round(time.time() - t.t0, 1)}
+                if replicas is not None:
+                    record["replicas_identical"] = replicas
+                    if not replicas:
+                        console.print("[red]warning:[/] the DDP replicas' parameters differ")
+                save_weights_files(t, epoch, record)
+                console.print(f"epoch {epoch + 1}: loss {record['train_loss']:.4f}  val PCP {record['val_pcp']:.3f}  "
+                              f"PDJ@0.2 {record['val_pdj@0.2']:.3f}  {record['samples_per_s']:.1f} samples/s")
+            save_checkpoint(t, epoch + 1, 0)
+            _barrier(d)
+            if stop.agreed(d) and epoch + 1 < t.cfg.epochs:
+                raise _interrupted(t.run, f"the end of epoch {epoch + 1}")
+        return run_summary(t.run) if d.is_main else None
     finally:
+        if stop:
+            stop.restore()
+        if bar:
+            bar.stop()
         distributed.cleanup()
 
 
-def _fit(cfg: TrainConfig, d: distributed.Dist) -> dict | None:
+@dataclass
+class Trainer:
+    """One training process: what `setup` builds and the loop advances."""
+
+    cfg: TrainConfig
+    d: distributed.Dist
+    train_ds: CacheDataset
+    val_cache: Cache
+    steps: int                          # per epoch
+    prev: list                          # stages 1..s-1 (frozen) for a refinement stage
+    stage_data: StageData | None
+    aug: Augment
+    objective: Objective
+    train_module: nn.Module             # the objective, DDP-wrapped when there are several processes
+    opt: torch.optim.Optimizer
+    sched: torch.optim.lr_scheduler.LRScheduler
+    scaler: torch.amp.GradScaler
+    run: Path | None                    # None on ranks > 0 under torchrun
+    epoch: int = 0                      # where training (re)starts
+    step: int = 0
+    global_step: int = 0
+    best: float = -1.0
+    t0: float = 0.0                     # time counts across resumes
+
+    @property
+    def skeleton(self):
+        return self.train_ds.cache.skeleton
+
+    @property
+    def amp(self) -> tuple[bool, torch.dtype]:
+        cuda = self.d.device.type == "cuda"
+        dtype = torch.bfloat16 if cuda and torch.cuda.is_bf16_supported() else torch.float16
+        return self.cfg.amp and cuda, dtype
+
+
+def setup(cfg: TrainConfig, d: distributed.Dist) -> Trainer:
+    """Data (prepared caches: rank 0 builds them, the others wait), model, loss, optimiser,
+    schedule, precision, and the run folder (new, or resumed from its saved state)."""
     torch.manual_seed(cfg.seed)
     np.random.seed(cfg.seed)
-    dev, cuda = d.device, d.device.type == "cuda"
-
-    # --- data: prepared caches (rank 0 builds them; the others wait) ---------------------
+    dev = d.device
     root, spec = Path(cfg.data), CacheSpec(size=cfg.cache_size)
     if d.is_main:
         for split in (cfg.train_split, cfg.val_split):
@@ -211,22 +276,18 @@ def _fit(cfg: TrainConfig, d: distributed.Dist) -> dict | None:
                 raise PoserError(f"{root}: split {split!r} has no person instances to train or validate on")
     _barrier(d)
     train_ds = CacheDataset(cache_dir(root, cfg.train_split, spec))
-    val_cache = Cache(cache_dir(root, cfg.val_split, spec))
     skeleton = train_ds.cache.skeleton
     per_step = cfg.batch_size * d.world
     steps = len(train_ds) // per_step
     if steps == 0:
         raise PoserError(f"{len(train_ds)} training instances are fewer than one batch of {per_step}")
     steps = min(steps, cfg.steps_per_epoch or steps)
-
-    workers = loader_workers(cfg.workers, d)
     prev, stage_data, aug = [], None, cfg.aug
     if cfg.stage > 1:
         prev = previous_stages(cfg, dev, skeleton)
         stage_data = _stage_data(prev, train_ds.cache, dev, cfg.batch_size, d.is_main)
         aug = replace(cfg.aug, half_body=0.0)    # sub-images are placed around joints, not bodies
 
-    # --- model, loss, optimiser, schedule, precision --------------------------------------
     kind = loss_kind(cfg)
     model = create_model(cfg.backbone, skeleton.num_joints, cfg.pretrained, sigma=kind == "rle", head=cfg.head)
     last = prev[-1][1] if prev else {}
@@ -238,151 +299,139 @@ def _fit(cfg: TrainConfig, d: distributed.Dist) -> dict | None:
     objective = Objective(model, PoseLoss(kind, heatmap_weight=cfg.heatmap_weight)).to(dev)
     if cfg.channels_last:
         objective = objective.to(memory_format=torch.channels_last)
+    cuda = dev.type == "cuda"
     train_module = DDP(objective, device_ids=[d.local_rank] if cuda else None) if d.world > 1 else objective
     opt = torch.optim.AdamW(objective.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    total, warm = steps * cfg.epochs, max(1, int(cfg.warmup_epochs * steps))
-
-    def lr_factor(s: int) -> float:  # linear warm-up, then cosine down to 1% of the peak
-        if s < warm:
-            return (s + 1) / warm
-        return 0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * min(1.0, (s - warm) / max(1, total - warm))))
-
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_factor)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, _warmup_cosine(steps * cfg.epochs, int(cfg.warmup_epochs * steps)))
     amp = cfg.amp and cuda
-    amp_dtype = torch.bfloat16 if cuda and torch.cuda.is_bf16_supported() else torch.float16
-    scaler = torch.amp.GradScaler("cuda", enabled=amp and amp_dtype == torch.float16)
+    scaler = torch.amp.GradScaler("cuda", enabled=amp and not (cuda and torch.cuda.is_bf16_supported()))
 
-    # --- run folder, or resume ------------------------------------------------------------
-    start_epoch, start_step, global_step, best = 0, 0, 0, -1.0
     if cfg.run is None and cfg.resume is None and d.is_main:
         cfg = start_run(cfg)
-    run = Path(cfg.resume or cfg.run) if (cfg.resume or cfg.run) else None   # None: ranks > 0 under torchrun
+    run = Path(cfg.resume or cfg.run) if (cfg.resume or cfg.run) else None
+    t = Trainer(cfg, d, train_ds, Cache(cache_dir(root, cfg.val_split, spec)), steps, prev, stage_data, aug,
+                objective, train_module, opt, sched, scaler, run)
     if cfg.resume:
         st = load_state(run / "last.state.safetensors")
         objective.load_state_dict(st["objective"])
         opt.load_state_dict(st["optimizer"])
         sched.load_state_dict(st["scheduler"])
         scaler.load_state_dict(st["scaler"])
-        start_epoch, start_step, global_step, best = st["epoch"], st["step"], st["global_step"], st["best"]
+        t.epoch, t.step, t.global_step, t.best = st["epoch"], st["step"], st["global_step"], st["best"]
         torch.set_rng_state(st["rng"]["torch"])
         if cuda and st["rng"].get("cuda"):
             torch.cuda.set_rng_state_all(st["rng"]["cuda"])
-
-    def save_checkpoint(epoch: int, step: int) -> None:
-        if not d.is_main:
-            return
-        rng = {"torch": torch.get_rng_state()}
-        if cuda:
-            rng["cuda"] = torch.cuda.get_rng_state_all()
-        save_state(run / "last.state.safetensors", {
-            "objective": objective.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
-            "scaler": scaler.state_dict(), "epoch": epoch, "step": step, "global_step": global_step,
-            "best": best, "rng": rng,
-        })
-
-    stop = _StopRequest()
-    bar = _progress() if d.is_main else None
     done = read_jsonl(run / "metrics.jsonl") if d.is_main else []
-    t0, summary = time.time() - (done[-1]["time"] if done else 0.0), None   # time counts across resumes
-    try:
-        if bar:
-            bar.start()
-            console.print(f"run folder {run}  ({d.world} process(es) on {dev}, {steps} steps/epoch, "
-                          f"{len(train_ds)} train / {len(val_cache)} val instances)")
-        for epoch in range(start_epoch, cfg.epochs):
-            # --- one epoch of steps -------------------------------------------------------
-            sampler = DistributedSampler(train_ds, num_replicas=d.world, rank=d.rank, shuffle=True,
-                                         seed=cfg.seed, drop_last=True)
-            sampler.set_epoch(epoch)
-            order = list(sampler)[start_step * cfg.batch_size: steps * cfg.batch_size]  # resume mid-epoch
-            loader = DataLoader(train_ds, batch_size=cfg.batch_size, sampler=order, num_workers=workers,
-                                pin_memory=cuda, drop_last=True, persistent_workers=False,
-                                generator=torch.Generator().manual_seed(cfg.seed + epoch))
-            objective.train()
-            task = bar.add_task(f"epoch {epoch + 1}/{cfg.epochs}", total=steps, completed=start_step,
-                                info="") if bar else None
-            losses, t_epoch, seen, info = [], time.time(), 0, ""
-            for i, (img, kp, idx) in enumerate(loader, start=start_step):
-                rng = np.random.default_rng([cfg.seed, epoch, i, d.rank])
-                kp_np, idx_np = kp.numpy(), idx.numpy()
-                if stage_data is None:
-                    boxes, mask, photos = train_ds.cache.boxes[idx_np], None, train_ds.cache.photos[idx_np]
-                else:
-                    boxes, mask = sample_crops(stage_data, idx_np, kp_np, cfg.sub_image, MARGIN, rng)
-                    photos = None                        # sub-images are placed around joints
-                b = make_batch(img.to(dev, non_blocking=True), boxes, kp_np, cfg.input_size, skeleton, aug, rng,
-                               cfg.channels_last, joint_mask=mask, photos=photos)
-                with torch.autocast(dev.type, dtype=amp_dtype, enabled=amp):
-                    loss, parts = train_module(b["x"], b["target"], b["weight"], b["visible"])
-                opt.zero_grad(set_to_none=True)
-                scaler.scale(loss).backward()
-                scaler.unscale_(opt)
-                norm = torch.nn.utils.clip_grad_norm_(objective.parameters(), cfg.grad_clip)
-                if not torch.isfinite(norm):  # the same on every rank: gradients are all-reduced
-                    if not scaler.is_enabled():
-                        raise PoserError(f"loss became NaN/inf at epoch {epoch + 1}, step {i + 1}; stopped. "
-                                         f"The last good weights are in {run}/last.safetensors "
-                                         "(try a lower --lr)")
-                scaler.step(opt)               # skipped by the scaler on inf/NaN fp16 gradients
-                scaler.update()
-                sched.step()
-                global_step += 1
-                seen += len(idx) * d.world
-                losses.append(loss.detach())   # no float(): a host sync per step would stall CUDA
-                if bar:
-                    if i % 10 == 0 or i == steps - 1:
-                        info = f"loss {float(losses[-1]):.4f}  lr {sched.get_last_lr()[0]:.2e}"
-                    bar.update(task, advance=1, info=info)
-                if stop.agreed(d):
-                    save_checkpoint(epoch, i + 1)
-                    raise _interrupted(run, f"epoch {epoch + 1}, step {i + 1}")
-            start_step = 0
-            # --- validation, metrics, checkpoints ---------------------------------------
-            rate = seen / max(1e-9, time.time() - t_epoch)
-            replicas = _replicas_identical(objective, d)
-            if d.is_main:
-                now = (objective.model, weights_meta(cfg, skeleton, epoch + 1))
-                stages = [(m, mt) for m, mt in prev] + [now]
-                predictor = Predictor(*stages[0], dev, cfg.channels_last, refiners=stages[1:])
-                m = evaluate_cache(predictor, val_cache, cfg.batch_size,
-                                   cfg.val_batches * cfg.batch_size if cfg.val_batches else None)
-                train_loss = float(torch.stack(losses).mean()) if losses else float("nan")
-                record = {"epoch": epoch + 1, "step": global_step, "train_loss": train_loss,
-                          "val_pcp": m["pcp"]["mean"], "val_pdj@0.2": m["pdj"]["at_0.2"],
-                          "val_pdj@0.1": m["pdj"]["at_0.1"], "lr": sched.get_last_lr()[0],
-                          "samples_per_s": round(rate, 1), "time": round(time.time() - t0, 1)}
-                if replicas is not None:
-                    record["replicas_identical"] = replicas
-                    if not replicas:
-                        console.print("[red]warning:[/] the DDP replicas' parameters differ")
-                append_jsonl(run / "metrics.jsonl", record)
-                meta = weights_meta(cfg, skeleton, epoch + 1, {k: record[k] for k in ("val_pcp", "val_pdj@0.2")})
-                bundle = [(m.state_dict(), mt) for m, mt in prev] + [(objective.model.state_dict(), meta)]
-                save_bundle(run / "last.safetensors", bundle)
-                score = record["val_pdj@0.2"]
-                if score > best or not (run / "best.safetensors").exists():
-                    best = max(best, score)
-                    save_bundle(run / "best.safetensors", bundle)
-                console.print(f"epoch {epoch + 1}: loss {record['train_loss']:.4f}  val PCP {record['val_pcp']:.3f}  "
-                              f"PDJ@0.2 {record['val_pdj@0.2']:.3f}  {rate:.1f} samples/s")
-            save_checkpoint(epoch + 1, 0)
-            _barrier(d)
-            if stop.agreed(d) and epoch + 1 < cfg.epochs:
-                raise _interrupted(run, f"the end of epoch {epoch + 1}")
-        if d.is_main:
-            summary = run_summary(run)
-    finally:
-        stop.restore()
-        if bar:
-            bar.stop()
-    return summary
+    t.t0 = time.time() - (done[-1]["time"] if done else 0.0)
+    return t
 
 
-def evaluate_cache(predictor: Predictor, cache: Cache, batch_size: int = 64, limit: int | None = None) -> dict:
-    """PCP and PDJ on a prepared cache (both are similarity-invariant, so crop pixels do)."""
-    p = predictor.predict_cache(cache, batch_size=batch_size, limit=limit)
-    gt = cache.keypoints[: len(p["coords"])]
-    return {"pcp": pcp(p["coords"], gt, cache.skeleton), "pdj": pdj(p["coords"], gt, cache.skeleton)}
+def _warmup_cosine(total: int, warm: int):
+    """Learning-rate factor per step: linear warm-up, then cosine down to 1% of the peak."""
+    warm = max(1, warm)
+
+    def factor(s: int) -> float:
+        if s < warm:
+            return (s + 1) / warm
+        return 0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * min(1.0, (s - warm) / max(1, total - warm))))
+    return factor
+
+
+def train_one_epoch(t: Trainer, epoch: int, bar: Progress | None, stop: _StopRequest) -> dict:
+    """One epoch of steps (from `t.step` when resuming mid-epoch); returns the mean training
+    loss and samples/s. A stop request saves the state and raises after the current step."""
+    cfg, d, dev = t.cfg, t.d, t.d.device
+    amp, amp_dtype = t.amp
+    sampler = DistributedSampler(t.train_ds, num_replicas=d.world, rank=d.rank, shuffle=True, seed=cfg.seed,
+                                 drop_last=True)
+    sampler.set_epoch(epoch)
+    order = list(sampler)[t.step * cfg.batch_size: t.steps * cfg.batch_size]      # resume mid-epoch
+    loader = DataLoader(t.train_ds, batch_size=cfg.batch_size, sampler=order,
+                        num_workers=loader_workers(cfg.workers, d), pin_memory=dev.type == "cuda", drop_last=True,
+                        persistent_workers=False,
+                        generator=torch.Generator().manual_seed(cfg.seed + epoch))
+    t.objective.train()
+    task = bar.add_task(f"epoch {epoch + 1}/{cfg.epochs}", total=t.steps, completed=t.step, info="") if bar else None
+    losses, t_epoch, seen, info = [], time.time(), 0, ""
+    cache = t.train_ds.cache
+    for i, (img, kp, idx) in enumerate(loader, start=t.step):
+        rng = np.random.default_rng([cfg.seed, epoch, i, d.rank])
+        kp_np, idx_np = kp.numpy(), idx.numpy()
+        if t.stage_data is None:
+            boxes, mask, photos = cache.boxes[idx_np], None, cache.photos[idx_np]
+        else:       # sub-images are placed around joints
+            boxes, mask = sample_crops(t.stage_data, idx_np, kp_np, cfg.sub_image, MARGIN, rng)
+            photos = None
+        b = make_batch(img.to(dev, non_blocking=True), boxes, kp_np, cfg.input_size, t.skeleton, t.aug, rng,
+                       cfg.channels_last, joint_mask=mask, photos=photos)
+        with torch.autocast(dev.type, dtype=amp_dtype, enabled=amp):
+            loss, _ = t.train_module(b["x"], b["target"], b["weight"], b["visible"])
+        t.opt.zero_grad(set_to_none=True)
+        t.scaler.scale(loss).backward()
+        t.scaler.unscale_(t.opt)
+        norm = torch.nn.utils.clip_grad_norm_(t.objective.parameters(), cfg.grad_clip)
+        if not torch.isfinite(norm) and not t.scaler.is_enabled():  # the same on every rank (all-reduced)
+            raise PoserError(f"loss became NaN/inf at epoch {epoch + 1}, step {i + 1}; stopped. "
+                             f"{_last_good(t)}(try a lower --lr)")
+        t.scaler.step(t.opt)               # skipped by the scaler on inf/NaN fp16 gradients
+        t.scaler.update()
+        t.sched.step()
+        t.global_step += 1
+        seen += len(idx) * d.world
+        losses.append(loss.detach())       # no float(): a host sync per step would stall CUDA
+        if bar:
+            if i % 10 == 0 or i == t.steps - 1:
+                info = f"loss {float(losses[-1]):.4f}  lr {t.sched.get_last_lr()[0]:.2e}"
+            bar.update(task, advance=1, info=info)
+        if stop.agreed(d):
+            save_checkpoint(t, epoch, i + 1)
+            raise _interrupted(t.run, f"epoch {epoch + 1}, step {i + 1}")
+    t.step = 0
+    return {"train_loss": float(torch.stack(losses).mean()) if losses else float("nan"),
+            "samples_per_s": round(seen / max(1e-9, time.time() - t_epoch), 1)}
+
+
+def _last_good(t: Trainer) -> str:
+    if t.run is not None and (t.run / "last.safetensors").is_file():
+        return f"The last good weights are in {t.run / 'last.safetensors'} "
+    return "No epoch finished yet, so there are no weights to keep "
+
+
+def validate(t: Trainer, epoch: int) -> dict:
+    """Rank 0: PCP / PDJ on the validation cache with every stage so far (the one validation
+    path, `evaluate_cache`, which poser eval uses too)."""
+    now = (t.objective.model, weights_meta(t.cfg, t.skeleton, epoch + 1))
+    stages = list(t.prev) + [now]
+    predictor = Predictor(*stages[0], t.d.device, t.cfg.channels_last, refiners=stages[1:])
+    limit = t.cfg.val_batches * t.cfg.batch_size if t.cfg.val_batches else None
+    _, m = evaluate_cache(predictor, t.val_cache, batch_size=t.cfg.batch_size, limit=limit)
+    return {"epoch": epoch + 1, "step": t.global_step, "val_pcp": m["pcp"]["mean"], "val_pdj@0.2": m["pdj"]["at_0.2"],
+            "val_pdj@0.1": m["pdj"]["at_0.1"], "lr": t.sched.get_last_lr()[0]}
+
+
+def save_weights_files(t: Trainer, epoch: int, record: dict) -> None:
+    """Rank 0: metrics.jsonl, last.safetensors and (when val PDJ@0.2 improves) best.safetensors."""
+    append_jsonl(t.run / "metrics.jsonl", record)
+    meta = weights_meta(t.cfg, t.skeleton, epoch + 1, {k: record[k] for k in ("val_pcp", "val_pdj@0.2")})
+    bundle = [(m.state_dict(), mt) for m, mt in t.prev] + [(t.objective.model.state_dict(), meta)]
+    save_bundle(t.run / "last.safetensors", bundle)
+    if record["val_pdj@0.2"] > t.best or not (t.run / "best.safetensors").exists():
+        t.best = max(t.best, record["val_pdj@0.2"])
+        save_bundle(t.run / "best.safetensors", bundle)
+
+
+def save_checkpoint(t: Trainer, epoch: int, step: int) -> None:
+    """Rank 0: everything needed to continue bit-identically (--resume)."""
+    if not t.d.is_main:
+        return
+    rng = {"torch": torch.get_rng_state()}
+    if t.d.device.type == "cuda":
+        rng["cuda"] = torch.cuda.get_rng_state_all()
+    save_state(t.run / "last.state.safetensors", {
+        "objective": t.objective.state_dict(), "optimizer": t.opt.state_dict(), "scheduler": t.sched.state_dict(),
+        "scaler": t.scaler.state_dict(), "epoch": epoch, "step": step, "global_step": t.global_step,
+        "best": t.best, "rng": rng,
+    })
 
 
 class _StopRequest:
@@ -450,9 +499,18 @@ def start_run(cfg: TrainConfig) -> TrainConfig:
     return cfg
 
 
-def resume_run(run: Path, epochs: int | None = None) -> TrainConfig:
-    """The config to continue `run` with. `epochs` sets a new total (more or fewer than planned,
-    but beyond the epochs done); config.json then records it, as the schedule now followed."""
+def resume(run: str | Path, epochs: int | None = None, **where) -> dict | None:
+    """Continue a run folder where it stopped (Ctrl-C, SIGTERM, a crash after a checkpoint), in
+    one call: `engine.resume("runs/train/exp1", epochs=60)`. See `resume_run`."""
+    return fit(resume_run(Path(run), epochs, **where))
+
+
+def resume_run(run: Path, epochs: int | None = None, device: str | None = None,
+               workers: int | None = None) -> TrainConfig:
+    """The config to continue `run` with: its own config.json, where only the schedule's length
+    and the place it runs may change. `epochs` sets a new total (more or fewer than planned,
+    but beyond the epochs done); config.json then records it, as the schedule now followed.
+    `device` and `workers` (None: as before) apply to this continuation only."""
     cfg_file = run / "config.json"
     if not cfg_file.is_file() or not (run / "last.state.safetensors").is_file():
         raise PoserError(f"--resume {run}: not a run folder with a saved state")
@@ -463,7 +521,8 @@ def resume_run(run: Path, epochs: int | None = None) -> TrainConfig:
     if epochs is not None and epochs != cfg.epochs:
         cfg = replace(cfg, epochs=epochs)
         save_config(run, asdict(cfg))
-    return replace(cfg, resume=str(run))
+    where = {k: v for k, v in (("device", device), ("workers", workers)) if v is not None}
+    return replace(cfg, resume=str(run), **where)
 
 
 def run_summary(run: Path) -> dict:

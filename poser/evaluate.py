@@ -38,6 +38,7 @@ from poser.errors import PoserError
 from poser.files import atomic_path, write_json
 from poser.imageio import decode_rgb, read_rgb
 from poser.metrics import coco_keypoint_ap, joint_errors, pcp, pdj
+from poser.poses import Poses, coco_results
 from poser.predict import SEARCH_ROUNDS, Predictor, cache_to_image
 from poser.runs import new_run_dir
 from poser.skeletons import Skeleton
@@ -69,7 +70,9 @@ class EvalConfig:
 def evaluate(cfg: EvalConfig) -> dict:
     """Score a model (or saved predictions) on one split; writes the run folder, returns
     every number."""
-    if (cfg.weights is None) == (cfg.predictions is None):
+    if cfg.weights is None and cfg.predictions is None:
+        raise PoserError("nothing to score: give a model (--weights) or saved predictions (--predictions)")
+    if cfg.weights is not None and cfg.predictions is not None:
         raise PoserError("give a model (--weights) or saved predictions (--predictions), not both")
     if cfg.weights:
         read_meta(Path(cfg.weights))        # a bad weights file fails before any data is prepared
@@ -107,7 +110,7 @@ def evaluate(cfg: EvalConfig) -> dict:
         else:
             with progress("instances") as bar:
                 task = bar.add_task("predict", total=n)
-                p = predictor.predict_cache(cache, cfg.flip, cfg.batch_size, n, lambda k: bar.advance(task, k))
+                p, _ = evaluate_cache(predictor, cache, cfg.flip, cfg.batch_size, n, lambda k: bar.advance(task, k))
             pred, score = cache_to_image(cache, p["coords"]), p["score"]
             results = coco_results(ids, pred, score)
         report["model"] = {"weights": cfg.weights, **{k: predictor.meta.get(k) for k in
@@ -173,16 +176,6 @@ def ground_truth(cache: Cache) -> np.ndarray:
     return gt
 
 
-def coco_results(image_ids: np.ndarray, coords: np.ndarray, scores: np.ndarray) -> list[dict]:
-    """Predictions in COCO keypoint results format; the person score is the mean joint score."""
-    out = []
-    for i in range(len(coords)):
-        kp = np.concatenate([coords[i], scores[i][:, None]], -1)
-        out.append({"image_id": int(image_ids[i]), "category_id": 1,
-                    "keypoints": [round(float(v), 2) for v in kp.reshape(-1)], "score": float(scores[i].mean())})
-    return out
-
-
 def _read_results(path: Path, sk: Skeleton) -> list[dict]:
     try:
         results = json.loads(path.read_text())
@@ -226,6 +219,16 @@ def match_predictions(results: list[dict], image_ids: np.ndarray, gt: np.ndarray
     return pred, score
 
 
+def evaluate_cache(predictor: Predictor, cache: Cache, flip: bool = False, batch_size: int = 64,
+                   limit: int | None = None, progress=None, pcp_threshold: float = 0.5) -> tuple[dict, dict]:
+    """Predict every instance of a prepared cache (the first `limit`) and score PCP and PDJ;
+    both are similarity-invariant, so cache-crop pixels score as image pixels do. Returns the
+    predictions (cache-crop pixels) and the metrics."""
+    p = predictor.predict_cache(cache, flip, batch_size, limit, progress)
+    gt = cache.keypoints[: len(p["coords"])]
+    return p, {"pcp": pcp(p["coords"], gt, cache.skeleton, pcp_threshold), "pdj": pdj(p["coords"], gt, cache.skeleton)}
+
+
 def detect_photos(cfg: EvalConfig, device, root: Path, image_ids: set[int], batch_size: int = 4) -> list[dict]:
     """Run the built-in person detector on the evaluated photos: detections (COCO results,
     with image_id) as a --boxes file would hold them."""
@@ -261,11 +264,8 @@ def predict_detections(predictor: Predictor, root: Path, split: str, dets: Detec
             if img is None:
                 console.print(f"[yellow]skipped:[/] image {iid} is unreadable")
                 continue
-            p = predictor.predict_image(img, boxes, flip)
-            people = coco_results(np.full(len(boxes), iid), p["coords"], p["score"])
-            for person, det_score in zip(people, box_scores, strict=True):
-                person["score"] *= det_score
-            out += people
+            out += Poses.from_prediction(predictor.predict_image(img, boxes, flip), boxes, box_scores,
+                                         predictor.skeleton).to_coco(iid)
             bar.advance(task)
     return out
 

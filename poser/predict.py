@@ -20,8 +20,7 @@ import torch
 
 from poser import geometry as g
 from poser.cascade import SUB_IMAGE, joint_boxes, pose_diameter
-from poser.data.augment import MEAN, STD, normalize_input
-from poser.data.cache import Cache
+from poser.codec import MARGIN, MEAN, STD, decode, normalize_input
 from poser.errors import PoserError
 from poser.models.deeppose import DeepPose, load_stages
 from poser.skeletons import Skeleton, get_skeleton
@@ -66,7 +65,7 @@ class Predictor:
         self.stages = [(self._prepare(model), meta)] + [(self._prepare(m), mt) for m, mt in refiners]
         self.model, self.meta = self.stages[0]
         self.size = int(meta["input_size"])
-        self.margin = float(meta.get("margin", 1.25))
+        self.margin = float(meta.get("margin", MARGIN))
         self.skeleton: Skeleton = get_skeleton(meta["skeleton"])
         self.mean, self.std = tuple(meta.get("mean", MEAN)), tuple(meta.get("std", STD))
 
@@ -89,9 +88,7 @@ class Predictor:
     def _forward(self, model: DeepPose, size: int, crops: torch.Tensor, m: np.ndarray) -> dict[str, np.ndarray]:
         """crops (N, 3, S, S) float RGB in [0, 1] on the device, m (N, 2, 3) source-to-crop ->
         coords (N, K, 2) source pixels, score and visible probability (N, K), decoded by the head."""
-        out = model.decode(model(normalize_input(crops, self.mean, self.std, self.channels_last)))
-        return {"coords": g.to_image(m, out["coords"].cpu().numpy(), size), "score": out["score"].cpu().numpy(),
-                "visible": out["visible"].cpu().numpy()}
+        return decode(model.decode(model(normalize_input(crops, self.mean, self.std, self.channels_last))), m, size)
 
     def _stage(self, s: int, crop_fn, boxes: np.ndarray, owner: np.ndarray, flip: bool,
                chunk: int = 128) -> dict[str, np.ndarray]:
@@ -154,7 +151,8 @@ class Predictor:
         owner = np.repeat(np.arange(len(images)), counts)
         if owner.size == 0:
             k = self.skeleton.num_joints
-            empty = {"coords": np.zeros((0, k, 2)), "score": np.zeros((0, k)), "visible": np.zeros((0, k))}
+            empty = {"coords": np.zeros((0, k, 2)), "score": np.zeros((0, k)), "visible": np.zeros((0, k)),
+                     "stages": np.zeros((0, self.num_stages, k, 2))}
             return [dict(empty) for _ in images]
 
         def crops(m, rows, size):
@@ -179,7 +177,7 @@ class Predictor:
             res = self.predict_images(images, boxes, flip)
         return [dict(r, box=b) for r, b in zip(res, boxes, strict=True)]
 
-    def predict_cache(self, cache: Cache, flip: bool = False, batch_size: int = 64,
+    def predict_cache(self, cache, flip: bool = False, batch_size: int = 64,
                       limit: int | None = None, progress=None) -> dict[str, np.ndarray]:
         """Every instance of a prepared cache (the first `limit`), in cache-crop pixels (the
         frame of cache.keypoints); `cache.matrix` maps them back to the original image."""
@@ -196,6 +194,6 @@ class Predictor:
         return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
 
 
-def cache_to_image(cache: Cache, coords: np.ndarray) -> np.ndarray:
+def cache_to_image(cache, coords: np.ndarray) -> np.ndarray:
     """Cache-crop pixel coordinates (N, K, 2) -> original image pixels."""
     return g.transform_points(g.invert_affine(cache.matrix[: len(coords)]), coords)

@@ -10,7 +10,8 @@ from typer.testing import CliRunner
 from poser.cascade import error_statistics, joint_boxes, pose_diameter, sample_crops
 from poser.checkpoint import read_meta, save_bundle
 from poser.cli import app
-from poser.data.augment import MARGIN, Augment
+from poser.codec import MARGIN
+from poser.data.augment import Augment
 from poser.engine import TrainConfig, fit
 from poser.errors import PoserError
 from poser.geometry import box_to_square

@@ -16,7 +16,6 @@ from poser import geometry as g
 from poser.cli import app
 from poser.data.detections import Detections, select
 from poser.data.synth import one_person, write_crossing_video, write_video
-from poser.video import MAX_MISSES, Tracker, associate, iou
 
 runner = CliRunner()
 
@@ -105,60 +104,6 @@ def test_unknown_detector_and_bad_weights_are_one_line(tmp_path):
     res = runner.invoke(app, ["annotate", str(tmp_path / "b.png"), "--detector", "ssdlite320_mobilenet_v3_large",
                               "--detector-weights", str(tmp_path / "bad.safetensors"), "--out", str(tmp_path / "o")])
     assert res.exit_code != 0 and "not a readable state dict" in res.output
-
-
-def test_association_is_by_overlap_best_first():
-    tracks = np.array([[0, 0, 10, 10], [100, 0, 10, 10], [200, 0, 10, 10.0]])
-    dets = np.array([[101, 1, 10, 10], [1, 0, 10, 10], [400, 0, 10, 10.0]])
-    assert sorted(associate(tracks, dets)) == [(0, 1), (1, 0)]         # the third of each: no overlap
-    assert iou(tracks[:1], tracks[:1])[0, 0] == pytest.approx(1.0)
-    # One detection overlapping two tracks goes to the better overlap only.
-    assert associate(np.array([[0, 0, 10, 10], [4, 0, 10, 10.0]]), np.array([[5, 0, 10, 10.0]])) == [(1, 0)]
-
-
-def _pose_in(box: np.ndarray, k: int = 17) -> np.ndarray:
-    """A pose filling a box (K, 2) that the tracker finds plausible."""
-    t = np.linspace(0.1, 0.9, k)
-    return np.stack([box[0] + box[2] * t, box[1] + box[3] * t[::-1]], -1)
-
-
-def test_tracker_keeps_ids_through_detection_rounds_starts_new_people_and_ends_lost_ones():
-    tr = Tracker(max_people=3, every=5)
-    a, b = np.array([10, 10, 50, 100.0]), np.array([200, 10, 50, 100.0])
-    assert tr.wants_detection(0)
-    tr.detect(np.stack([a, b]), np.array([0.9, 0.8]))
-    assert [t.id for t in tr.tracks] == [0, 1]
-    scores = np.ones((2, 17))
-    for f in range(1, 5):       # both walk right 5 px a frame, their boxes follow their poses
-        assert not tr.wants_detection(f)
-        boxes = tr.boxes()
-        tr.update(np.stack([_pose_in(x + [5, 0, 0, 0]) for x in boxes]), scores, (640, 480), 0.2, 0.04)
-    assert tr.wants_detection(5)
-    moved = tr.boxes()
-    # The detector lists them the other way round, plus a newcomer: ids follow overlap, not order.
-    tr.detect(np.stack([moved[1], moved[0], [400, 10, 50, 100.0]]), np.array([0.8, 0.9, 0.7]))
-    assert [t.id for t in tr.tracks] == [0, 1, 2]
-    assert np.allclose(tr.tracks[0].box, moved[0]) and np.allclose(tr.tracks[1].box, moved[1])
-    tr.detect(np.array([[500, 300, 40, 80.0]]), np.array([0.9]))       # full: max_people
-    assert len(tr.tracks) == 3
-    # Track 1's pose collapses: it is lost, a detection runs on the next frame, and after
-    # MAX_MISSES frames without a plausible pose it ends.
-    for f in range(MAX_MISSES + 1):
-        boxes = tr.boxes()
-        poses = np.stack([_pose_in(x) for x in boxes])
-        poses[1] = boxes[1][:2]
-        tr.update(poses, np.ones((len(boxes), 17)), (640, 480), 0.2, 0.04)
-        if f == 0:
-            assert tr.wants_detection(6)
-    assert [t.id for t in tr.tracks] == [0, 2]
-
-
-def test_tracker_ends_a_duplicate_of_the_same_person():
-    tr = Tracker(max_people=5, every=10)
-    a = np.array([10, 10, 50, 100.0])
-    tr.detect(np.stack([a, a + [30, 0, 0, 0]]), np.array([0.9, 0.9]))   # IoU < MATCH_IOU: two tracks
-    tr.update(np.stack([_pose_in(a), _pose_in(a) + 1]), np.ones((2, 17)), (640, 480), 0.2, 0.04)
-    assert [t.id for t in tr.tracks] == [0]
 
 
 def test_select_filters_files_and_detectors_alike():

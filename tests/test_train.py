@@ -59,7 +59,7 @@ def test_a_short_cpu_run_learns_far_beyond_the_mean_pose(trained_run, learn_root
     model, meta = load_model(trained_run / "best.safetensors")
     assert meta["input_size"] == 96 and meta["skeleton"] == "coco17" and meta["backbone"] == "mobilenet_v3_small"
     val = Cache(cache_dir(learn_root, "val", CacheSpec()))
-    m = engine.evaluate_cache(Predictor(model, meta), val)
+    _, m = engine.evaluate_cache(Predictor(model, meta), val)
     assert m["pdj"]["at_0.2"] == pytest.approx(best["val_pdj@0.2"], abs=1e-6)
 
 
@@ -131,6 +131,18 @@ def test_nan_loss_stops_with_a_clear_error_and_keeps_the_last_good_weights(synth
     assert meta["epoch"] == 1 and all(torch.isfinite(v).all() for v in state.values() if v.is_floating_point())
 
 
+def test_nan_loss_in_the_first_epoch_does_not_point_at_missing_weights(synth_root, tmp_path, monkeypatch):
+    real = PoseLoss.forward
+
+    def poisoned(self, *args):
+        total, parts = real(self, *args)
+        return total * float("nan"), parts
+
+    monkeypatch.setattr(PoseLoss, "forward", poisoned)
+    with pytest.raises(PoserError, match=r"epoch 1, step 1.*No epoch finished yet"):
+        fit(_tiny(synth_root, tmp_path, name="nan1"))
+
+
 def test_train_command_writes_a_complete_run_folder_and_resumes_for_more_epochs(synth_root, tmp_path):
     args = ["train", "--data", str(synth_root), "--backbone", "mobilenet_v3_small", "--input-size", "64",
             "--epochs", "1", "--batch-size", "8", "--steps-per-epoch", "2", "--workers", "0", "--flip", "0",
@@ -153,6 +165,16 @@ def test_train_command_writes_a_complete_run_folder_and_resumes_for_more_epochs(
     assert json.loads((run / "config.json").read_text())["epochs"] == 2     # the schedule it followed
     res = runner.invoke(app, ["train", "--resume", str(run), "--epochs", "2"])
     assert res.exit_code == 1 and "2 epochs are already done" in res.output
+    # Options a started run cannot change are refused by name, not silently dropped.
+    res = runner.invoke(app, ["train", "--resume", str(run), "--epochs", "3", "--lr", "0.5", "--batch-size", "4"])
+    msg = " ".join(res.output.split())
+    refused = msg.split("config.json): ")[1].split(" cannot change")[0]
+    assert res.exit_code == 1 and refused == "--batch-size, --lr"         # --epochs may change
+    assert len(read_jsonl(run / "metrics.jsonl")) == 2
+    # ... and Python resumes in one call.
+    from poser.engine import resume
+
+    assert resume(run, epochs=3)["last"]["epoch"] == 3
 
 
 def test_train_errors_are_one_line(synth_root, tmp_path):

@@ -8,7 +8,8 @@ import torch
 from safetensors.torch import save_file
 
 from poser.checkpoint import export_weights, load_state, read_meta, save_state, save_weights
-from poser.data.augment import MEAN, STD, Augment, make_batch
+from poser.codec import MEAN, STD
+from poser.data.augment import Augment, make_batch
 from poser.errors import PoserError
 from poser.losses import PoseLoss, RealNVP
 from poser.metrics import pcp, pdj
@@ -298,3 +299,41 @@ def test_pcp_and_pdj_hand_cases():
     gt2 = gt.copy()
     gt2[0, j["left_ankle"], 2] = 0
     assert pdj(pred, gt2, LSP14)["at_0.2"] == 1.0 and pdj(pred, gt2, LSP14)["joints_counted"] == 13
+
+
+def test_make_batch_augments_without_a_generator():
+    imgs = torch.zeros(2, 3, 80, 80, dtype=torch.uint8)
+    kp = np.zeros((2, 14, 3))
+    kp[..., :2], kp[..., 2] = 40.0, 2
+    b = make_batch(imgs, np.array([[20, 20, 40, 40.0]] * 2), kp, 64, LSP14, Augment(color=0.3))
+    assert b["x"].shape == (2, 3, 64, 64) and torch.isfinite(b["x"]).all()
+
+
+def test_single_stage_files_are_read_once(tmp_path, monkeypatch):
+    import poser.models.deeppose as dp
+
+    model = create_model("mobilenet_v3_small", 14, head="integral")
+    save_weights(tmp_path / "w.safetensors", model.state_dict(), {
+        "backbone": "mobilenet_v3_small", "joints": list(LSP14.joints), "skeleton": "lsp14", "input_size": 64,
+        "head": "integral"})
+    reads = {"n": 0}
+    real = dp.load_weights
+
+    def counting(path):
+        reads["n"] += 1
+        return real(path)
+
+    monkeypatch.setattr(dp, "load_weights", counting)
+    (loaded, meta), = dp.load_stages(tmp_path / "w.safetensors")
+    assert reads["n"] == 1 and meta["head"] == "integral"
+    assert torch.equal(loaded.head.logits.weight, model.head.logits.weight)
+
+
+def test_an_empty_prediction_has_the_keys_of_a_full_one(tmp_path):
+    from poser.predict import Predictor
+
+    model = create_model("mobilenet_v3_small", 14, head="integral")
+    p = Predictor(model, {"skeleton": "lsp14", "input_size": 64})
+    img = np.zeros((50, 60, 3), np.uint8)
+    empty, full = p.predict_images([img, img], [np.zeros((0, 4)), np.array([[0, 0, 30, 40.0]])])
+    assert empty.keys() == full.keys() and empty["stages"].shape == (0, 1, 14, 2)

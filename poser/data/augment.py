@@ -15,11 +15,8 @@ import numpy as np
 import torch
 
 from poser import geometry as g
+from poser.codec import MARGIN, encode_keypoints, normalize_input
 from poser.skeletons import Skeleton
-
-MEAN = (0.485, 0.456, 0.406)   # ImageNet RGB statistics: the backbones' convention
-STD = (0.229, 0.224, 0.225)
-MARGIN = 1.25                  # model crop = person box grown to a square x MARGIN
 
 
 @dataclass
@@ -87,15 +84,6 @@ def _half_body(center, side, keypoints, skeleton, prob, rng):
     return center, side
 
 
-def normalize_input(x: torch.Tensor, mean=MEAN, std=STD, channels_last: bool = False) -> torch.Tensor:
-    """(N, 3, S, S) RGB in [0, 1] -> normalised model input (ImageNet statistics unless a
-    weights file says otherwise)."""
-    m = torch.tensor(mean, device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
-    s = torch.tensor(std, device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
-    x = (x - m) / s
-    return x.contiguous(memory_format=torch.channels_last) if channels_last else x
-
-
 def _color(x: torch.Tensor, strength: float, rng: np.random.Generator) -> torch.Tensor:
     n = x.shape[0]
     f = torch.as_tensor(rng.uniform(1 - strength, 1 + strength, (3, n, 1, 1, 1)), dtype=x.dtype, device=x.device)
@@ -120,13 +108,15 @@ def make_batch(
     the joint has a position; visible (N, K) 1 where it has one inside the crop; matrix (N, 2, 3)
     source-to-input (numpy, to map predictions back).
     """
+    if aug is not None:
+        rng = rng or np.random.default_rng()       # one generator for the geometry and the colour
     m, flip = crop_matrices(boxes, keypoints, size, skeleton, aug, rng, photos=photos)
     x = g.warp_batch(images.float().div_(255), m, size)
     if aug is not None and aug.color > 0:
         x = _color(x, aug.color, rng)
     x = normalize_input(x, channels_last=channels_last)
     kp = keypoints.copy()
-    kp[..., :2] = g.normalize(g.transform_points(m, keypoints[..., :2]), size)
+    kp[..., :2] = encode_keypoints(m, keypoints[..., :2], size)
     kp[flip] = kp[flip][:, skeleton.flip_index]                            # left is right in a mirror
     has = kp[..., 2] > 0
     inside = has & (np.abs(kp[..., :2]) <= 0.5).all(-1)

@@ -76,12 +76,16 @@ def load_model(path: Path, device: str | torch.device = "cpu") -> tuple[DeepPose
     """Rebuild a model from a poser weights file alone (its metadata names everything),
     in eval mode on `device`. Returns the model and the file's metadata."""
     state, meta = load_weights(path)
+    return _build(path, state, meta, device), meta
+
+
+def _build(path: Path, state: dict, meta: dict, device) -> DeepPose:
     try:
         model = model_from_meta(meta)
         model.load_state_dict(_upgrade(state))
     except (KeyError, RuntimeError, PoserError) as e:
         raise PoserError(f"{path}: weights do not match the model their metadata describes ({e})") from None
-    return model.to(device).eval(), meta
+    return model.to(device).eval()
 
 
 def load_stages(path: Path, device: str | torch.device = "cpu",
@@ -90,9 +94,8 @@ def load_stages(path: Path, device: str | torch.device = "cpu",
     tensors are prefixed 'stage1.', 'stage2.', ... and whose metadata lists every stage).
     `stages` keeps only the first N."""
     state, meta = load_weights(path)
-    if "stages" not in meta:
-        model, meta = load_model(path, device)
-        return [(model, meta)]
+    if "stages" not in meta:           # a single stage: the file is read once
+        return [(_build(path, state, meta, device), meta)]
     out = []
     for s, m in enumerate(meta["stages"][:stages], start=1):
         prefix = f"stage{s}."

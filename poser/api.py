@@ -1,0 +1,80 @@
+"""The Python API: `poser.load()` -> a `PoseModel`; calling it on an image returns `Poses`.
+
+    import cv2, poser
+    model = poser.load()                        # the shipped model, on CUDA when there is one
+    poses = model(cv2.imread("photo.jpg"))      # OpenCV's BGR; rgb=True for RGB arrays
+    print(poses.keypoints, poses.scores)        # (N, K, 2) pixels, (N, K) in [0, 1]
+
+Boxes are optional: without them a detector finds the people (`load(detector=...)`), else
+the person search finds one person, exactly as `poser annotate` does.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from poser.data.detections import select
+from poser.errors import PoserError
+from poser.imageio import read_rgb
+from poser.poses import Poses
+from poser.predict import SEARCH_ROUNDS, Predictor, resolve_weights
+
+
+class PoseModel:
+    """A loaded pose model (and optionally a person detector). `model(image)` -> Poses."""
+
+    def __init__(self, predictor: Predictor, detector=None, person_threshold: float = 0.5,
+                 max_people: int = 20) -> None:
+        self.predictor, self.detector = predictor, detector
+        self.person_threshold, self.max_people = person_threshold, max_people
+
+    @property
+    def skeleton(self):
+        return self.predictor.skeleton
+
+    def __call__(self, image: np.ndarray | str | Path, boxes: np.ndarray | None = None, *, rgb: bool = False,
+                 flip: bool = False, search: int = SEARCH_ROUNDS) -> Poses:
+        """Poses in `image`: a path, or an (H, W, 3) uint8 array in BGR (as cv2.imread gives;
+        `rgb=True` for RGB, as PIL and most other libraries give). `boxes` (N, 4) xywh person
+        boxes; without them the detector (if loaded) or the person search (one person)."""
+        img = self._rgb(image, rgb)
+        if boxes is not None:
+            boxes = np.asarray(boxes, np.float64).reshape(-1, 4)
+            return Poses.from_prediction(self.predictor.predict_image(img, boxes, flip), boxes, None, self.skeleton)
+        if self.detector is not None:
+            b, scores = select(self.detector([img])[0], self.person_threshold, self.max_people)
+            return Poses.from_prediction(self.predictor.predict_image(img, b, flip), b, scores, self.skeleton)
+        found = self.predictor.search([img], search, flip)[0]
+        return Poses.from_prediction(found, found["box"], None, self.skeleton)
+
+    @staticmethod
+    def _rgb(image: np.ndarray | str | Path, rgb: bool) -> np.ndarray:
+        if isinstance(image, str | Path):
+            img = read_rgb(Path(image))
+            if img is None:
+                raise PoserError(f"{image}: not a readable image")
+            return img
+        img = np.asarray(image)
+        if img.dtype != np.uint8 or img.ndim != 3 or img.shape[2] != 3:
+            raise PoserError(f"expected an (H, W, 3) uint8 image, got {img.dtype} {img.shape}")
+        return np.ascontiguousarray(img) if rgb else cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+
+
+def load(weights: str | Path | None = None, device: str = "auto", *, stages: int | None = None,
+         detector: str | None = None, detector_weights: str | Path | None = None,
+         person_threshold: float = 0.5, max_people: int = 20) -> PoseModel:
+    """A pose model from a weights file (default: the shipped reference model) on `device`
+    ('auto': CUDA when available), with a person detector from `poser.detect` if named."""
+    from poser.distributed import resolve_device
+
+    dev = resolve_device(device)
+    predictor = Predictor.from_file(resolve_weights(weights), dev, stages)
+    det = None
+    if detector is not None:
+        from poser.detect import create_detector
+
+        det = create_detector(detector, detector_weights, dev, min(person_threshold, 0.05))
+    return PoseModel(predictor, det, person_threshold, max_people)

@@ -1,0 +1,49 @@
+"""The codec: between a person in an image and what the model sees and says, both ways.
+
+Encode (training and inference alike): a person box becomes the model's crop (the box grown
+to a square x `MARGIN`, `crop_matrices`), the crop becomes the normalised input (`MEAN`,
+`STD`, `normalize_input`), and labelled keypoints become the regression targets, normalised
+crop coordinates in [-0.5, 0.5] (`encode_keypoints`). Decode (inference and validation): the
+head turns raw output into normalised coordinates and scores (`models/heads.py`, each head's
+`decode`), and `decode` maps them back through the crop into image pixels.
+
+Shapes: N crops, K joints, S model input side.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from poser import geometry as g
+
+MEAN = (0.485, 0.456, 0.406)   # ImageNet RGB statistics: the backbones' convention
+STD = (0.229, 0.224, 0.225)
+MARGIN = 1.25                  # model crop = person box grown to a square x MARGIN
+
+
+def crop_matrices(boxes: np.ndarray, size: int, margin: float = MARGIN) -> np.ndarray:
+    """(N, 2, 3) image-to-input matrices of the model crops of boxes (N, 4) xywh."""
+    center, side = g.box_to_square(boxes, margin)
+    return g.crop_matrix(center, side, size)
+
+
+def normalize_input(x: torch.Tensor, mean=MEAN, std=STD, channels_last: bool = False) -> torch.Tensor:
+    """(N, 3, S, S) RGB in [0, 1] -> normalised model input (ImageNet statistics unless a
+    weights file says otherwise)."""
+    m = torch.tensor(mean, device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
+    s = torch.tensor(std, device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
+    x = (x - m) / s
+    return x.contiguous(memory_format=torch.channels_last) if channels_last else x
+
+
+def encode_keypoints(m: np.ndarray, keypoints: np.ndarray, size: int) -> np.ndarray:
+    """Image keypoints (N, K, 2) through the crops m (N, 2, 3) -> normalised crop coordinates."""
+    return g.normalize(g.transform_points(m, keypoints), size)
+
+
+def decode(head_out: dict[str, torch.Tensor], m: np.ndarray, size: int) -> dict[str, np.ndarray]:
+    """A head's decoded output (coords (N, K, 2) normalised, score and visible (N, K)) for the
+    crops m (N, 2, 3) -> coords in image pixels, score and visible probability, as numpy."""
+    return {"coords": g.to_image(m, head_out["coords"].float().cpu().numpy(), size),
+            "score": head_out["score"].float().cpu().numpy(), "visible": head_out["visible"].float().cpu().numpy()}
