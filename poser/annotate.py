@@ -40,9 +40,6 @@ VIDEO_EXT = {".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", "
 @dataclass
 class AnnotateConfig:
     inputs: list[str]
-    weights: str | None = None
-    out: str = "runs/annotate"
-    name: str | None = None
     boxes: str | None = None            # COCO-style detections: [{bbox, score, file_name | image_id}]
     box_threshold: float = 0.5          # --person-threshold: detections (file or detector) below are dropped
     detector: str | None = None         # a built-in person detector (poser.detect)
@@ -54,7 +51,6 @@ class AnnotateConfig:
     smooth: bool = False                # One-Euro filter on video keypoints
     flip: bool = False
     batch_size: int = 16
-    device: str = "auto"
     draw: bool = True                   # write annotated copies (JSON is always written)
     search: int = SEARCH_ROUNDS         # without --boxes: person-search passes after the whole-image one
 

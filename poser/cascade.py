@@ -30,10 +30,7 @@ SUB_IMAGE = 1.5      # sigma: sub-image side in torso diameters of the estimated
 def pose_diameter(coords: np.ndarray, skeleton: Skeleton) -> np.ndarray:
     """(N,) torso diameter of estimated poses (N, K, 2): left shoulder to right hip, else the
     other diagonal, never less than a sixth of the pose's extent (a torso seen edge-on)."""
-    a, b = skeleton.torso
-    c, d = skeleton.torso_fallback
-    diag = np.maximum(np.linalg.norm(coords[:, a] - coords[:, b], axis=-1),
-                      np.linalg.norm(coords[:, c] - coords[:, d], axis=-1))
+    diag = skeleton.torso_diagonals(coords).max(-1)
     extent = np.ptp(coords, axis=1).max(-1)
     return np.maximum(diag, extent / 6).clip(min=1e-3)
 

@@ -392,9 +392,9 @@ def annotate(
     from poser.predict import Predictor, resolve_weights
     from poser.runs import new_run_dir
 
-    cfg = AnnotateConfig(inputs=inputs, weights=str(weights) if weights else None, boxes=str(boxes) if boxes else None,
+    cfg = AnnotateConfig(inputs=inputs, boxes=str(boxes) if boxes else None,
                          box_threshold=box_threshold, min_score=min_score, smooth=smooth, flip=flip,
-                         batch_size=batch_size, device=device.value, draw=not no_draw, search=search,
+                         batch_size=batch_size, draw=not no_draw, search=search,
                          detector=detector, detector_weights=str(detector_weights) if detector_weights else None,
                          max_people=max_people, detect_every=detect_every,
                          save_boxes=str(save_boxes) if save_boxes else None)

@@ -67,7 +67,7 @@ def run_demo(cfg: DemoConfig) -> dict:
     cv2.imwrite(str(media / "figure.jpg"), img)
     ann_dir = out / "annotate"
     ann_dir.mkdir(parents=True, exist_ok=True)
-    res = annotate(AnnotateConfig(inputs=[str(media / "walk.mp4"), str(media / "figure.jpg")], device="cpu"),
+    res = annotate(AnnotateConfig(inputs=[str(media / "walk.mp4"), str(media / "figure.jpg")]),
                    Predictor.from_file(weights), ann_dir)
     step("annotation")
     return {"out": str(out), "seconds": round(time.perf_counter() - t0, 1), "steps": times,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import tempfile
@@ -32,7 +33,19 @@ def write_bytes(path: Path, data: bytes) -> None:
 
 
 def write_json(path: Path, obj: object, indent: int | None = 2) -> None:
-    write_bytes(path, (json.dumps(obj, indent=indent) + "\n").encode())
+    """Strict JSON, readable by every parser: NaN and infinities (no value) are written as null."""
+    write_bytes(path, (json.dumps(strict_json(obj), indent=indent, allow_nan=False) + "\n").encode())
+
+
+def strict_json(obj: object) -> object:
+    """`obj` with every non-finite float replaced by None (JSON null)."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: strict_json(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [strict_json(v) for v in obj]
+    return obj
 
 
 @contextmanager

@@ -24,13 +24,12 @@ ArrayLike = np.ndarray | list | tuple | float
 PERSON_BOX_MARGIN = 0.15
 
 
-def box_to_square(
-    boxes: ArrayLike, margin: float = 1.25
-) -> tuple[np.ndarray, np.ndarray]:
+def box_to_square(boxes: ArrayLike, margin: float) -> tuple[np.ndarray, np.ndarray]:
     """(..., 4) xywh boxes -> centres (..., 2) and square sides (...,).
 
     The shorter box side is grown to the longer one (never squashing the person),
-    then both are scaled by `margin` so limbs at the box edge stay inside the crop.
+    then both are scaled by `margin` so limbs at the box edge stay inside the crop (the
+    model's crop margin is `codec.MARGIN`, recorded in every weights file).
     """
     b = np.asarray(boxes, dtype=np.float64)
     center = b[..., :2] + b[..., 2:4] / 2.0

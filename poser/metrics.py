@@ -47,10 +47,10 @@ def pcp(pred: np.ndarray, gt: np.ndarray, skeleton: Skeleton, thr: float = 0.5) 
 def torso_diameter(gt: np.ndarray, skeleton: Skeleton) -> np.ndarray:
     """(N,) distance left shoulder - right hip, else right shoulder - left hip, else NaN."""
     out = np.full(len(gt), np.nan)
-    for a, b in (skeleton.torso_fallback, skeleton.torso):   # the preferred diagonal wins
+    diag = skeleton.torso_diagonals(gt)
+    for i, (a, b) in ((1, skeleton.torso_fallback), (0, skeleton.torso)):   # the preferred diagonal wins
         ok = (gt[:, a, 2] > 0) & (gt[:, b, 2] > 0)
-        d = np.linalg.norm(gt[:, a, :2] - gt[:, b, :2], axis=-1)
-        out = np.where(ok & (d > 0), d, out)
+        out = np.where(ok & (diag[:, i] > 0), diag[:, i], out)
     return out
 
 
@@ -98,6 +98,9 @@ def coco_keypoint_ap(ann_file: Path, results: list[dict], sigmas: np.ndarray | N
     from pycocotools.coco import COCO
     from pycocotools.cocoeval import COCOeval
 
+    # A result with a non-finite coordinate or score is a miss, never NaN handed to pycocotools
+    # (which would score it as a match).
+    results = [r for r in results if _finite(r.get("keypoints", ())) and _finite([r.get("score", 1.0)])]
     with contextlib.redirect_stdout(io.StringIO()):   # pycocotools prints as it goes
         gt = COCO(str(ann_file))
         ids = sorted(gt.getImgIds() if image_ids is None else {int(i) for i in image_ids})
@@ -112,3 +115,10 @@ def coco_keypoint_ap(ann_file: Path, results: list[dict], sigmas: np.ndarray | N
         ev.accumulate()
         ev.summarize()
     return {k: float(v) for k, v in zip(COCO_STATS, ev.stats, strict=True)} | {"images": len(ev.params.imgIds)}
+
+
+def _finite(values) -> bool:
+    try:
+        return bool(np.isfinite(np.asarray(values, dtype=np.float64)).all())
+    except (TypeError, ValueError):
+        return False

@@ -7,7 +7,7 @@ import json
 import re
 from pathlib import Path
 
-from poser.files import write_json
+from poser.files import strict_json, write_json
 
 
 def new_run_dir(root: Path, name: str | None = None) -> Path:
@@ -26,8 +26,9 @@ def new_run_dir(root: Path, name: str | None = None) -> Path:
 
 
 def append_jsonl(path: Path, record: dict) -> None:
+    """One strict-JSON line (non-finite numbers as null)."""
     with open(path, "a", encoding="utf-8") as f:
-        f.write(json.dumps(record) + "\n")
+        f.write(json.dumps(strict_json(record), allow_nan=False) + "\n")
 
 
 def read_jsonl(path: Path) -> list[dict]:

@@ -63,6 +63,15 @@ class Skeleton:
     def index(self, joint: str) -> int:
         return self.joints.index(joint)
 
+    def torso_diagonals(self, coords: np.ndarray) -> np.ndarray:
+        """(N, 2) lengths of the torso diagonals of poses (N, K, 2+): (left shoulder - right
+        hip, right shoulder - left hip). The torso diameter of PDJ (ground truth,
+        `metrics.torso_diameter`) and of the cascade's sub-images (estimates,
+        `cascade.pose_diameter`) are both made of these."""
+        c = np.asarray(coords, np.float64)[..., :2]
+        return np.stack([np.linalg.norm(c[:, a] - c[:, b], axis=-1) for a, b in (self.torso, self.torso_fallback)],
+                        -1)
+
 
 def _build(
     name: str,

@@ -78,3 +78,15 @@ def trained_run(learn_root, tmp_path_factory) -> Path:
                       backbone="mobilenet_v3_small", input_size=96, head="integral", epochs=8,
                       batch_size=32, workers=0, device="cpu", seed=0, aug=Augment(flip=0.0))
     return Path(fit(cfg)["run"])
+
+
+# Tests that train on synthetic data (directly or through these fixtures), spawn DDP processes,
+# run the demo or read the real LSPET photos take minutes: marked slow, so that
+# `pytest -m "not slow"` is the quick subset. CI runs everything.
+_SLOW_FIXTURES = {"trained_run", "learn_root", "lspet"}
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if _SLOW_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)

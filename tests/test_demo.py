@@ -3,9 +3,12 @@ README's main command)."""
 
 import json
 
+import pytest
 from typer.testing import CliRunner
 
 from poser.cli import app
+
+pytestmark = pytest.mark.slow
 
 
 def test_demo_runs_the_whole_pipeline(tmp_path):

@@ -5,9 +5,10 @@ import scipy.io
 from conftest import make_lsp_folder
 
 from poser.data.datasets import open_dataset
-from poser.data.lsp import BOX_MARGIN, read_lsp
+from poser.data.lsp import read_lsp
 from poser.data.matfile import read_mat
 from poser.errors import PoserError
+from poser.geometry import PERSON_BOX_MARGIN as BOX_MARGIN
 from poser.skeletons import LSP14
 
 

@@ -5,6 +5,7 @@ import cv2
 import numpy as np
 
 from poser import geometry as g
+from poser.codec import MARGIN
 from poser.data.coco import read_coco
 from poser.data.lsp import read_lsp
 
@@ -15,7 +16,7 @@ def _alignment_errors(inst, rows, size=128, rng=None):
     aligned, shifted = [], []
     for i in rows:
         img = cv2.imread(str(inst.path(i))).astype(np.float32)
-        center, side = g.box_to_square(inst.boxes[i], 1.25)
+        center, side = g.box_to_square(inst.boxes[i], MARGIN)
         m = g.crop_matrix(center, side, size, rotation=rng.uniform(-30, 30))
         crop = cv2.GaussianBlur(g.warp_image(img, m, size), (5, 5), 0)
         blurred = cv2.GaussianBlur(img, (0, 0), max(0.5, 2.0 * side / size / 2))

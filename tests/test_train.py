@@ -101,6 +101,7 @@ def test_resume_after_an_interruption_gives_the_same_weights(synth_root, tmp_pat
     assert meta["head"] == head and meta["loss"] == ("l1" if head == "integral" else "rle")
 
 
+@pytest.mark.slow
 def test_two_cpu_processes_under_ddp_end_with_identical_weights(synth_root, tmp_path):
     res = runner.invoke(app, ["train", "--data", str(synth_root), "--device", "cpu", "--procs", "2", "--backbone",
                               "mobilenet_v3_small", "--input-size", "64", "--epochs", "1", "--batch-size", "8",

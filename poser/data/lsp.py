@@ -7,7 +7,7 @@ Both layouts of `joints.mat` are read:
   *visibility* flag and invisible joints carry no position (they sit at x, y <= 0), so
   1 -> v=2, 0 -> v=0 (not labelled).
 There is one person per image and no box: the box is the labelled joints' extent grown by
-BOX_MARGIN on each side, which is also what `--boxes` users are told to supply.
+PERSON_BOX_MARGIN on each side, which is also what `--boxes` users are told to supply.
 """
 
 from __future__ import annotations
@@ -23,8 +23,6 @@ from poser.data.records import Instances
 from poser.errors import PoserError
 from poser.geometry import PERSON_BOX_MARGIN, keypoint_box
 from poser.skeletons import LSP14
-
-BOX_MARGIN = PERSON_BOX_MARGIN
 
 # Splits by 1-based image number. LSP's is the published one (first 1,000 train, last
 # 1,000 test). LSPET has none; poser holds out im08001-im09000 for validation.
@@ -94,7 +92,7 @@ def read_lsp(root: Path, split: str = "all") -> Instances:
         image_ids=rows_a + 1,
         image_sizes=np.asarray(sizes, dtype=np.int32).reshape(-1, 2),
         image_index=np.arange(len(rows_a), dtype=np.int32),
-        boxes=keypoint_box(kp, BOX_MARGIN).astype(np.float32),
+        boxes=keypoint_box(kp, PERSON_BOX_MARGIN).astype(np.float32),
         keypoints=kp,
         ann_ids=rows_a + 1,
         skipped=skipped,

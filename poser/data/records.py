@@ -48,17 +48,6 @@ class Instances:
         """Image path of instance i."""
         return self.image_root / self.files[self.image_index[i]]
 
-    def select(self, rows: np.ndarray) -> Instances:
-        """A new table with the instances in `rows` (bool mask or indices); the image
-        list is kept whole so image rows stay valid."""
-        return Instances(
-            skeleton=self.skeleton, image_root=self.image_root, files=self.files,
-            image_ids=self.image_ids, image_sizes=self.image_sizes,
-            image_index=self.image_index[rows], boxes=self.boxes[rows],
-            keypoints=self.keypoints[rows], ann_ids=self.ann_ids[rows],
-            skipped=Counter(self.skipped),
-        )
-
     def summary(self) -> dict:
         """Counts a user wants to see after loading: kept, skipped per reason."""
         vis = self.keypoints[..., 2]

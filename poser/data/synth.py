@@ -290,8 +290,8 @@ def _annotation(owner: np.ndarray, pts: np.ndarray, occl: np.ndarray, fig: int, 
     }
 
 
-def _render_batch(args: tuple[SynthConfig, list[int], str, list[Path]]) -> list[tuple[int, int, int, list[dict]]]:
-    cfg, numbers, _, paths = args
+def _render_batch(args: tuple[SynthConfig, list[int], list[Path]]) -> list[tuple[int, int, int, list[dict]]]:
+    cfg, numbers, paths = args
     cv2.setNumThreads(1)
     out = []
     for n, p in zip(numbers, paths, strict=True):
@@ -322,7 +322,7 @@ def generate(out: Path, cfg: SynthConfig, overwrite: bool = False, workers: int 
         for split, numbers in splits.items():
             (tmp / split).mkdir()
             jobs = [list(numbers[i: i + 50]) for i in range(0, len(numbers), 50)]
-            args = [(cfg, js, split, [tmp / split / f"synth_{n:06d}.jpg" for n in js]) for js in jobs]
+            args = [(cfg, js, [tmp / split / f"synth_{n:06d}.jpg" for n in js]) for js in jobs]
             results = []
             if workers > 1:
                 with ProcessPoolExecutor(workers) as ex:
