@@ -175,6 +175,9 @@ def _annotate(cfg: AnnotateConfig, predictor: Predictor, out_dir: Path, boxes: P
     res = Result(failed=failed)
     for f in failed:
         _report(f)
+    if boxes.file is not None and sources and not any(boxes.file.has(s.path.name) for s in sources):
+        console.print(f"[yellow]warning:[/] --boxes {cfg.boxes} has no detection for any input (entries match "
+                      "by file name, or a numeric file stem as COCO image_id)", highlight=False, soft_wrap=True)
     images = [s for s in sources if s.kind == "image"]
     videos = [s for s in sources if s.kind == "video"]
     t0 = time.perf_counter()

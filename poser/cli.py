@@ -61,6 +61,10 @@ def _report_errors(fn: Callable) -> Callable:
         except KeyboardInterrupt:
             console.print("[bold red]interrupted[/]")
             raise typer.Exit(130) from None
+        except OSError as e:        # a folder that is not writable, an --out that is a file, a full disk
+            where = f"{e.filename}: " if e.filename else ""
+            console.print(f"[bold red]error:[/] {where}{e.strerror or e}", highlight=False, soft_wrap=True)
+            raise typer.Exit(1) from None
 
     return wrapper
 

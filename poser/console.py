@@ -19,6 +19,8 @@ from rich.text import Text
 # to stderr, so a command's results can be piped or captured on their own.
 console = Console(stderr=True)
 results = Console()
+if not results.is_terminal:     # a pipe, a file, a CI log: Rich's 80 columns would cut numbers
+    results = Console(width=200)
 
 
 class RateColumn(ProgressColumn):

@@ -21,6 +21,7 @@ import torch
 import torchvision
 from torch import nn
 
+from poser.checkpoint import read_state_dict
 from poser.errors import PoserError
 
 PERSON = 1                      # COCO category id of a person (torchvision's label 1)
@@ -75,17 +76,7 @@ def _spec(name: str) -> DetectorSpec:
 
 def _state(name: str, weights: str | Path | None) -> dict[str, torch.Tensor]:
     if weights is not None:
-        path = Path(weights)
-        if not path.is_file():
-            raise PoserError(f"--detector-weights {path}: no such file")
-        try:
-            if path.suffix == ".safetensors":
-                from safetensors.torch import load_file
-
-                return load_file(str(path))
-            return torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as e:
-            raise PoserError(f"--detector-weights {path}: not a readable state dict ({e})") from None
+        return read_state_dict(Path(weights), "--detector-weights")
     old = socket.getdefaulttimeout()
     socket.setdefaulttimeout(DOWNLOAD_TIMEOUT)
     try:   # reads the cache if the file is there, else downloads it (hash-checked) into the cache

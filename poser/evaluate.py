@@ -183,11 +183,23 @@ def _read_results(path: Path, sk: Skeleton) -> list[dict]:
         raise PoserError(f"--predictions {path}: not readable JSON ({e})") from None
     if not isinstance(results, list):
         raise PoserError(f"--predictions {path}: expected a list of COCO keypoint results")
-    for r in results:
-        if not (isinstance(r, dict) and "image_id" in r and len(r.get("keypoints", ())) == 3 * sk.num_joints):
+    for i, r in enumerate(results):
+        kp = r.get("keypoints") if isinstance(r, dict) else None
+        if not (isinstance(r, dict) and "image_id" in r and isinstance(kp, list) and len(kp) == 3 * sk.num_joints):
             raise PoserError(f"--predictions {path}: every entry needs image_id and {3 * sk.num_joints} keypoint "
-                             f"values ({sk.name}); found {str(r)[:80]}")
+                             f"values ({sk.name}); entry {i} is {str(r)[:80]}")
+        if not (_is_int(r["image_id"]) and all(_is_number(v) for v in kp) and _is_number(r.get("score", 1.0))):
+            raise PoserError(f"--predictions {path}: entry {i} has values of the wrong type (image_id must be an "
+                             f"integer, keypoints and score numbers): {str(r)[:80]}")
     return results
+
+
+def _is_number(v: object) -> bool:
+    return isinstance(v, int | float) and not isinstance(v, bool)      # NaN allowed: scored as a miss
+
+
+def _is_int(v: object) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
 
 
 def match_predictions(results: list[dict], image_ids: np.ndarray, gt: np.ndarray,

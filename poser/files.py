@@ -21,10 +21,20 @@ def atomic_path(path: Path) -> Iterator[Path]:
     os.close(fd)
     try:
         yield Path(tmp)
+        os.chmod(tmp, 0o666 & ~_UMASK)      # mkstemp's 0600 would outlive the rename
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+
+
+def _umask() -> int:
+    mask = os.umask(0)          # the only way to read it is to set it: once, before any thread runs
+    os.umask(mask)
+    return mask
+
+
+_UMASK = _umask()
 
 
 def write_bytes(path: Path, data: bytes) -> None:
@@ -59,6 +69,7 @@ def atomic_dir(path: Path, overwrite: bool = False) -> Iterator[Path]:
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent))
     try:
         yield tmp
+        os.chmod(tmp, 0o777 & ~_UMASK)      # mkdtemp's 0700 likewise
         if path.exists():
             if not overwrite:
                 raise FileExistsError(path)

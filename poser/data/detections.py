@@ -19,6 +19,7 @@ import numpy as np
 from poser.errors import PoserError
 
 Boxes = tuple[np.ndarray, np.ndarray]        # boxes (N, 4) xywh, scores (N,), best first
+MAX_COORD = 1e6                              # px: no image is larger; beyond, a box is garbage
 
 
 def select(dets: list[dict], threshold: float = 0.0, max_people: int | None = None) -> Boxes:
@@ -34,13 +35,14 @@ def select(dets: list[dict], threshold: float = 0.0, max_people: int | None = No
 
 
 def valid_box(d: object) -> bool:
-    """A detection dict with 4 finite numbers, a positive width and height, a finite score."""
+    """A detection dict with 4 finite numbers within any image (|v| < 1e6 px), a positive
+    width and height, and a finite numeric score."""
     if not isinstance(d, dict):
         return False
     b, s = d.get("bbox"), d.get("score", 1.0)
     if not isinstance(b, list | tuple) or len(b) != 4 or not all(_number(v) for v in b) or not _number(s):
         return False
-    return b[2] > 0 and b[3] > 0
+    return b[2] > 0 and b[3] > 0 and max(abs(v) for v in b) < MAX_COORD
 
 
 def _number(v: object) -> bool:

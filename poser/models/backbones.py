@@ -15,6 +15,7 @@ import torchvision
 from torch import nn
 from torch.nn import functional as F
 
+from poser.checkpoint import read_state_dict
 from poser.errors import PoserError
 
 BACKBONES: dict[str, Callable[[], tuple[nn.Module, int]]] = {}
@@ -246,17 +247,5 @@ def _pretrained_state(name: str, pretrained: str) -> dict[str, torch.Tensor]:
             raise PoserError(f"could not fetch ImageNet weights for {name} ({type(e).__name__}: {e}); "
                              "offline, pass a local weights file to --pretrained instead") from None
     else:
-        path = Path(pretrained)
-        if not path.is_file():
-            raise PoserError(f"--pretrained {pretrained}: no such file (use 'imagenet' or a weights file)")
-        try:
-            if path.suffix == ".safetensors":
-                from safetensors.torch import load_file
-
-                state = load_file(str(path))
-            else:  # weights_only: tensors and plain containers, never arbitrary pickled objects
-                state = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as e:
-            raise PoserError(f"--pretrained {path}: not a readable state dict ({e})") from None
-        state = state.get("state_dict", state) if isinstance(state, dict) else state
+        state = read_state_dict(Path(pretrained), "--pretrained")
     return {k: v for k, v in state.items() if not k.startswith(("fc.", "_fc.", "classifier."))}

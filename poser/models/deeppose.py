@@ -94,6 +94,9 @@ def load_stages(path: Path, device: str | torch.device = "cpu",
     tensors are prefixed 'stage1.', 'stage2.', ... and whose metadata lists every stage).
     `stages` keeps only the first N."""
     state, meta = load_weights(path)
+    have = len(meta.get("stages", [meta]))
+    if stages is not None and stages > have:
+        raise PoserError(f"--stages {stages}: {path} holds a {have}-stage model")
     if "stages" not in meta:           # a single stage: the file is read once
         return [(_build(path, state, meta, device), meta)]
     out = []
