@@ -22,7 +22,7 @@ import cv2
 import numpy as np
 
 from poser import __version__
-from poser.console import console, progress
+from poser.console import log, progress
 from poser.data.detections import Boxes, Detections, read_detections, select
 from poser.errors import PoserError
 from poser.files import atomic_path, write_json
@@ -115,9 +115,8 @@ class PersonBoxes:
         if cfg.boxes:
             self.file = read_detections(Path(cfg.boxes), cfg.box_threshold, cfg.max_people)
             if self.file.skipped:
-                console.print(f"[yellow]--boxes {cfg.boxes}: skipped {len(self.file.skipped)} invalid "
-                              f"detection(s) (index {', '.join(map(str, self.file.skipped[:10]))})[/]",
-                              highlight=False)
+                log.warning(f"--boxes {cfg.boxes}: skipped {len(self.file.skipped)} invalid detection(s) "
+                            f"(index {', '.join(map(str, self.file.skipped[:10]))})")
         elif cfg.detector and detector is None:
             from poser.detect import create_detector
 
@@ -176,8 +175,8 @@ def _annotate(cfg: AnnotateConfig, predictor: Predictor, out_dir: Path, boxes: P
     for f in failed:
         _report(f)
     if boxes.file is not None and sources and not any(boxes.file.has(s.path.name) for s in sources):
-        console.print(f"[yellow]warning:[/] --boxes {cfg.boxes} has no detection for any input (entries match "
-                      "by file name, or a numeric file stem as COCO image_id)", highlight=False, soft_wrap=True)
+        log.warning(f"--boxes {cfg.boxes} has no detection for any input (entries match by file name, or a "
+                    "numeric file stem as COCO image_id)")
     images = [s for s in sources if s.kind == "image"]
     videos = [s for s in sources if s.kind == "video"]
     t0 = time.perf_counter()
@@ -204,7 +203,7 @@ def _annotate(cfg: AnnotateConfig, predictor: Predictor, out_dir: Path, boxes: P
 
 
 def _report(f: dict) -> None:
-    console.print(f"[red]failed:[/] {f['source']}: {f['error']}", soft_wrap=True, highlight=False)
+    log.error(f"failed: {f['source']}: {f['error']}")
 
 
 # --- images ---------------------------------------------------------------------------------

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from poser.console import console
+from poser.console import log
 
 # section(data, weights, work dir) -> rows; `weights` is for the sections that run a model
 BENCHES: dict[str, Callable[[Path | None, Path | None, Path], list[dict]]] = {}
@@ -303,7 +303,7 @@ def run(only: list[str] | None = None, data: Path | None = None, weights: Path |
 
             raise PoserError(f"unknown benchmark {name!r} (known: {', '.join(BENCHES)})")
         with tempfile.TemporaryDirectory(prefix="poser-bench-") as tmp:
-            console.print(f"[bold]bench {name}[/] ...")
+            log.info(f"bench {name} ...")
             for r in BENCHES[name](data, weights, Path(tmp)):
                 rows.append({"section": name, **r})
     return rows

@@ -17,7 +17,7 @@ import typer
 from rich.table import Table
 
 from poser import __version__
-from poser.console import console, results
+from poser.console import console, results, show_messages
 from poser.errors import PoserError
 
 app = typer.Typer(
@@ -89,6 +89,7 @@ def _root(
         "--version", callback=_version, is_eager=True, help="Print the version and exit.")] = False,
 ) -> None:
     """DeepPose human pose estimation: fetch data, train, evaluate, annotate images and video."""
+    show_messages()         # the library logs; the command line shows it on stderr
 
 
 StagesOpt = Annotated[int | None, typer.Option(

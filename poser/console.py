@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import logging
+
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -21,6 +24,30 @@ console = Console(stderr=True)
 results = Console()
 if not results.is_terminal:     # a pipe, a file, a CI log: Rich's 80 columns would cut numbers
     results = Console(width=200)
+
+
+# Library code never prints: it logs to "poser" (info: what runs where; warning: something was
+# skipped). The CLI shows those records on stderr (`show_messages`); from Python they follow
+# the logging configuration of the program (warnings reach stderr even without one).
+log = logging.getLogger("poser")
+
+
+class _ConsoleHandler(logging.Handler):
+    STYLES = {logging.WARNING: "yellow", logging.ERROR: "red"}
+
+    def emit(self, record: logging.LogRecord) -> None:
+        msg = escape(self.format(record))
+        style = self.STYLES.get(record.levelno)
+        label = f"[{style}]{logging.getLevelName(record.levelno).lower()}:[/] " if style else ""
+        console.print(label + msg, highlight=False, soft_wrap=True)
+
+
+def show_messages() -> None:
+    """Show the library's log records on the stderr console (the CLI calls this once)."""
+    if not any(isinstance(h, _ConsoleHandler) for h in log.handlers):
+        log.addHandler(_ConsoleHandler())
+    log.setLevel(logging.INFO)
+    log.propagate = False
 
 
 class RateColumn(ProgressColumn):

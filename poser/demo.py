@@ -15,7 +15,7 @@ from pathlib import Path
 import cv2
 
 from poser.annotate import AnnotateConfig, annotate
-from poser.console import console
+from poser.console import log
 from poser.data.augment import Augment
 from poser.data.synth import SynthConfig, generate, one_person, write_video
 from poser.engine import TrainConfig, fit
@@ -43,7 +43,7 @@ def run_demo(cfg: DemoConfig) -> dict:
 
     def step(name: str) -> None:
         times[name] = round(time.perf_counter() - t0 - sum(times.values()), 1)
-        console.print(f"[bold green]demo:[/] {name} done ({times[name]} s)")
+        log.info(f"demo: {name} done ({times[name]} s)")
 
     data = out / "data"
     # Easy synthetic figures (no clutter) so a small model learns visibly in a minute.

@@ -30,7 +30,7 @@ from poser import __version__, distributed
 from poser.cascade import SUB_IMAGE, StageData, error_statistics, sample_crops
 from poser.checkpoint import load_state, read_meta, save_bundle, save_state
 from poser.codec import MARGIN, MEAN, STD
-from poser.console import RateColumn, console, progress
+from poser.console import RateColumn, console, log, progress
 from poser.data.augment import Augment, make_batch
 from poser.data.cache import Cache, CacheDataset, CacheSpec, cache_dir
 from poser.data.sources import prepare_split
@@ -201,7 +201,7 @@ def fit(cfg: TrainConfig) -> dict | None:
         stop, bar = _StopRequest(), _progress() if d.is_main else None
         if bar:
             bar.start()
-            console.print(f"run folder {t.run}  ({d.world} process(es) on {d.device}, {t.steps} steps/epoch, "
+            log.info(f"run folder {t.run}  ({d.world} process(es) on {d.device}, {t.steps} steps/epoch, "
                           f"{len(t.train_ds)} train / {len(t.val_cache)} val instances)")
         for epoch in range(t.epoch, t.cfg.epochs):
             stats = train_one_epoch(t, epoch, bar, stop)
@@ -211,9 +211,9 @@ def fit(cfg: TrainConfig) -> dict | None:
                 if replicas is not None:
                     record["replicas_identical"] = replicas
                     if not replicas:
-                        console.print("[red]warning:[/] the DDP replicas' parameters differ")
+                        log.warning("the DDP replicas' parameters differ")
                 save_weights_files(t, epoch, record)
-                console.print(f"epoch {epoch + 1}: loss {record['train_loss']:.4f}  val PCP {record['val_pcp']:.3f}  "
+                log.info(f"epoch {epoch + 1}: loss {record['train_loss']:.4f}  val PCP {record['val_pcp']:.3f}  "
                               f"PDJ@0.2 {record['val_pdj@0.2']:.3f}  {record['samples_per_s']:.1f} samples/s")
             save_checkpoint(t, epoch + 1, 0)
             _barrier(d)
@@ -448,7 +448,7 @@ class _StopRequest:
             raise KeyboardInterrupt
         self.flag = True
         if threading.current_thread() is threading.main_thread():
-            console.print("[yellow]stopping after this step (state will be saved); Ctrl-C again to abort[/]")
+            log.warning("stopping after this step (state will be saved); Ctrl-C again to abort")
 
     def agreed(self, d: distributed.Dist) -> bool:
         if d.world == 1:

@@ -28,7 +28,7 @@ from rich.table import Table
 
 from poser import geometry as g
 from poser.checkpoint import read_meta
-from poser.console import console, progress
+from poser.console import log, progress
 from poser.data.cache import Cache, CacheSpec, cache_dir
 from poser.data.datasets import coco_split_files, open_dataset
 from poser.data.detections import Detections, read_detections
@@ -141,8 +141,7 @@ def evaluate(cfg: EvalConfig) -> dict:
             if cfg.boxes:
                 dets = read_detections(Path(cfg.boxes), cfg.box_threshold, cfg.max_people)
                 if dets.skipped:
-                    console.print(f"[yellow]--boxes {cfg.boxes}: skipped {len(dets.skipped)} invalid "
-                                  f"detection(s)[/]", highlight=False)
+                    log.warning(f"--boxes {cfg.boxes}: skipped {len(dets.skipped)} invalid detection(s)")
             else:
                 raw_detections = detect_photos(cfg, predictor.device, root, set(ids.tolist()))
                 dets = Detections(raw_detections, cfg.box_threshold, cfg.max_people)
@@ -274,7 +273,7 @@ def predict_detections(predictor: Predictor, root: Path, split: str, dets: Detec
         for iid, (boxes, box_scores) in per_image.items():
             img = read_rgb(files[iid]) if iid in files else None
             if img is None:
-                console.print(f"[yellow]skipped:[/] image {iid} is unreadable")
+                log.warning(f"skipped: image {iid} is unreadable")
                 continue
             out += Poses.from_prediction(predictor.predict_image(img, boxes, flip), boxes, box_scores,
                                          predictor.skeleton).to_coco(iid)
@@ -301,7 +300,7 @@ def search_photos(predictor: Predictor, root: Path, split: str, image_ids: np.nd
             batch = [(iid, read_rgb(files[iid]) if iid in files else None) for iid in todo[a: a + batch_size]]
             for iid, img in batch:
                 if img is None:
-                    console.print(f"[yellow]skipped:[/] image {iid} is unreadable (its persons count as missed)")
+                    log.warning(f"skipped: image {iid} is unreadable (its persons count as missed)")
             batch = [(iid, img) for iid, img in batch if img is not None]
             if batch:
                 found = predictor.search([img for _, img in batch], rounds, flip)

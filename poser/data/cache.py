@@ -30,7 +30,7 @@ import numpy as np
 import torch
 
 from poser import geometry as g
-from poser.console import progress
+from poser.console import log, progress
 from poser.data.records import Instances
 from poser.errors import PoserError
 from poser.files import atomic_dir
@@ -149,7 +149,7 @@ def build_cache(
         if (~ok).sum():
             skipped["unreadable_image"] = int((~ok).sum())
             bad = sorted({str(inst.path(r)) for r in cat["rows"][~ok]})
-            bar.console.print(f"[yellow]warning:[/] {len(bad)} unreadable image(s), e.g. {bad[0]}")
+            log.warning(f"{len(bad)} unreadable image(s), e.g. {bad[0]}")
         meta = {"version": CACHE_VERSION, "skeleton": inst.skeleton.name, **asdict(spec),
                 "instances": int(ok.sum()), "skipped": skipped, "source": source or {}}
         (tmp / "meta.json").write_text(json.dumps(meta, indent=2))

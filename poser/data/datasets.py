@@ -26,27 +26,23 @@ def coco_split_files(root: Path, split: str) -> tuple[Path, Path] | None:
 
 
 def source_file(root: Path, split: str) -> Path:
-    """The annotation file a split is read from (COCO JSON or joints.mat)."""
+    """The annotation file a split is read from (joints.mat or COCO JSON): the one place a
+    dataset's layout is recognised."""
     root = Path(root)
+    if not root.is_dir():
+        raise PoserError(f"dataset folder not found: {root}")
     if (root / "joints.mat").is_file():
         return root / "joints.mat"
     found = coco_split_files(root, split)
     if not found:
-        raise PoserError(f"{root}: no dataset for split {split!r}")
+        raise PoserError(f"{root}: no dataset for split {split!r} (looked for joints.mat and "
+                         f"annotations/person_keypoints_{split}[2017].json)")
     return found[0]
 
 
 def open_dataset(root: Path, split: str = "val") -> Instances:
     """Person instances of one split of the dataset at `root`."""
-    root = Path(root)
-    if not root.is_dir():
-        raise PoserError(f"dataset folder not found: {root}")
-    if (root / "joints.mat").is_file():
-        return read_lsp(root, split)
-    found = coco_split_files(root, split)
-    if found:
-        return read_coco(*found)
-    raise PoserError(
-        f"{root}: no dataset for split {split!r} (looked for joints.mat and "
-        f"annotations/person_keypoints_{split}[2017].json)"
-    )
+    src = source_file(root, split)
+    if src.name == "joints.mat":
+        return read_lsp(Path(root), split)
+    return read_coco(*coco_split_files(Path(root), split))
