@@ -349,7 +349,12 @@ def eval_(
 
     if weights is None and predictions is None:
         weights = resolve_weights(None)       # the shipped reference model
-    cfg = EvalConfig(data=str(data or "data/coco"), weights=str(weights) if weights else None, split=split,
+    if data is None:        # the dataset the model's skeleton comes from: data/lspet for LSP-14, else data/coco
+        from poser.checkpoint import read_meta
+
+        skeleton = read_meta(Path(weights)).get("skeleton") if weights else None
+        data = Path("data/lspet" if skeleton == "lsp14" else "data/coco")
+    cfg = EvalConfig(data=str(data), weights=str(weights) if weights else None, split=split,
                      flip=flip, pcp_threshold=pcp_threshold, boxes=str(boxes) if boxes else None,
                      box_threshold=box_threshold, predictions=str(predictions) if predictions else None,
                      detector=detector, detector_weights=str(detector_weights) if detector_weights else None,

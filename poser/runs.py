@@ -7,20 +7,26 @@ import json
 import re
 from pathlib import Path
 
+from poser.console import log
 from poser.files import strict_json, write_json
 
 
 def new_run_dir(root: Path, name: str | None = None) -> Path:
-    """A new folder under `root`: `name` as given if free, else the next `<name>N`
-    (default name 'exp': exp1, exp2, ...)."""
+    """A new folder under `root` (train, eval and annotate all make theirs here): `name` as
+    given if free, else `<name>-2`, `<name>-3`, ... (said in a message); without a name the
+    next of exp1, exp2, ..."""
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
-    base = name or "exp"
-    if name and not (root / name).exists():
-        path = root / name
+    if name:
+        path, n = root / name, 1
+        while path.exists():
+            n += 1
+            path = root / f"{name}-{n}"
+        if n > 1:
+            log.warning(f"{root / name} exists: this run goes to {path}")
     else:
-        taken = [int(m.group(1)) for p in root.iterdir() if (m := re.fullmatch(re.escape(base) + r"(\d+)", p.name))]
-        path = root / f"{base}{max(taken, default=0) + 1}"
+        taken = [int(m.group(1)) for p in root.iterdir() if (m := re.fullmatch(r"exp(\d+)", p.name))]
+        path = root / f"exp{max(taken, default=0) + 1}"
     path.mkdir()
     return path
 
