@@ -196,6 +196,16 @@ def test_zip_slip_is_rejected(tmp_path, name):
     assert not extracted(root, "slip.zip")
 
 
+def test_a_dot_slash_entry_extracts_like_any_other(tmp_path):
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as z:
+        z.writestr("./", b"")                                   # some zip tools write the archive's folder
+        z.writestr("./lspet/joints.mat", b"m")
+    (tmp_path / "dot.zip").write_bytes(buf.getvalue())
+    assert extract_zip(tmp_path / "dot.zip", tmp_path / "root") == ["lspet"]
+    assert (tmp_path / "root" / "lspet" / "joints.mat").read_bytes() == b"m"
+
+
 def test_not_enough_disk_space_stops_before_downloading(server, tmp_path, monkeypatch):
     class Usage:
         free = 10_000

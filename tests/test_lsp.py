@@ -95,3 +95,27 @@ def test_real_lspet(lspet):
     val, train = open_dataset(lspet, "val"), open_dataset(lspet, "train")
     assert len(val) == 1000 and val.image_ids.min() == 8001 and val.image_ids.max() == 9000
     assert len(train) == 8000 and train.image_ids.max() == 8000
+
+
+def test_unknown_mat_element_types_and_nan_joints_are_handled(tmp_path):
+    import struct
+
+    good = tmp_path / "good.mat"
+    scipy.io.savemat(good, {"joints": np.zeros((3, 14, 3))}, do_compression=False)
+    raw = bytearray(good.read_bytes())
+    # The first element of the matrix body (array flags) is tagged miUINT32 (6): make it type 99.
+    body = 128 + 8
+    assert struct.unpack_from("<I", raw, body)[0] == 6
+    struct.pack_into("<I", raw, body, 99)
+    bad = tmp_path / "bad.mat"
+    bad.write_bytes(bytes(raw))
+    with pytest.raises(PoserError, match="unknown element type"):
+        read_mat(bad)
+    # LSPET with a NaN joint marked visible: that person is skipped and counted, the rest read.
+    (tmp_path / "nan").mkdir()
+    make_lsp_folder(tmp_path / "nan", "lspet")
+    m = scipy.io.loadmat(tmp_path / "nan" / "joints.mat")["joints"]            # 14 x 3 x N
+    m[0, :, 1] = [np.nan, np.nan, 1]
+    scipy.io.savemat(tmp_path / "nan" / "joints.mat", {"joints": m})
+    inst = read_lsp(tmp_path / "nan")
+    assert inst.skipped["non_finite_joints"] == 1 and len(inst) == 4 and np.isfinite(inst.boxes).all()

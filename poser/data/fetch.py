@@ -245,7 +245,8 @@ def extract_zip(zip_path: Path, root: Path) -> list[str]:
         except (zipfile.BadZipFile, zlib.error, EOFError, OSError, NotImplementedError) as e:
             shutil.rmtree(tmp, ignore_errors=True)
             raise PoserError(f"{zip_path.name}: corrupt zip ({e}); nothing was marked extracted") from None
-    tops = sorted({PurePosixPath(i.filename.replace("\\", "/")).parts[0] for i in infos})
+    # "./" (an entry some zip tools write for the archive's own folder) has no parts: not a top.
+    tops = sorted({parts[0] for i in infos if (parts := PurePosixPath(i.filename.replace("\\", "/")).parts)})
     for name in tops:
         _merge(tmp / name, root / name)
     shutil.rmtree(tmp, ignore_errors=True)

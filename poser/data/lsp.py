@@ -68,6 +68,9 @@ def read_lsp(root: Path, split: str = "all") -> Instances:
     skipped: Counter = Counter()
     files, sizes, rows = [], [], []
     for i in np.flatnonzero(keep):
+        if not np.isfinite(kps[i, :, :2]).all():     # a NaN joint marked labelled: no box can be made
+            skipped["non_finite_joints"] += 1
+            continue
         if not (kps[i, :, 2] > 0).any():
             skipped["no_keypoints"] += 1
             continue

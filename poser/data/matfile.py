@@ -47,6 +47,8 @@ def read_mat(path: Path) -> dict[str, np.ndarray]:
                     _matrix(mi2, body2, order, out)
             else:
                 _matrix(mi, body, order, out)
+    except KeyError as e:       # an miXXX data type this reader does not know
+        raise PoserError(f"{path}: unsupported or corrupt MAT file (unknown element type {e})") from None
     except (struct.error, zlib.error, ValueError, IndexError) as e:
         raise PoserError(f"{path}: corrupt MAT file ({e})") from None
     return out
