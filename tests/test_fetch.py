@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import threading
 import zipfile
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -255,6 +256,16 @@ def test_fetch_lsp_from_folder_zip_and_url(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(PoserError, match="no joints.mat"):
         fetch_lsp(str(tmp_path / "empty"), data_root=data)
+    # --data elsewhere: nothing appears in ./data.
+    work = tmp_path / "cwd"
+    work.mkdir()
+    old = os.getcwd()
+    os.chdir(work)
+    try:
+        fetch_lsp(str(src), dest=tmp_path / "elsewhere" / "lspet", prepare=False)
+    finally:
+        os.chdir(old)
+    assert not (work / "data").exists() and (tmp_path / "elsewhere" / "lspet" / "joints.mat").is_file()
 
 
 def test_fetch_lsp_real_lspet(lspet, tmp_path):

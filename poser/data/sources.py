@@ -109,8 +109,11 @@ def fetch_lsp(
 ) -> dict:
     """Import LSP or LSP-Extended from a folder, a zip or a URL, then prepare its caches.
 
-    The destination defaults to `data/lsp` or `data/lspet` by the layout of joints.mat.
+    The destination defaults to `data/lsp` or `data/lspet` by the layout of joints.mat; with
+    `dest` given, temporary files and downloads go beside it, never into ./data.
     """
+    if dest is not None:
+        data_root = Path(dest).resolve().parent
     summary: dict = {"source": source, "splits": {}}
     with tempfile.TemporaryDirectory(prefix=".poser-import-", dir=_mkdir(data_root)) as tmp:
         tmp = Path(tmp)
