@@ -26,7 +26,7 @@ from poser.console import log, progress
 from poser.data.detections import Boxes, Detections, read_detections, select
 from poser.errors import PoserError
 from poser.files import atomic_path, write_json
-from poser.imageio import read_rgb
+from poser.imageio import read_rgb, truncated_jpeg
 from poser.poses import Poses
 from poser.predict import SEARCH_ROUNDS, Predictor
 from poser.video import FrameReader, FrameWriter, Tracker
@@ -66,6 +66,7 @@ class Source:
 class Result:
     records: list[dict] = field(default_factory=list)
     failed: list[dict] = field(default_factory=list)
+    warnings: list[dict] = field(default_factory=list)     # annotated, but with a caveat
     frames: int = 0
     seconds: float = 0.0
 
@@ -197,7 +198,7 @@ def _annotate(cfg: AnnotateConfig, predictor: Predictor, out_dir: Path, boxes: P
         "format": "poser-keypoints/1", "poser_version": __version__,
         "model": {k: predictor.meta.get(k) for k in ("backbone", "head", "input_size", "stage", "skeleton", "epoch")},
         "skeleton": {"name": sk.name, "joints": list(sk.joints), "limbs": [list(lb) for lb in sk.draw_limbs]},
-        "items": res.records, "failed": res.failed,
+        "items": res.records, "failed": res.failed, "warnings": res.warnings,
     }, indent=None)
     return res
 
@@ -236,6 +237,10 @@ def _images(cfg, predictor: Predictor, sources: list[Source], boxes, out_dir: Pa
                 if im is None:
                     res.failed.append({"source": str(s.path), "error": "not a readable image"})
                     _report(res.failed[-1])
+                elif truncated_jpeg(s.path):
+                    res.warnings.append({"source": str(s.path), "warning": "truncated JPEG: the part after the "
+                                         "cut decodes as grey, poses there are guesses"})
+                    log.warning(f"{s.path}: {res.warnings[-1]['warning']}")
             if boxes.search:        # no boxes: the person search, from each whole image
                 preds = predictor.search([im for _, im in ok], cfg.search, cfg.flip)
                 bx = [(p["box"], np.ones(1)) for p in preds]

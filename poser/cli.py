@@ -418,7 +418,7 @@ def annotate(
     results.print(f"annotated {res.frames} images/frames in {res.seconds:.1f} s ({fps:.1f}/s) -> {run} "
                   f"(keypoints.json{'' if no_draw else ' and annotated copies'})", soft_wrap=True)
     _write_json(json_out, {"out": str(run), "frames": res.frames, "seconds": round(res.seconds, 2),
-                           "failed": res.failed})
+                           "failed": res.failed, "warnings": res.warnings})
     if res.failed:
         raise PoserError(f"{len(res.failed)} input(s) failed (listed above); the others are in {run}")
 @app.command()

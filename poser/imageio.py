@@ -25,3 +25,19 @@ def read_rgb(path: str | Path) -> np.ndarray | None:
         return cv2.imread(str(path), _IMREAD_RGB)
     img = cv2.imread(str(path), cv2.IMREAD_COLOR)
     return None if img is None else cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+
+
+def truncated_jpeg(path: str | Path) -> bool:
+    """Whether a JPEG file ends before its end-of-image marker (FF D9): libjpeg then decodes
+    what is there ("Premature end of JPEG file") and greys out the rest, so the image reads
+    as a success. Other formats: False."""
+    try:
+        with open(path, "rb") as f:
+            if f.read(2) != b"\xff\xd8":
+                return False
+            f.seek(0, 2)
+            f.seek(max(0, f.tell() - 64))
+            tail = f.read().rstrip(b"\x00\r\n \t")      # padding some writers leave after the marker
+    except OSError:
+        return False
+    return not tail.endswith(b"\xff\xd9")

@@ -92,3 +92,16 @@ def test_tables_are_not_cut_when_stdout_is_not_a_terminal(tmp_path):
 
     assert results.width >= 200 or results.is_terminal
     assert np.isfinite(results.width)
+
+
+def test_a_truncated_jpeg_is_annotated_with_a_warning(tiny, tmp_path):
+    img = one_person(seed=3)[0]
+    ok, buf = cv2.imencode(".jpg", img)
+    (tmp_path / "cut.jpg").write_bytes(buf.tobytes()[: len(buf) // 2])
+    (tmp_path / "whole.jpg").write_bytes(buf.tobytes())
+    res = runner.invoke(app, ["annotate", str(tmp_path / "cut.jpg"), str(tmp_path / "whole.jpg"), "--weights",
+                              str(tiny), "--out", str(tmp_path / "o")])
+    assert res.exit_code == 0, res.output
+    doc = json.loads((tmp_path / "o" / "keypoints.json").read_text())
+    assert [w["source"].split("/")[-1] for w in doc["warnings"]] == ["cut.jpg"]
+    assert len(doc["items"]) == 2 and "truncated JPEG" in " ".join(res.output.split())
