@@ -193,6 +193,11 @@ def bench_train(data: Path | None, weights: Path | None, work: Path) -> list[dic
         rate, _, flop = _model_step(replace(cfg, head=head), ds, 128)
         rows.append(_row(f"{cfg.backbone} @128 {head} head: model step alone ({flop / 1e9:.2f} GFLOP/sample)",
                          rate, "samples/s", peak / flop, "matmul peak / FLOP per sample"))
+    for size in (128, 160):          # the reference model's backbone (depthwise: far below the matmul peak)
+        rate, _, flop = _model_step(replace(cfg, backbone="efficientnet_lite0"), ds, size)
+        rows.append(_row(f"efficientnet_lite0 @{size} {cfg.head} head: model step alone "
+                         f"({flop / 1e9:.2f} GFLOP/sample)", rate, "samples/s", peak / flop,
+                         "matmul peak / FLOP per sample"))
 
     dl = DataLoader(ds, batch_size=bs, shuffle=True, num_workers=workers, persistent_workers=workers > 0)
     for _ in dl:                                   # warm-up pass (starts workers, fills the page cache)

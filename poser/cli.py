@@ -335,7 +335,7 @@ def eval_(
     limit: Annotated[int | None, typer.Option("--limit", min=1, help="First N persons only.")] = None,
     whole_image: Annotated[bool, typer.Option(
         "--whole-image", help="No boxes: find the person from each whole photo (DeepPose's LSP protocol).")] = False,
-    search: SearchOpt = 2,
+    search: SearchOpt = 3,
     stages: StagesOpt = None,
     batch_size: Annotated[int, typer.Option("--batch-size", min=1)] = 64,
     device: DeviceOpt = Device.auto,
@@ -388,7 +388,7 @@ def annotate(
     flip: Annotated[bool, typer.Option("--flip", help="Flip test: average with the mirrored crop.")] = False,
     batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Images per model batch.")] = 16,
     no_draw: Annotated[bool, typer.Option("--no-draw", help="Only write keypoints.json.")] = False,
-    search: SearchOpt = 2,
+    search: SearchOpt = 3,
     stages: StagesOpt = None,
     device: DeviceOpt = Device.auto,
     out: OutOpt = None,

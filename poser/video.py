@@ -130,8 +130,9 @@ class Tracker:
         matched = {t for t, _ in pairs}
         for t, d in pairs:
             self.tracks[t].box, self.tracks[t].score = boxes[d].astype(float).copy(), float(scores[d])
-        if not self.every:      # a restart source (the person search, fixed boxes): what it missed is gone
-            self.tracks = [t for i, t in enumerate(self.tracks) if i in matched or t.misses == 0]
+        # A lost track (no plausible pose) that the detection round does not find either is gone:
+        # kept, it would hold a slot and spawn a duplicate when the person is detected again.
+        self.tracks = [t for i, t in enumerate(self.tracks) if i in matched or t.misses == 0]
         used = {d for _, d in pairs}
         for d in range(len(boxes)):
             if d not in used and len(self.tracks) < self.max_people:

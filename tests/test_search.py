@@ -22,7 +22,7 @@ def test_the_search_finds_a_small_person_about_as_well_as_the_true_box(trained_r
     gt = np.stack(gts)
     with_box = np.stack([r["coords"][0] for r in pred.predict_images(list(images), [b[None] for b in boxes])])
     whole = np.stack([r["coords"][0] for r in pred.search(list(images), rounds=0)])
-    found = pred.search(list(images), rounds=2)
+    found = pred.search(list(images))
     searched = np.stack([r["coords"][0] for r in found])
     score = {k: pdj(v, gt, COCO17)["at_0.2"] for k, v in
              (("true box", with_box), ("whole photo only", whole), ("search", searched))}
@@ -37,14 +37,14 @@ def test_the_search_finds_a_small_person_about_as_well_as_the_true_box(trained_r
     assert inside.mean() >= 0.75 and 0.5 < np.median(size) < 2.0, (inside, size)
 
 
-def test_search_box_keeps_the_confident_joints_grown_like_training_boxes():
-    coords = np.array([[10.0, 10.0], [30.0, 50.0], [20.0, 30.0], [25.0, 40.0], [500.0, 500.0]])
-    scores = np.array([0.9, 0.8, 0.7, 0.6, 0.1])          # the far joint is not confident: left out
-    box = search_box(coords, scores)
-    assert np.allclose(box, [10 - 0.15 * 20, 10 - 0.15 * 40, 20 * 1.3, 40 * 1.3])
-    # Too few confident joints: all of them count.
-    assert np.allclose(search_box(coords, np.array([0.9, 0.01, 0.01, 0.01, 0.01]))[2:], [490 * 1.3, 490 * 1.3])
-    # A pose collapsed to one point still gives a box with a size, centred on it.
-    point = search_box(np.full((5, 2), 50.0), np.ones(5))
-    assert np.allclose(point, [46, 46, 8, 8])
+def test_search_boxes_hold_every_joint_and_narrow_to_training_boxes():
+    from poser.predict import search_margin
 
+    coords = np.array([[10.0, 10.0], [30.0, 50.0], [20.0, 30.0], [25.0, 40.0]])
+    assert np.allclose(search_box(coords), [10 - 0.15 * 20, 10 - 0.15 * 40, 20 * 1.3, 40 * 1.3])
+    assert np.allclose(search_box(coords, 0.4)[2:], [20 * 1.8, 40 * 1.8])
+    assert search_margin(0, 3) == 0.4 and search_margin(2, 3) == 0.15 and search_margin(0, 1) == 0.15
+    assert search_margin(0, 3) > search_margin(1, 3) > search_margin(2, 3)
+    # A pose collapsed to one point still gives a box with a size, centred on it.
+    point = search_box(np.full((5, 2), 50.0))
+    assert np.allclose(point, [46, 46, 8, 8])
