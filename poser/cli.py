@@ -400,7 +400,7 @@ def annotate(
     from poser.annotate import annotate as run_annotate
     from poser.distributed import resolve_device
     from poser.predict import Predictor, resolve_weights
-    from poser.runs import new_run_dir
+    from poser.runs import check_writable, new_run_dir
 
     cfg = AnnotateConfig(inputs=inputs, boxes=str(boxes) if boxes else None,
                          box_threshold=box_threshold, min_score=min_score, smooth=smooth, flip=flip,
@@ -411,8 +411,7 @@ def annotate(
     if boxes and detector:
         raise PoserError("give --boxes or --detector, not both")
     predictor = Predictor.from_file(resolve_weights(weights), resolve_device(device.value), stages)
-    run = Path(out) if out else new_run_dir(Path("runs/annotate"), name)
-    run.mkdir(parents=True, exist_ok=True)
+    run = check_writable(Path(out)) if out else new_run_dir(Path("runs/annotate"), name)
     res = run_annotate(cfg, predictor, run)
     fps = res.frames / res.seconds if res.seconds else 0.0
     results.print(f"annotated {res.frames} images/frames in {res.seconds:.1f} s ({fps:.1f}/s) -> {run} "

@@ -40,7 +40,7 @@ from poser.imageio import decode_rgb, read_rgb
 from poser.metrics import coco_keypoint_ap, joint_errors, pcp, pdj
 from poser.poses import Poses, coco_results
 from poser.predict import SEARCH_ROUNDS, Predictor, cache_to_image
-from poser.runs import new_run_dir
+from poser.runs import check_writable, new_run_dir
 from poser.skeletons import Skeleton
 
 
@@ -79,6 +79,7 @@ def evaluate(cfg: EvalConfig) -> dict:
     root = Path(cfg.data)
     if not root.is_dir():
         raise PoserError(f"--data {root}: no such folder")
+    check_writable(Path(cfg.out))           # before the work, not after it
     if prepare_split(root, cfg.split, CacheSpec())["instances"] == 0:
         raise PoserError(f"{root}: split {cfg.split!r} has no person instances to evaluate")
     cache = Cache(cache_dir(root, cfg.split, CacheSpec()))

@@ -31,6 +31,18 @@ def new_run_dir(root: Path, name: str | None = None) -> Path:
     return path
 
 
+def check_writable(path: Path) -> Path:
+    """Fail now, with the path named, if `path` (a folder) cannot take files: before a long
+    run, not after it."""
+    import tempfile
+
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile(dir=path, prefix=".poser-write-check-"):
+        pass
+    return path
+
+
 def append_jsonl(path: Path, record: dict) -> None:
     """One strict-JSON line (non-finite numbers as null)."""
     with open(path, "a", encoding="utf-8") as f:

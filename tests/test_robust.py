@@ -105,3 +105,15 @@ def test_a_truncated_jpeg_is_annotated_with_a_warning(tiny, tmp_path):
     doc = json.loads((tmp_path / "o" / "keypoints.json").read_text())
     assert [w["source"].split("/")[-1] for w in doc["warnings"]] == ["cut.jpg"]
     assert len(doc["items"]) == 2 and "truncated JPEG" in " ".join(res.output.split())
+
+
+def test_an_unusable_output_folder_fails_before_the_work(tiny, tmp_path, synth_root, monkeypatch):
+    (tmp_path / "afile").write_text("x")
+    out = tmp_path / "afile" / "sub"                       # under a file: no folder can be made there
+    res = runner.invoke(app, ["annotate", str(tmp_path / "a.png"), "--weights", str(tiny), "--out", str(out)])
+    assert res.exit_code == 1 and "afile" in res.output and "Traceback" not in res.output, res.output
+    import poser.evaluate as ev
+
+    monkeypatch.setattr(ev.Predictor, "from_file", lambda *a, **k: pytest.fail("the work started"))
+    res = runner.invoke(app, ["eval", "--data", str(synth_root), "--weights", str(tiny), "--out", str(out)])
+    assert res.exit_code == 1 and "afile" in res.output and "Traceback" not in res.output, res.output
