@@ -304,9 +304,10 @@ def test_pcp_and_pdj_hand_cases():
 def test_make_batch_augments_without_a_generator():
     imgs = torch.zeros(2, 3, 80, 80, dtype=torch.uint8)
     kp = np.zeros((2, 14, 3))
-    kp[..., :2], kp[..., 2] = 40.0, 2
-    b = make_batch(imgs, np.array([[20, 20, 40, 40.0]] * 2), kp, 64, LSP14, Augment(color=0.3))
-    assert b["x"].shape == (2, 3, 64, 64) and torch.isfinite(b["x"]).all()
+    kp[..., :2], kp[..., 2] = 40.0, 2             # every joint at one point: half-body has no extent
+    for _ in range(20):                           # unseeded: many draws, half-body included
+        b = make_batch(imgs, np.array([[20, 20, 40, 40.0]] * 2), kp, 64, LSP14, Augment(color=0.3, half_body=0.5))
+        assert b["x"].shape == (2, 3, 64, 64) and torch.isfinite(b["x"]).all()
 
 
 def test_single_stage_files_are_read_once(tmp_path, monkeypatch):

@@ -79,6 +79,8 @@ def _half_body(center, side, keypoints, skeleton, prob, rng):
         if len(kp) < 3:
             continue
         lo, hi = kp[:, :2].min(0), kp[:, :2].max(0)
+        if max(hi - lo) <= 0:           # the part's joints coincide: no extent to crop to
+            continue
         center[i] = (lo + hi) / 2
         side[i] = min(side[i], max(hi - lo) * 1.5 * MARGIN)   # never zoom out past the person
     return center, side
