@@ -31,7 +31,7 @@ from poser.poses import Poses
 from poser.predict import SEARCH_ROUNDS, Predictor
 from poser.video import FrameReader, FrameWriter, Tracker
 
-DETECT_EVERY = 10       # video frames between detector runs (measured: README, poser bench)
+DETECT_EVERY = 10       # video frames between detector runs (a guess: not yet measured on real footage)
 
 IMAGE_EXT = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
 VIDEO_EXT = {".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv", ".flv"}

@@ -31,7 +31,7 @@ from poser.checkpoint import read_meta
 from poser.console import log, progress
 from poser.data.cache import Cache, CacheSpec, cache_dir
 from poser.data.datasets import coco_split_files, open_dataset
-from poser.data.detections import Detections, read_detections
+from poser.data.detections import Detections, read_detections, select
 from poser.data.sources import prepare_split
 from poser.draw import draw_pose, label
 from poser.errors import PoserError
@@ -143,10 +143,9 @@ def evaluate(cfg: EvalConfig) -> dict:
                 dets = read_detections(Path(cfg.boxes), cfg.box_threshold, cfg.max_people)
                 if dets.skipped:
                     log.warning(f"--boxes {cfg.boxes}: skipped {len(dets.skipped)} invalid detection(s)")
+                det = predict_detections(predictor, root, cfg.split, dets, cfg.flip, set(ids.tolist()))
             else:
-                raw_detections = detect_photos(cfg, predictor.device, root, set(ids.tolist()))
-                dets = Detections(raw_detections, cfg.box_threshold, cfg.max_people)
-            det = predict_detections(predictor, root, cfg.split, dets, cfg.flip, set(ids.tolist()))
+                raw_detections, det = detect_photos(cfg, predictor, root, set(ids.tolist()))
             report["coco_detected_boxes"] = coco_keypoint_ap(ann_file, det, np.asarray(sk.sigmas), ids)
             report["detected_boxes_from"] = cfg.boxes or f"detector {cfg.detector}"
     elif cfg.boxes or cfg.detector:
@@ -241,24 +240,31 @@ def evaluate_cache(predictor: Predictor, cache: Cache, flip: bool = False, batch
     return p, {"pcp": pcp(p["coords"], gt, cache.skeleton, pcp_threshold), "pdj": pdj(p["coords"], gt, cache.skeleton)}
 
 
-def detect_photos(cfg: EvalConfig, device, root: Path, image_ids: set[int], batch_size: int = 4) -> list[dict]:
-    """Run the built-in person detector on the evaluated photos: detections (COCO results,
-    with image_id) as a --boxes file would hold them."""
+def detect_photos(cfg: EvalConfig, predictor: Predictor, root: Path, image_ids: set[int],
+                  batch_size: int = 4) -> tuple[list[dict], list[dict]]:
+    """The built-in person detector, then the pose model on its boxes, on the evaluated photos
+    (each decoded once). Returns the raw detections (COCO results with image_id, as a --boxes
+    file holds them) and the poses as COCO keypoint results."""
     from poser.detect import create_detector
 
-    detector = create_detector(cfg.detector, cfg.detector_weights, device, min(cfg.box_threshold, 0.05))
+    detector = create_detector(cfg.detector, cfg.detector_weights, predictor.device, min(cfg.box_threshold, 0.05))
     files = image_files(root, cfg.split)
     todo = sorted(i for i in image_ids if i in files)
+    raw: list[dict] = []
     out: list[dict] = []
     with progress("images") as bar:
-        task = bar.add_task(f"detect ({cfg.detector})", total=len(todo))
+        task = bar.add_task(f"detect ({cfg.detector}) + pose", total=len(todo))
         for c in range(0, len(todo), batch_size):
             chunk = [(i, read_rgb(files[i])) for i in todo[c: c + batch_size]]
             ok = [(i, im) for i, im in chunk if im is not None]
-            for (i, _), found in zip(ok, detector([im for _, im in ok]), strict=True):
-                out += [dict(d, image_id=i) for d in found]
+            found = detector([im for _, im in ok])
+            people = [select(f, cfg.box_threshold, cfg.max_people) for f in found]     # as a --boxes file is read
+            preds = predictor.predict_images([im for _, im in ok], [b for b, _ in people], cfg.flip)
+            for (i, _), f, (b, sc), p in zip(ok, found, people, preds, strict=True):
+                raw += [dict(d, image_id=i) for d in f]
+                out += Poses.from_prediction(p, b, sc, predictor.skeleton).to_coco(i)
             bar.advance(task, len(chunk))
-    return out
+    return raw, out
 
 
 def predict_detections(predictor: Predictor, root: Path, split: str, dets: Detections, flip: bool,
