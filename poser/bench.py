@@ -7,6 +7,8 @@ Sections register themselves in BENCHES; `poser bench --only NAME` runs one.
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -16,6 +18,7 @@ import numpy as np
 import torch
 
 from poser.console import log
+from poser.threads import SPINCOUNT
 
 # section(data, weights, work dir) -> rows; `weights` is for the sections that run a model
 BENCHES: dict[str, Callable[[Path | None, Path | None, Path], list[dict]]] = {}
@@ -294,6 +297,67 @@ def bench_detect(data: Path | None, weights: Path | None, work: Path) -> list[di
         res = annotate(cfg, predictor, work / f"multi{every}", TimedTruth(cfg, predictor, detectors[DEFAULT_DETECTOR]))
         rows.append(_row(f"annotate 640x360, 2 people, {DEFAULT_DETECTOR} every {every} frames",
                          res.frames / res.seconds, "frames/s", alone, "one person"))
+    return rows
+
+
+def threads_workload(kind: str, weights: str | None, auto: bool) -> float:
+    """One measurement in a fresh process (OpenMP reads its settings once, at torch's import):
+    the shipped model per video frame (frames/s), or training steps at its input size
+    (samples/s); `auto`: poser's thread choice (threads.set_threads), else one per core."""
+    from poser.predict import DEFAULT_WEIGHTS, Predictor
+    from poser.threads import set_threads
+
+    set_threads(None) if auto else torch.set_num_threads(os.cpu_count() or 1)
+    predictor = Predictor.from_file(Path(weights) if weights else DEFAULT_WEIGHTS)
+    if kind == "frame":
+        frame = np.random.default_rng(0).integers(0, 255, (360, 640, 3), np.uint8)
+        box = np.array([[240.0, 40.0, 160.0, 300.0]])
+        for _ in range(5):
+            predictor.predict_image(frame, box)
+        return _rate(40, lambda: [predictor.predict_image(frame, box) for _ in range(40)])
+    model, size = predictor.model.train(), predictor.size
+    x = torch.randn(16, 3, size, size).contiguous(memory_format=torch.channels_last)
+    model(x)["coords"].sum().backward()
+    return _rate(48, lambda: [model(x)["coords"].sum().backward() for _ in range(3)])
+
+
+def _spawn(code: str, spin: bool) -> subprocess.Popen:
+    env = {k: v for k, v in os.environ.items() if k not in ("GOMP_SPINCOUNT", "OMP_WAIT_POLICY", "OMP_NUM_THREADS")}
+    if spin:
+        env["GOMP_SPINCOUNT"] = SPINCOUNT
+    return subprocess.Popen([sys.executable, "-c", code], env=env, stdout=subprocess.PIPE, text=True)
+
+
+@bench("threads")
+def bench_threads(data: Path | None, weights: Path | None, work: Path) -> list[dict]:
+    """The CPU thread settings (poser/threads.py) on a quiet machine and beside another busy
+    torch process (a load made here: matmuls on every core with libgomp's defaults, as a
+    training run): libgomp's defaults (long spinning, a thread per core) against poser's
+    (brief spinning, threads from the free cores)."""
+    load_code = "import torch\na = torch.randn(1024, 1024)\nwhile True: a @ a"
+    rows = []
+    for loaded in (False, True):
+        load = _spawn(load_code, spin=False) if loaded else None
+        try:
+            if load:
+                time.sleep(2.0)                       # its import done, its threads spinning
+            for kind, unit in (("frame", "frames/s"), ("train", "samples/s")):
+                rate = {}
+                for auto in (False, True):
+                    code = (f"from poser.bench import threads_workload\n"
+                            f"print(threads_workload({kind!r}, {str(weights) if weights else None!r}, {auto}))")
+                    p = _spawn(code, spin=auto)
+                    out, _ = p.communicate(timeout=600)
+                    rate[auto] = float(out.strip().splitlines()[-1])
+                where = "beside a busy torch process" if loaded else "quiet machine"
+                what = "model per video frame" if kind == "frame" else "training step (batch 16)"
+                rows.append(_row(f"{what}, {where}: libgomp defaults", rate[False], unit))
+                rows.append(_row(f"{what}, {where}: poser's thread settings", rate[True], unit, rate[False],
+                                 "libgomp defaults", ratio=True))
+        finally:
+            if load:
+                load.kill()
+                load.wait()
     return rows
 
 

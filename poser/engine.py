@@ -30,7 +30,7 @@ from poser import __version__, distributed
 from poser.cascade import SUB_IMAGE, StageData, error_statistics, sample_crops
 from poser.checkpoint import load_state, read_meta, save_bundle, save_state
 from poser.codec import MARGIN, MEAN, STD
-from poser.console import RateColumn, console, log, progress
+from poser.console import RateColumn, log, progress
 from poser.data.augment import Augment, make_batch
 from poser.data.cache import Cache, CacheDataset, CacheSpec, cache_dir
 from poser.data.sources import prepare_split
@@ -55,6 +55,7 @@ class TrainConfig:
     loss: str = "auto"                  # l2 (DeepPose's), l1, smooth_l1, rle; auto: rle for fc, l1 for integral
     heatmap_weight: float = HEATMAP_WEIGHT   # integral head: weight of the dense heatmap (KL) term
     pretrained: str | None = None       # 'imagenet' or a local weights file
+    init: str | None = None             # a poser weights file whose stage one starts the whole model (fine-tune)
     epochs: int = 90
     batch_size: int = 64                # per process
     lr: float = 1e-3
@@ -103,7 +104,7 @@ def weights_meta(cfg: TrainConfig, skeleton, epoch: int, metrics: dict | None = 
         "skeleton": skeleton.name, "joints": list(skeleton.joints), "backbone": cfg.backbone,
         "input_size": cfg.input_size, "margin": MARGIN, "mean": list(MEAN), "std": list(STD),
         "stage": cfg.stage, "head": cfg.head, "loss": loss_kind(cfg), "sigma_head": loss_kind(cfg) == "rle",
-        "epoch": epoch,
+        "epoch": epoch, "cache_size": cfg.cache_size,
         "sub_image": cfg.sub_image if cfg.stage > 1 else None,
         "poser_version": __version__, "metrics": metrics or {},
         "trained_on": {"data": cfg.data, "split": cfg.train_split, "epochs": cfg.epochs},
@@ -147,6 +148,21 @@ def previous_stages(cfg: TrainConfig, device: torch.device, skeleton) -> list[tu
     return stages
 
 
+def init_from(model: DeepPose, cfg: TrainConfig, skeleton) -> None:
+    """Fine-tuning: start the whole model (backbone and head) from stage one of a poser weights
+    file of the same backbone, head and joints; the input size may differ (the network is
+    convolutional and the head's heatmap follows the input)."""
+    src, meta = load_stages(Path(cfg.init), "cpu", 1)[0]
+    want = {"backbone": cfg.backbone, "head": cfg.head, "skeleton": skeleton.name,
+            "sigma_head": loss_kind(cfg) == "rle"}
+    have = {"backbone": meta["backbone"], "head": meta.get("head", "fc"), "skeleton": meta["skeleton"],
+            "sigma_head": bool(meta.get("sigma_head"))}
+    diff = [f"{k} {have[k]} (this run: {want[k]})" for k in want if have[k] != want[k]]
+    if diff:
+        raise PoserError(f"--init {cfg.init} does not fit this run: {', '.join(diff)}")
+    model.load_state_dict(src.state_dict())
+
+
 def _stage_data(prev: list, cache: Cache, device: torch.device, batch_size: int, show: bool) -> StageData:
     """Run stages 1..s-1 over the training set once: their real predictions and the
     statistics of their errors, from which stage s draws its training sub-images."""
@@ -182,6 +198,10 @@ def check_config(cfg: TrainConfig) -> None:
                          "smooth_l1 or l2 (plus its heatmap term)")
     if cfg.pretrained and cfg.pretrained != "imagenet" and not Path(cfg.pretrained).is_file():
         raise PoserError(f"--pretrained {cfg.pretrained}: no such file (use 'imagenet' or a weights file)")
+    if cfg.init and not Path(cfg.init).is_file():
+        raise PoserError(f"--init {cfg.init}: no such weights file")
+    if cfg.init and cfg.stage > 1:
+        raise PoserError("--init starts a stage-one model; a refinement stage starts from --from's last stage")
     if cfg.stage > 1 and not cfg.from_run:
         raise PoserError(f"--stage {cfg.stage} needs --from: the run folder (or weights file) of stages "
                          f"1..{cfg.stage - 1}")
@@ -296,6 +316,8 @@ def setup(cfg: TrainConfig, d: distributed.Dist) -> Trainer:
         # A refinement stage starts from the previous stage's weights (its own copy): it already
         # knows what joints look like and only has to learn to look closer.
         model.load_state_dict(prev[-1][0].state_dict())
+    if cfg.init and not cfg.resume:
+        init_from(model, cfg, skeleton)
     objective = Objective(model, PoseLoss(kind, heatmap_weight=cfg.heatmap_weight)).to(dev)
     if cfg.channels_last:
         objective = objective.to(memory_format=torch.channels_last)
@@ -487,8 +509,8 @@ def _barrier(d: distributed.Dist) -> None:
 
 
 def _progress() -> Progress:
-    return Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), RateColumn("steps"),
-                    TextColumn("{task.fields[info]}"), TimeRemainingColumn(), console=console)
+    return progress("steps", (BarColumn(), MofNCompleteColumn(), RateColumn("steps"), TextColumn("{task.fields[info]}"),
+                              TimeRemainingColumn()))
 
 
 def start_run(cfg: TrainConfig) -> TrainConfig:

@@ -74,15 +74,18 @@ def evaluate(cfg: EvalConfig) -> dict:
         raise PoserError("nothing to score: give a model (--weights) or saved predictions (--predictions)")
     if cfg.weights is not None and cfg.predictions is not None:
         raise PoserError("give a model (--weights) or saved predictions (--predictions), not both")
+    spec = CacheSpec()
     if cfg.weights:
-        read_meta(Path(cfg.weights))        # a bad weights file fails before any data is prepared
+        meta = read_meta(Path(cfg.weights))   # a bad weights file fails before any data is prepared
+        # The crops the model was trained on: a 160 px model needs a 384 px cache, not 256.
+        spec = CacheSpec(size=int(meta.get("stages", [meta])[0].get("cache_size", spec.size)))
     root = Path(cfg.data)
     if not root.is_dir():
         raise PoserError(f"--data {root}: no such folder")
     check_writable(Path(cfg.out))           # before the work, not after it
-    if prepare_split(root, cfg.split, CacheSpec())["instances"] == 0:
+    if prepare_split(root, cfg.split, spec)["instances"] == 0:
         raise PoserError(f"{root}: split {cfg.split!r} has no person instances to evaluate")
-    cache = Cache(cache_dir(root, cfg.split, CacheSpec()))
+    cache = Cache(cache_dir(root, cfg.split, spec))
     sk = cache.skeleton
     n = len(cache) if cfg.limit is None else min(cfg.limit, len(cache))
     gt = ground_truth(cache)[:n]

@@ -5,7 +5,8 @@ training loop's validation. Crops come from the shared geometry (`box_to_square`
 weights file's margin, `crop_matrix`): the crop training makes before augmenting. Prepared
 caches are cropped with `warp_batch` (grid_sample, as in training); photos and video frames
 with `warp_image` (OpenCV, area-averaged when a large frame shrinks to a small crop). Flip test
-averages the prediction with that of the mirrored crop (labels swapped back through the skeleton).
+merges the raw outputs of the crop and of its mirror image (labels swapped back through the
+skeleton) before the head's one decode.
 
 Shapes: N person boxes, K joints. Scores are in [0, 1], decoded by the model's head
 (models/heads.py says what they mean for each head).
@@ -90,10 +91,9 @@ class Predictor:
 
     # --- crops -> keypoints ----------------------------------------------------------------
     @torch.no_grad()
-    def _forward(self, model: DeepPose, size: int, crops: torch.Tensor, m: np.ndarray) -> dict[str, np.ndarray]:
-        """crops (N, 3, S, S) float RGB in [0, 1] on the device, m (N, 2, 3) source-to-crop ->
-        coords (N, K, 2) source pixels, score and visible probability (N, K), decoded by the head."""
-        return decode(model.decode(model(normalize_input(crops, self.mean, self.std, self.channels_last))), m, size)
+    def _forward(self, model: DeepPose, crops: torch.Tensor) -> dict[str, torch.Tensor]:
+        """crops (N, 3, S, S) float RGB in [0, 1] on the device -> the head's raw outputs."""
+        return model(normalize_input(crops, self.mean, self.std, self.channels_last))
 
     def _stage(self, s: int, crop_fn, boxes: np.ndarray, owner: np.ndarray, flip: bool,
                chunk: int = 128) -> dict[str, np.ndarray]:
@@ -105,13 +105,11 @@ class Predictor:
         for a in range(0, len(boxes), chunk):
             sl = slice(a, a + chunk)
             m = g.crop_matrix(center[sl], side[sl], size)
-            r = self._forward(model, size, crop_fn(m, owner[sl], size), m)
-            if flip:
+            out, mirrored = self._forward(model, crop_fn(m, owner[sl], size)), None
+            if flip:    # the mirrored crop; the head merges both outputs before its one decode
                 mf = g.crop_matrix(center[sl], side[sl], size, 0.0, True)
-                rf = self._forward(model, size, crop_fn(mf, owner[sl], size), mf)
-                p = self.skeleton.flip_index
-                r = {k: (v + rf[k][:, p]) / 2 for k, v in r.items()}
-            parts.append(r)
+                mirrored = self._forward(model, crop_fn(mf, owner[sl], size))
+            parts.append(decode(model.decode(out, mirrored, self.skeleton.flip_index), m, size))
         return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
 
     def _predict(self, crop_fn, boxes: np.ndarray, flip: bool) -> dict[str, np.ndarray]:

@@ -42,3 +42,22 @@ def test_installed_console_script_runs():
                          capture_output=True, text=True)
     assert res.returncode == 1 and "Traceback" not in res.stderr
     assert res.stderr.strip().splitlines() == ["error: weights file not found: missing.safetensors"]
+
+
+def test_library_draws_no_progress_bars_unless_asked(tmp_path, capsys):
+    """Library code describes its progress; bars appear on stderr only once the CLI (or a
+    Python user, with show_messages) asks for them."""
+    from poser import console
+    from poser.data.synth import SynthConfig, generate
+
+    was = console._bars["show"]
+    try:
+        console.show_messages(bars=False)
+        generate(tmp_path / "a", SynthConfig(images=4, seed=0))
+        assert "images" not in capsys.readouterr().err
+        console.show_messages(bars=True)
+        with console.progress("images") as bar:
+            bar.add_task("synth", total=1, completed=1)
+        assert "synth" in capsys.readouterr().err
+    finally:
+        console.show_messages(bars=was)

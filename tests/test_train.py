@@ -178,6 +178,27 @@ def test_train_command_writes_a_complete_run_folder_and_resumes_for_more_epochs(
     assert resume(run, epochs=3)["last"]["epoch"] == 3
 
 
+def test_init_fine_tunes_the_whole_model_from_a_weights_file(synth_root, tmp_path):
+    """--init starts backbone and head from a weights file (here at another input size); a
+    file of another architecture is refused by name, in one line."""
+    base = ["train", "--data", str(synth_root), "--backbone", "mobilenet_v3_small", "--epochs", "1", "--batch-size",
+            "8", "--steps-per-epoch", "1", "--workers", "0", "--flip", "0", "--out", str(tmp_path)]
+    assert runner.invoke(app, [*base, "--input-size", "64", "--name", "src"]).exit_code == 0
+    src = tmp_path / "src" / "last.safetensors"
+    cfg = TrainConfig(data=str(synth_root), out=str(tmp_path), name="ft", backbone="mobilenet_v3_small",
+                      input_size=96, init=str(src), epochs=1, batch_size=8, workers=0, device="cpu")
+    t = engine.setup(engine.start_run(cfg), engine.distributed.init("cpu"))
+    want, _ = load_model(src)
+    got = t.objective.model.state_dict()
+    assert all(torch.equal(v, got[k]) for k, v in want.state_dict().items())
+    assert read_meta(src)["cache_size"] == 256
+    res = runner.invoke(app, [*base, "--input-size", "64", "--head", "fc", "--init", str(src)])
+    msg = " ".join(res.output.split())
+    assert res.exit_code == 1 and "does not fit this run: head integral (this run: fc)" in msg, res.output
+    res = runner.invoke(app, [*base, "--init", str(tmp_path / "none.safetensors")])
+    assert res.exit_code == 1 and "no such weights file" in res.output
+
+
 def test_train_errors_are_one_line(synth_root, tmp_path):
     cases = [
         (["--gpus", "2"], "no CUDA device"),

@@ -29,13 +29,12 @@ from rich.progress import (
     BarColumn,
     DownloadColumn,
     Progress,
-    TextColumn,
     TimeRemainingColumn,
     TransferSpeedColumn,
 )
 
 from poser import __version__
-from poser.console import console
+from poser.console import progress
 from poser.errors import PoserError
 
 CHUNK = 1 << 20
@@ -51,10 +50,7 @@ class RemoteFile:
 
 
 def _progress() -> Progress:
-    return Progress(
-        TextColumn("[bold]{task.description}"), BarColumn(), DownloadColumn(),
-        TransferSpeedColumn(), TimeRemainingColumn(), console=console,
-    )
+    return progress("bytes", (BarColumn(), DownloadColumn(), TransferSpeedColumn(), TimeRemainingColumn()))
 
 
 def _part(dest: Path) -> Path:

@@ -1,0 +1,66 @@
+"""CPU threads for torch on a machine that may be busy: OpenMP's spinning, and how many threads.
+
+torch's CPU kernels run on an OpenMP pool (libgomp on Linux) whose threads spin between
+layers waiting for each other. On a quiet machine that saves a wake-up per layer; when another
+process holds a core, a spinning thread burns the time slice its partner needs, and throughput
+collapses (measured on 2 cores beside a training run: the shipped model 5.8 frames/s instead of
+~60, a training step 4.7 samples/s instead of ~40). Two remedies, both measured (README,
+`poser bench --only threads`):
+
+- Spin briefly, then sleep (`GOMP_SPINCOUNT`, set before torch loads libgomp): as fast as the
+  default when quiet, 3-5x faster when loaded. `OMP_WAIT_POLICY=PASSIVE` (never spin) halves
+  per-frame inference on a quiet machine, so it is not the default.
+- As many threads as cores are free when the command starts (`free_cores`): with every core
+  busy, one thread has no partner to wait for.
+
+A user's own `GOMP_SPINCOUNT`, `OMP_WAIT_POLICY`, `OMP_NUM_THREADS` or `--threads` wins.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+SPINCOUNT = "10000"     # libgomp's default spins ~100x longer; measured: README
+
+
+def configure_openmp() -> None:
+    """Brief spinning for the OpenMP pool; effective only before torch is first imported."""
+    if "OMP_WAIT_POLICY" not in os.environ:
+        os.environ.setdefault("GOMP_SPINCOUNT", SPINCOUNT)
+
+
+def _cpu_times() -> tuple[int, int] | None:
+    """(busy, total) jiffies of all cores since boot, from /proc/stat (None elsewhere)."""
+    try:
+        with open("/proc/stat") as f:
+            fields = [int(v) for v in f.readline().split()[1:]]
+    except (OSError, ValueError):
+        return None
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)       # idle + iowait
+    return sum(fields) - idle, sum(fields)
+
+
+def free_cores(interval: float = 0.2) -> int:
+    """Cores that other processes left idle over `interval` seconds (this process sleeps
+    meanwhile), at least 1; all of them where /proc/stat cannot be read."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    a = _cpu_times()
+    time.sleep(interval)
+    b = _cpu_times()
+    if a is None or b is None or b[1] <= a[1]:
+        return cores
+    busy = (b[0] - a[0]) / (b[1] - a[1]) * (os.cpu_count() or cores)
+    return max(1, min(cores, round(cores - busy)))
+
+
+def set_threads(requested: int | None = None) -> int:
+    """torch's intra-op threads: `requested`, else OMP_NUM_THREADS if set, else the free cores.
+    Returns the number used."""
+    import torch
+
+    if requested is None and os.environ.get("OMP_NUM_THREADS", "").isdigit():
+        requested = int(os.environ["OMP_NUM_THREADS"])
+    n = max(1, requested or free_cores())
+    torch.set_num_threads(n)
+    return n
