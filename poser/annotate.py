@@ -41,7 +41,7 @@ VIDEO_EXT = {".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", "
 class AnnotateConfig:
     inputs: list[str]
     boxes: str | None = None            # COCO-style detections: [{bbox, score, file_name | image_id}]
-    box_threshold: float = 0.5          # --person-threshold: detections (file or detector) below are dropped
+    person_threshold: float = 0.5       # detections (file or detector) below are dropped
     detector: str | None = None         # a built-in person detector (poser.detect)
     detector_weights: str | None = None
     max_people: int = 20                # per image or frame, best first
@@ -114,7 +114,7 @@ class PersonBoxes:
         self.detector = detector
         self.saved: list[dict] = []
         if cfg.boxes:
-            self.file = read_detections(Path(cfg.boxes), cfg.box_threshold, cfg.max_people)
+            self.file = read_detections(Path(cfg.boxes), cfg.person_threshold, cfg.max_people)
             if self.file.skipped:
                 log.warning(f"--boxes {cfg.boxes}: skipped {len(self.file.skipped)} invalid detection(s) "
                             f"(index {', '.join(map(str, self.file.skipped[:10]))})")
@@ -122,7 +122,7 @@ class PersonBoxes:
             from poser.detect import create_detector
 
             self.detector = create_detector(cfg.detector, cfg.detector_weights, predictor.device,
-                                            min(cfg.box_threshold, 0.05))
+                                            min(cfg.person_threshold, 0.05))
 
     @property
     def search(self) -> bool:
@@ -144,7 +144,7 @@ class PersonBoxes:
         if self.detector is not None:
             out = []
             for s, found in zip(srcs, self.detector(images), strict=True):
-                b, sc = select(found, self.cfg.box_threshold, self.cfg.max_people)
+                b, sc = select(found, self.cfg.person_threshold, self.cfg.max_people)
                 extra = {} if frame is None else {"frame": frame}
                 self.saved += [{"file_name": s.path.name, **extra, "bbox": [float(v) for v in bb],
                                 "score": float(c), "category_id": 1} for bb, c in zip(b, sc, strict=True)]

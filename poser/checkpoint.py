@@ -122,10 +122,16 @@ def read_state_dict(path: Path, option: str) -> dict[str, torch.Tensor]:
     return state
 
 
-def export_weights(src: Path, dst: Path, storage: str = "fp16") -> dict:
+def export_weights(src: Path, dst: Path, storage: str = "fp16", decode_radius: float | None = None) -> dict:
     """Re-store a weights file or cascade bundle (e.g. a run's best.safetensors as the fp16 or
-    int8 file to ship). Returns both sizes in bytes."""
+    int8 file to ship); `decode_radius` records the integral head's measured decode radius
+    (models/heads.py) for every stage. Returns both sizes in bytes."""
     state, meta = load_weights(src)
+    if decode_radius is not None:
+        for m in meta.get("stages", [meta]):
+            m["decode_radius"] = decode_radius
+        if "stages" in meta:
+            meta["decode_radius"] = decode_radius
     save_weights(dst, state, meta, storage)
     return {"src": str(src), "dst": str(dst), "storage": storage,
             "src_bytes": Path(src).stat().st_size, "dst_bytes": Path(dst).stat().st_size}

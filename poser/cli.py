@@ -338,7 +338,7 @@ def eval_(
         "--boxes", help="COCO detection results (person boxes) for COCO AP with detected boxes.")] = None,
     detector: DetectorOpt = None,
     detector_weights: DetectorWeightsOpt = None,
-    box_threshold: PersonThresholdOpt = 0.0,
+    person_threshold: PersonThresholdOpt = 0.0,
     max_people: MaxPeopleOpt = 100,
     predictions: Annotated[Path | None, typer.Option(
         "--predictions", help="Score these COCO keypoint results instead of a model.")] = None,
@@ -368,7 +368,7 @@ def eval_(
         data = Path("data/lspet" if skeleton == "lsp14" else "data/coco")
     cfg = EvalConfig(data=str(data), weights=str(weights) if weights else None, split=split,
                      flip=flip, pcp_threshold=pcp_threshold, boxes=str(boxes) if boxes else None,
-                     box_threshold=box_threshold, predictions=str(predictions) if predictions else None,
+                     person_threshold=person_threshold, predictions=str(predictions) if predictions else None,
                      detector=detector, detector_weights=str(detector_weights) if detector_weights else None,
                      max_people=max_people, out=str(out or "runs/eval"), name=name, device=device.value,
                      batch_size=batch_size, limit=limit, stages=stages, whole_image=whole_image, search=search)
@@ -389,7 +389,7 @@ def annotate(
         "--boxes", help="COCO-style detections [{bbox, score, file_name or image_id}] as person boxes.")] = None,
     detector: DetectorOpt = None,
     detector_weights: DetectorWeightsOpt = None,
-    box_threshold: PersonThresholdOpt = 0.5,
+    person_threshold: PersonThresholdOpt = 0.5,
     max_people: MaxPeopleOpt = 20,
     detect_every: Annotated[int, typer.Option(
         "--detect-every", min=1, help="Video: run the detector every N frames (and whenever a person is lost).")] = 10,
@@ -417,7 +417,7 @@ def annotate(
     from poser.runs import check_writable, new_run_dir
 
     cfg = AnnotateConfig(inputs=inputs, boxes=str(boxes) if boxes else None,
-                         box_threshold=box_threshold, min_score=min_score, smooth=smooth, flip=flip,
+                         person_threshold=person_threshold, min_score=min_score, smooth=smooth, flip=flip,
                          batch_size=batch_size, draw=not no_draw, search=search,
                          detector=detector, detector_weights=str(detector_weights) if detector_weights else None,
                          max_people=max_people, detect_every=detect_every,
@@ -476,12 +476,15 @@ def export(
     dst: Annotated[Path, typer.Argument(help="The file to write.")],
     storage: Annotated[Storage, typer.Option(
         "--storage", help="fp16 halves the file; int8 (per-channel) quarters its weight matrices.")] = Storage.fp16,
+    decode_radius: Annotated[float | None, typer.Option(
+        "--decode-radius", min=1.0, help="Integral head: decode within this many heatmap cells of the peak "
+        "(measure it with eval first) [default: the source's; none: the whole map].")] = None,
     json_out: JsonOpt = None,
 ) -> None:
     """Store weights in fp16 or int8 to ship them smaller (model and metadata are unchanged)."""
     from poser.checkpoint import export_weights
 
-    res = export_weights(weights, dst, storage.value)
+    res = export_weights(weights, dst, storage.value, decode_radius)
     results.print(f"{dst}: {res['dst_bytes'] / 1e6:.1f} MB ({storage.value}; {weights} was "
                   f"{res['src_bytes'] / 1e6:.1f} MB)", soft_wrap=True)
     _write_json(json_out, res)

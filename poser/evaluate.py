@@ -52,7 +52,7 @@ class EvalConfig:
     flip: bool = False
     pcp_threshold: float = 0.5
     boxes: str | None = None            # COCO detection results: [{image_id, bbox, score}, ...]
-    box_threshold: float = 0.0          # --person-threshold: detections below are dropped
+    person_threshold: float = 0.0       # detections below are dropped
     detector: str | None = None         # a built-in person detector (poser.detect) instead of --boxes
     detector_weights: str | None = None
     max_people: int | None = None       # per image, best first
@@ -143,7 +143,7 @@ def evaluate(cfg: EvalConfig) -> dict:
             if predictor is None:
                 raise PoserError("--boxes and --detector need a model (--weights)")
             if cfg.boxes:
-                dets = read_detections(Path(cfg.boxes), cfg.box_threshold, cfg.max_people)
+                dets = read_detections(Path(cfg.boxes), cfg.person_threshold, cfg.max_people)
                 if dets.skipped:
                     log.warning(f"--boxes {cfg.boxes}: skipped {len(dets.skipped)} invalid detection(s)")
                 det = predict_detections(predictor, root, cfg.split, dets, cfg.flip, set(ids.tolist()))
@@ -250,7 +250,7 @@ def detect_photos(cfg: EvalConfig, predictor: Predictor, root: Path, image_ids: 
     file holds them) and the poses as COCO keypoint results."""
     from poser.detect import create_detector
 
-    detector = create_detector(cfg.detector, cfg.detector_weights, predictor.device, min(cfg.box_threshold, 0.05))
+    detector = create_detector(cfg.detector, cfg.detector_weights, predictor.device, min(cfg.person_threshold, 0.05))
     files = image_files(root, cfg.split)
     todo = sorted(i for i in image_ids if i in files)
     raw: list[dict] = []
@@ -261,7 +261,7 @@ def detect_photos(cfg: EvalConfig, predictor: Predictor, root: Path, image_ids: 
             chunk = [(i, read_rgb(files[i])) for i in todo[c: c + batch_size]]
             ok = [(i, im) for i, im in chunk if im is not None]
             found = detector([im for _, im in ok])
-            people = [select(f, cfg.box_threshold, cfg.max_people) for f in found]     # as a --boxes file is read
+            people = [select(f, cfg.person_threshold, cfg.max_people) for f in found]     # as a --boxes file is read
             preds = predictor.predict_images([im for _, im in ok], [b for b, _ in people], cfg.flip)
             for (i, _), f, (b, sc), p in zip(ok, found, people, preds, strict=True):
                 raw += [dict(d, image_id=i) for d in f]

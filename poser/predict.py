@@ -109,7 +109,8 @@ class Predictor:
             if flip:    # the mirrored crop; the head merges both outputs before its one decode
                 mf = g.crop_matrix(center[sl], side[sl], size, 0.0, True)
                 mirrored = self._forward(model, crop_fn(mf, owner[sl], size))
-            parts.append(decode(model.decode(out, mirrored, self.skeleton.flip_index), m, size))
+            raw = model.decode(out, mirrored, self.skeleton.flip_index, meta.get("decode_radius"))
+            parts.append(decode(raw, m, size))
         return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
 
     def _predict(self, crop_fn, boxes: np.ndarray, flip: bool) -> dict[str, np.ndarray]:

@@ -35,9 +35,9 @@ def test_integral_flip_merge_averages_heatmaps_not_coordinates():
     out = {"heatmap": torch.log(0.55 * IntegralHead.encode(a, shape) + 0.45 * IntegralHead.encode(b, shape)),
            "visible": torch.zeros(1, 14)}
     mirrored = {"heatmap": torch.log(IntegralHead.encode(_mirror(b), shape)), "visible": torch.zeros(1, 14)}
-    merged = IntegralHead.decode(IntegralHead.merge_flipped(out, mirrored, P))["coords"]
+    merged = IntegralHead.decode(IntegralHead.merge_flipped(out, mirrored, P), 6.0)["coords"]
     assert torch.allclose(merged, b, atol=2e-3)
-    coord_mean = (IntegralHead.decode(out)["coords"] + b) / 2
+    coord_mean = (IntegralHead.decode(out, 6.0)["coords"] + b) / 2
     assert (coord_mean[..., 0] < 0.1).all()               # the old way: far from B
 
 

@@ -43,13 +43,14 @@ class DeepPose(nn.Module):
         return self.head(pyramid(trunk(self.backbone), x))
 
     def decode(self, out: dict[str, torch.Tensor], mirrored: dict[str, torch.Tensor] | None = None,
-               flip_index=None) -> dict[str, torch.Tensor]:
+               flip_index=None, radius: float | None = None) -> dict[str, torch.Tensor]:
         """Raw outputs -> coords (N, K, 2) normalised, score (N, K) in [0, 1]. With `mirrored`
         (the raw outputs of the mirrored crops, joints relabelled by `flip_index`): the flip test,
-        both merged by the head before the one decode."""
+        both merged by the head before the one decode. `radius`: the weights file's
+        `decode_radius` (integral head)."""
         if mirrored is not None:
             out = self.head.merge_flipped(out, mirrored, flip_index)
-        return self.head.decode(out)
+        return self.head.decode(out, radius)
 
 
 def _pyramid_channels(backbone: nn.Module) -> list[int]:

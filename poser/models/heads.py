@@ -25,7 +25,7 @@ from torch import nn
 HEADS = ("fc", "integral")
 HEATMAP_SIGMA = 1.5     # target Gaussian sigma, in heatmap cells
 SCORE_RADIUS = 2.0      # confidence = heatmap mass within this many sigmas of the estimate
-DECODE_RADIUS = 6.0     # inference: the expectation over cells this close to the peak (measured: README)
+DECODE_RADIUS = 6.0     # the shipped model's decode radius, in cells (measured: README)
 
 
 class FCHead(nn.Module):
@@ -61,8 +61,9 @@ class FCHead(nn.Module):
         return {k: (v.float() + m[k]) / 2 for k, v in out.items()}
 
     @staticmethod
-    def decode(out: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """Raw outputs -> coords (N, K, 2) normalised, score and visible (N, K) in [0, 1]."""
+    def decode(out: dict[str, torch.Tensor], radius: float | None = None) -> dict[str, torch.Tensor]:
+        """Raw outputs -> coords (N, K, 2) normalised, score and visible (N, K) in [0, 1]
+        (`radius` is the integral head's; coordinates here are regressed directly)."""
         visible = torch.sigmoid(out["visible"].float())
         score = visible
         if "sigma" in out:
@@ -160,12 +161,15 @@ class IntegralHead(nn.Module):
         return p / p.sum((-2, -1), keepdim=True)     # the peak itself is always inside: sum > 0
 
     @classmethod
-    def decode(cls, out: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """Raw outputs -> coords (N, K, 2) normalised (the expectation around the heatmap's
-        peak, `local`), score and visible (N, K) in [0, 1]."""
+    def decode(cls, out: dict[str, torch.Tensor], radius: float | None = None) -> dict[str, torch.Tensor]:
+        """Raw outputs -> coords (N, K, 2) normalised, score and visible (N, K) in [0, 1]. The
+        coordinates are the heatmap's expectation: over the whole map (what training
+        optimises), or within `radius` cells of its peak (`local`) for a model whose weights
+        file says `decode_radius` (measured per model: a well-trained model's heatmaps gain from
+        it, a weakly trained model's noisy peaks lose)."""
         prob = cls.softmax(out["heatmap"])
         h, w = prob.shape[-2:]
-        coords = cls.expectation(cls.local(prob))
+        coords = cls.expectation(cls.local(prob, radius) if radius else prob)
         x, y = heatmap_grid(h, w, prob.device)
         d2 = ((x - coords[..., :1]) * w)[..., None, :] ** 2 + ((y - coords[..., 1:]) * h)[..., :, None] ** 2
         mass = (prob * (d2 <= (SCORE_RADIUS * HEATMAP_SIGMA) ** 2)).sum((-2, -1))
