@@ -302,7 +302,7 @@ def bench_detect(data: Path | None, weights: Path | None, work: Path) -> list[di
 
 def threads_workload(kind: str, weights: str | None, auto: bool) -> float:
     """One measurement in a fresh process (OpenMP reads its settings once, at torch's import):
-    the shipped model per video frame (frames/s), or training steps at its input size
+    the shipped model per video frame (frames/s), or training forward + backward passes at its input size
     (samples/s); `auto`: poser's thread choice (threads.set_threads), else one per core."""
     from poser.predict import DEFAULT_WEIGHTS, Predictor
     from poser.threads import set_threads
@@ -350,7 +350,7 @@ def bench_threads(data: Path | None, weights: Path | None, work: Path) -> list[d
                     out, _ = p.communicate(timeout=600)
                     rate[auto] = float(out.strip().splitlines()[-1])
                 where = "beside a busy torch process" if loaded else "quiet machine"
-                what = "model per video frame" if kind == "frame" else "training step (batch 16)"
+                what = "model per video frame" if kind == "frame" else "forward + backward (batch 16)"
                 rows.append(_row(f"{what}, {where}: libgomp defaults", rate[False], unit))
                 rows.append(_row(f"{what}, {where}: poser's thread settings", rate[True], unit, rate[False],
                                  "libgomp defaults", ratio=True))
