@@ -18,7 +18,7 @@ def __getattr__(name: str):
 
         return getattr(api, name)
     if name == "Poses":
-        from poser.poses import Poses
+        from poser.inference.poses import Poses
 
         return Poses
     raise AttributeError(f"module 'poser' has no attribute {name!r}")

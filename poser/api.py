@@ -16,11 +16,11 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from poser.data.detections import select
+from poser.detect.boxes import select
 from poser.errors import PoserError
 from poser.imageio import read_rgb
-from poser.poses import Poses
-from poser.predict import SEARCH_ROUNDS, Predictor, resolve_weights
+from poser.inference.poses import Poses
+from poser.inference.predictor import SEARCH_ROUNDS, Predictor, resolve_weights
 
 
 class PoseModel:
@@ -67,14 +67,14 @@ def load(weights: str | Path | None = None, device: str = "auto", *, stages: int
          detector: str | None = None, detector_weights: str | Path | None = None,
          person_threshold: float = 0.5, max_people: int = 20) -> PoseModel:
     """A pose model from a weights file (default: the shipped reference model) on `device`
-    ('auto': CUDA when available), with a person detector from `poser.detect` if named."""
-    from poser.distributed import resolve_device
+    ('auto': CUDA when available), with a person detector from `poser.detect.detectors` if named."""
+    from poser.train.distributed import resolve_device
 
     dev = resolve_device(device)
     predictor = Predictor.from_file(resolve_weights(weights), dev, stages)
     det = None
     if detector is not None:
-        from poser.detect import create_detector
+        from poser.detect.detectors import create_detector
 
         det = create_detector(detector, detector_weights, dev, min(person_threshold, 0.05))
     return PoseModel(predictor, det, person_threshold, max_people)

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import scipy.io
 
-from poser.data.synth import SynthConfig, generate
+from poser.synth.dataset import SynthConfig, generate
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared" / "datasets"
@@ -72,7 +72,7 @@ def trained_run(learn_root, tmp_path_factory) -> Path:
     """A stage-1 model (the default integral head, with loose crops) trained on `learn_root`
     on the CPU for about 90 s (seeded)."""
     from poser.data.augment import Augment
-    from poser.engine import TrainConfig, fit
+    from poser.train.loop import TrainConfig, fit
 
     cfg = TrainConfig(data=str(learn_root), out=str(tmp_path_factory.mktemp("runs")), name="learn",
                       backbone="mobilenet_v3_small", input_size=96, head="integral", epochs=8,

@@ -7,11 +7,11 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from poser.annotate import collect
+from poser.annotate.run import collect
 from poser.cli import app
-from poser.data.synth import one_person, write_video
 from poser.skeletons import COCO17
-from poser.video import OneEuro
+from poser.synth.dataset import one_person, write_video
+from poser.video.tracking import OneEuro
 
 runner = CliRunner()
 

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 import poser
-from poser.data.synth import one_person
 from poser.errors import PoserError
+from poser.synth.dataset import one_person
 from tests.conftest import REPO
 
 

@@ -10,7 +10,7 @@ from torch.utils.data import DataLoader
 from poser import geometry as g
 from poser.data.cache import Cache, CacheDataset, CacheSpec, build_cache, cache_dir, context_square
 from poser.data.datasets import open_dataset
-from poser.data.sources import prepare_split
+from poser.data.prepare import prepare_split
 from poser.errors import PoserError
 
 

@@ -7,17 +7,17 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from poser.cascade import error_statistics, joint_boxes, pose_diameter, sample_crops
-from poser.checkpoint import read_meta, save_bundle
 from poser.cli import app
 from poser.codec import MARGIN
 from poser.data.augment import Augment
-from poser.engine import TrainConfig, fit
 from poser.errors import PoserError
 from poser.geometry import box_to_square
+from poser.inference.cascade import error_statistics, joint_boxes, pose_diameter, sample_crops
+from poser.inference.predictor import Predictor
 from poser.models.deeppose import create_model, load_stages
-from poser.predict import Predictor
+from poser.models.weights import read_meta, save_bundle
 from poser.skeletons import COCO17
+from poser.train.loop import TrainConfig, fit
 
 runner = CliRunner()
 
@@ -71,7 +71,7 @@ def test_a_stage_two_bundle_without_stage_one_is_a_clear_error(tmp_path):
                                                                                    stages=1)) == 1
     assert read_meta(tmp_path / "ok.safetensors")["stage"] == 2
     # A bundle that lists two stages but holds stage 2's weights only.
-    from poser.checkpoint import save_weights
+    from poser.models.weights import save_weights
 
     only2 = {f"stage2.{k}": v for k, v in m.state_dict().items()}
     save_weights(tmp_path / "broken.safetensors", only2, {**meta, "stages": [meta, meta | {"stage": 2}]})

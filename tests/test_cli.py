@@ -48,7 +48,7 @@ def test_library_draws_no_progress_bars_unless_asked(tmp_path, capsys):
     """Library code describes its progress; bars appear on stderr only once the CLI (or a
     Python user, with show_messages) asks for them."""
     from poser import console
-    from poser.data.synth import SynthConfig, generate
+    from poser.synth.dataset import SynthConfig, generate
 
     was = console._bars["show"]
     try:

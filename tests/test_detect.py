@@ -11,11 +11,11 @@ import torch
 from safetensors.torch import save_file
 from typer.testing import CliRunner
 
-from poser import detect
 from poser import geometry as g
 from poser.cli import app
-from poser.data.detections import Detections, select
-from poser.data.synth import one_person, write_crossing_video, write_video
+from poser.detect import detectors as detect
+from poser.detect.boxes import Detections, select
+from poser.synth.dataset import one_person, write_crossing_video, write_video
 
 runner = CliRunner()
 

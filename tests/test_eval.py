@@ -11,10 +11,10 @@ from typer.testing import CliRunner
 from poser.cli import app
 from poser.data.cache import Cache, CacheSpec, cache_dir
 from poser.errors import PoserError
-from poser.evaluate import ground_truth
-from poser.metrics import pcp, pdj
-from poser.poses import coco_results
-from poser.predict import Predictor
+from poser.evaluate.metrics import pcp, pdj
+from poser.evaluate.run import ground_truth
+from poser.inference.poses import coco_results
+from poser.inference.predictor import Predictor
 from poser.skeletons import COCO17, LSP14
 
 runner = CliRunner()
@@ -179,7 +179,7 @@ def test_eval_errors_are_one_line(synth_root, tmp_path):
     for args, msg in cases:
         res = runner.invoke(app, ["eval", *args, "--out", str(tmp_path / "runs")])
         assert res.exit_code == 1 and msg in res.output and "Traceback" not in res.output, (args, res.output)
-    from poser.evaluate import EvalConfig, evaluate
+    from poser.evaluate.run import EvalConfig, evaluate
 
     with pytest.raises(PoserError, match="nothing to score"):
         evaluate(EvalConfig(data=str(synth_root)))

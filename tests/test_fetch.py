@@ -16,11 +16,11 @@ from conftest import make_lsp_folder
 from typer.testing import CliRunner
 
 from poser.cli import app
-from poser.data import fetch as fetch_mod
 from poser.data.cache import Cache
 from poser.data.coco import read_coco
-from poser.data.fetch import RemoteFile, download, extract_zip, extracted
-from poser.data.sources import fetch_coco, fetch_lsp
+from poser.data.fetch import download as fetch_mod
+from poser.data.fetch.download import RemoteFile, download, extract_zip, extracted
+from poser.data.fetch.sources import fetch_coco, fetch_lsp
 from poser.errors import PoserError
 
 
@@ -100,7 +100,7 @@ def _zip(entries: dict[str, bytes]) -> bytes:
 @pytest.fixture(scope="module")
 def coco_zips(tmp_path_factory) -> dict[str, bytes]:
     """The three official COCO zips, made from a synthetic COCO-format dataset."""
-    from poser.data.synth import SynthConfig, generate
+    from poser.synth.dataset import SynthConfig, generate
 
     src = tmp_path_factory.mktemp("coco-src") / "ds"
     generate(src, SynthConfig(images=30, seed=5))

@@ -4,8 +4,8 @@ import json
 
 import numpy as np
 
+from poser.evaluate.metrics import coco_keypoint_ap, pcp, pdj
 from poser.files import write_json
-from poser.metrics import coco_keypoint_ap, pcp, pdj
 from poser.runs import append_jsonl
 from poser.skeletons import COCO17
 

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from poser.metrics import pcp, pdj
+from poser.evaluate.metrics import pcp, pdj
 from poser.skeletons import LSP14
 
 

@@ -7,14 +7,14 @@ import cv2
 import numpy as np
 from typer.testing import CliRunner
 
-from poser.checkpoint import read_meta
 from poser.cli import app
 from poser.data.lsp import read_lsp
-from poser.data.synth import one_person
+from poser.evaluate.metrics import pcp, pdj
 from poser.imageio import read_rgb
-from poser.metrics import pcp, pdj
-from poser.predict import DEFAULT_WEIGHTS, Predictor
+from poser.inference.predictor import DEFAULT_WEIGHTS, Predictor
+from poser.models.weights import read_meta
 from poser.skeletons import LSP14
+from poser.synth.dataset import one_person
 
 runner = CliRunner()
 

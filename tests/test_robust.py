@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from poser.checkpoint import save_weights
 from poser.cli import app
-from poser.data.synth import one_person
 from poser.models.deeppose import create_model
+from poser.models.weights import save_weights
 from poser.skeletons import COCO17
+from poser.synth.dataset import one_person
 
 runner = CliRunner()
 
@@ -112,7 +112,7 @@ def test_an_unusable_output_folder_fails_before_the_work(tiny, tmp_path, synth_r
     out = tmp_path / "afile" / "sub"                       # under a file: no folder can be made there
     res = runner.invoke(app, ["annotate", str(tmp_path / "a.png"), "--weights", str(tiny), "--out", str(out)])
     assert res.exit_code == 1 and "afile" in res.output and "Traceback" not in res.output, res.output
-    import poser.evaluate as ev
+    import poser.evaluate.run as ev
 
     monkeypatch.setattr(ev.Predictor, "from_file", lambda *a, **k: pytest.fail("the work started"))
     res = runner.invoke(app, ["eval", "--data", str(synth_root), "--weights", str(tiny), "--out", str(out)])

@@ -3,10 +3,10 @@
 import cv2
 import numpy as np
 
-from poser.data.synth import one_person
-from poser.metrics import pdj
-from poser.predict import Predictor, search_box
+from poser.evaluate.metrics import pdj
+from poser.inference.predictor import Predictor, search_box
 from poser.skeletons import COCO17
+from poser.synth.dataset import one_person
 
 
 def _small_people(n: int = 24):
@@ -38,7 +38,7 @@ def test_the_search_finds_a_small_person_about_as_well_as_the_true_box(trained_r
 
 
 def test_search_boxes_hold_every_joint_and_narrow_to_training_boxes():
-    from poser.predict import search_margin
+    from poser.inference.predictor import search_margin
 
     coords = np.array([[10.0, 10.0], [30.0, 50.0], [20.0, 30.0], [25.0, 40.0]])
     assert np.allclose(search_box(coords), [10 - 0.15 * 20, 10 - 0.15 * 40, 20 * 1.3, 40 * 1.3])

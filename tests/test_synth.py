@@ -4,11 +4,11 @@ import numpy as np
 import pytest
 from pycocotools.coco import COCO
 
-from poser.data import synth
 from poser.data.coco import read_coco
-from poser.data.synth import OCCLUDER, PARTS_PER_FIGURE, P, SynthConfig, _annotation, _Canvas, generate
 from poser.errors import PoserError
 from poser.skeletons import COCO17
+from poser.synth import dataset as synth
+from poser.synth.dataset import OCCLUDER, PARTS_PER_FIGURE, P, SynthConfig, _annotation, _Canvas, generate
 
 J = {n: i for i, n in enumerate(COCO17.joints)}
 

@@ -46,7 +46,7 @@ def test_openmp_spins_briefly_unless_the_user_chose(monkeypatch):
 
 
 def test_bench_threads_workloads_measure_the_shipped_model():
-    from poser.bench import threads_workload
+    from poser.bench.sections import threads_workload
 
     before = torch.get_num_threads()
     try:

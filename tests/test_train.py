@@ -10,20 +10,20 @@ import torch
 from safetensors.torch import load_file
 from typer.testing import CliRunner
 
-from poser import engine
 from poser import geometry as g
-from poser.checkpoint import load_state, read_meta
 from poser.cli import app
 from poser.data.augment import Augment, make_batch
 from poser.data.cache import Cache, CacheSpec, cache_dir
-from poser.distributed import launch
-from poser.engine import TrainConfig, fit
 from poser.errors import PoserError
-from poser.losses import PoseLoss
-from poser.metrics import pcp, pdj
+from poser.evaluate.metrics import pcp, pdj
+from poser.inference.predictor import Predictor
 from poser.models.deeppose import load_model
-from poser.predict import Predictor
+from poser.models.weights import load_state, read_meta
 from poser.runs import read_jsonl
+from poser.train import loop as engine
+from poser.train.distributed import launch
+from poser.train.loop import TrainConfig, fit
+from poser.train.losses import PoseLoss
 
 runner = CliRunner()
 
@@ -173,7 +173,7 @@ def test_train_command_writes_a_complete_run_folder_and_resumes_for_more_epochs(
     assert res.exit_code == 1 and refused == "--batch-size, --lr"         # --epochs may change
     assert len(read_jsonl(run / "metrics.jsonl")) == 2
     # ... and Python resumes in one call.
-    from poser.engine import resume
+    from poser.train.loop import resume
 
     assert resume(run, epochs=3)["last"]["epoch"] == 3
 

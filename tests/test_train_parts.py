@@ -7,14 +7,14 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from poser.checkpoint import export_weights, load_state, read_meta, save_state, save_weights
 from poser.codec import MEAN, STD
 from poser.data.augment import Augment, make_batch
 from poser.errors import PoserError
-from poser.losses import PoseLoss, RealNVP
 from poser.models.backbones import BACKBONES, create_backbone
 from poser.models.deeppose import create_model, load_model
+from poser.models.weights import export_weights, load_state, read_meta, save_state, save_weights
 from poser.skeletons import COCO17, LSP14
+from poser.train.losses import PoseLoss, RealNVP
 
 
 @pytest.mark.parametrize("name", sorted(BACKBONES))
@@ -318,7 +318,7 @@ def test_single_stage_files_are_read_once(tmp_path, monkeypatch):
 
 
 def test_an_empty_prediction_has_the_keys_of_a_full_one(tmp_path):
-    from poser.predict import Predictor
+    from poser.inference.predictor import Predictor
 
     model = create_model("mobilenet_v3_small", 14, head="integral")
     p = Predictor(model, {"skeleton": "lsp14", "input_size": 64})

@@ -7,13 +7,13 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from poser.checkpoint import save_weights
 from poser.cli import app
-from poser.data.synth import write_video
+from poser.inference.predictor import Predictor
 from poser.models.deeppose import create_model
-from poser.predict import Predictor
+from poser.models.weights import save_weights
 from poser.skeletons import COCO17
-from poser.video import MAX_MISSES, Tracker, associate, iou
+from poser.synth.dataset import write_video
+from poser.video.tracking import MAX_MISSES, Tracker, associate, iou
 
 runner = CliRunner()
 

@@ -15,8 +15,8 @@ import torchvision
 from torch import nn
 from torch.nn import functional as F
 
-from poser.checkpoint import read_state_dict
 from poser.errors import PoserError
+from poser.models.weights import read_state_dict
 
 BACKBONES: dict[str, Callable[[], tuple[nn.Module, int]]] = {}
 

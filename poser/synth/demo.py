@@ -14,13 +14,13 @@ from pathlib import Path
 
 import cv2
 
-from poser.annotate import AnnotateConfig, annotate
+from poser.annotate.run import AnnotateConfig, annotate
 from poser.console import log
 from poser.data.augment import Augment
-from poser.data.synth import SynthConfig, generate, one_person, write_video
-from poser.engine import TrainConfig, fit
-from poser.evaluate import EvalConfig, evaluate
-from poser.predict import Predictor
+from poser.evaluate.run import EvalConfig, evaluate
+from poser.inference.predictor import Predictor
+from poser.synth.dataset import SynthConfig, generate, one_person, write_video
+from poser.train.loop import TrainConfig, fit
 
 
 @dataclass

@@ -20,13 +20,13 @@ import numpy as np
 import torch
 
 from poser import geometry as g
-from poser.cascade import SUB_IMAGE, joint_boxes, pose_diameter
 from poser.codec import MARGIN, MEAN, STD, decode, normalize_input
 from poser.errors import PoserError
+from poser.inference.cascade import SUB_IMAGE, joint_boxes, pose_diameter
 from poser.models.deeppose import DeepPose, load_stages
 from poser.skeletons import Skeleton, get_skeleton
 
-DEFAULT_WEIGHTS = Path(__file__).parent / "weights" / "reference.safetensors"
+DEFAULT_WEIGHTS = Path(__file__).parents[1] / "weights" / "reference.safetensors"
 
 
 def resolve_weights(path: str | Path | None) -> Path:

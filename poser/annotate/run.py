@@ -23,13 +23,14 @@ import numpy as np
 
 from poser import __version__
 from poser.console import log, progress
-from poser.data.detections import Boxes, Detections, read_detections, select
+from poser.detect.boxes import Boxes, Detections, read_detections, select
 from poser.errors import PoserError
 from poser.files import atomic_path, write_json
 from poser.imageio import read_rgb, truncated_jpeg
-from poser.poses import Poses
-from poser.predict import SEARCH_ROUNDS, Predictor
-from poser.video import FrameReader, FrameWriter, Tracker
+from poser.inference.poses import Poses
+from poser.inference.predictor import SEARCH_ROUNDS, Predictor
+from poser.video.io import FrameReader, FrameWriter
+from poser.video.tracking import Tracker
 
 DETECT_EVERY = 10       # video frames between detector runs (a guess: not yet measured on real footage)
 
@@ -42,7 +43,7 @@ class AnnotateConfig:
     inputs: list[str]
     boxes: str | None = None            # COCO-style detections: [{bbox, score, file_name | image_id}]
     person_threshold: float = 0.5       # detections (file or detector) below are dropped
-    detector: str | None = None         # a built-in person detector (poser.detect)
+    detector: str | None = None         # a built-in person detector (poser.detect.detectors)
     detector_weights: str | None = None
     max_people: int = 20                # per image or frame, best first
     detect_every: int = DETECT_EVERY    # video: detector every N frames (and when a track is lost)
@@ -108,7 +109,7 @@ class PersonBoxes:
 
     def __init__(self, cfg: AnnotateConfig, predictor: Predictor, detector=None) -> None:
         """`detector`: any callable from RGB images to lists of detections in the --boxes
-        format (e.g. a `poser.detect.PersonDetector`); default: cfg's --boxes or --detector."""
+        format (e.g. a `poser.detect.detectors.PersonDetector`); default: cfg's --boxes or --detector."""
         self.cfg, self.predictor = cfg, predictor
         self.file: Detections | None = None
         self.detector = detector
@@ -119,7 +120,7 @@ class PersonBoxes:
                 log.warning(f"--boxes {cfg.boxes}: skipped {len(self.file.skipped)} invalid detection(s) "
                             f"(index {', '.join(map(str, self.file.skipped[:10]))})")
         elif cfg.detector and detector is None:
-            from poser.detect import create_detector
+            from poser.detect.detectors import create_detector
 
             self.detector = create_detector(cfg.detector, cfg.detector_weights, predictor.device,
                                             min(cfg.person_threshold, 0.05))

@@ -92,7 +92,7 @@ class Poses:
              colour_by_track: bool | None = None) -> np.ndarray:
         """Draw every person on `image` (BGR uint8, in place; returned too): limbs coloured by
         side, or by track in a video (each track its own colour, labelled with its id)."""
-        from poser.draw import draw_box, draw_pose, label, track_colour
+        from poser.inference.draw import draw_box, draw_pose, label, track_colour
 
         by_track = self.track_ids is not None if colour_by_track is None else colour_by_track
         for i in range(len(self)):

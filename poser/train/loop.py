@@ -26,22 +26,23 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel as DDP
 from torch.utils.data import DataLoader, DistributedSampler
 
-from poser import __version__, distributed
-from poser.cascade import SUB_IMAGE, StageData, error_statistics, sample_crops
-from poser.checkpoint import load_state, read_meta, save_bundle, save_state
+from poser import __version__
 from poser.codec import MARGIN, MEAN, STD
 from poser.console import RateColumn, log, progress
 from poser.data.augment import Augment, make_batch
 from poser.data.cache import Cache, CacheDataset, CacheSpec, cache_dir
-from poser.data.sources import prepare_split
+from poser.data.prepare import prepare_split
 from poser.errors import PoserError
-from poser.evaluate import evaluate_cache
-from poser.losses import HEATMAP_WEIGHT, LOSSES, PoseLoss
+from poser.evaluate.run import evaluate_cache
+from poser.inference.cascade import SUB_IMAGE, StageData, error_statistics, sample_crops
+from poser.inference.predictor import Predictor
 from poser.models.backbones import BACKBONES
 from poser.models.deeppose import DeepPose, create_model, load_stages
 from poser.models.heads import HEADS
-from poser.predict import Predictor
+from poser.models.weights import load_state, read_meta, save_bundle, save_state
 from poser.runs import append_jsonl, new_run_dir, read_jsonl, save_config
+from poser.train import distributed
+from poser.train.losses import HEATMAP_WEIGHT, LOSSES, PoseLoss
 
 
 @dataclass

@@ -2,7 +2,7 @@
 
 A detector turns whole images into person boxes in the `--boxes` format (COCO detection
 results: `{"bbox": [x, y, w, h], "score": s, "category_id": 1}`), and those go through the same
-reader and filters as a `--boxes` file (`poser.data.detections.select`), so a run with a
+reader and filters as a `--boxes` file (`poser.detect.boxes.select`), so a run with a
 detector and a run with its saved boxes see the same people.
 
 Weights: torchvision's COCO weights, fetched once into torch's cache (`$TORCH_HOME/hub/
@@ -21,8 +21,8 @@ import torch
 import torchvision
 from torch import nn
 
-from poser.checkpoint import read_state_dict
 from poser.errors import PoserError
+from poser.models.weights import read_state_dict
 
 PERSON = 1                      # COCO category id of a person (torchvision's label 1)
 
@@ -94,7 +94,7 @@ def _state(name: str, weights: str | Path | None) -> dict[str, torch.Tensor]:
 class PersonDetector:
     """A torchvision detector that keeps people. Call it on RGB uint8 images (H, W, 3); each
     image gets a list of detections in the `--boxes` format, best first (not yet thresholded:
-    `poser.data.detections.select` does that, for files and detectors alike)."""
+    `poser.detect.boxes.select` does that, for files and detectors alike)."""
 
     def __init__(self, name: str, model: nn.Module, device: str | torch.device = "cpu",
                  min_score: float = 0.05) -> None:

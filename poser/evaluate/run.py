@@ -27,19 +27,19 @@ import numpy as np
 from rich.table import Table
 
 from poser import geometry as g
-from poser.checkpoint import read_meta
 from poser.console import log, progress
 from poser.data.cache import Cache, CacheSpec, cache_dir
 from poser.data.datasets import coco_split_files, open_dataset
-from poser.data.detections import Detections, read_detections, select
-from poser.data.sources import prepare_split
-from poser.draw import draw_pose, label
+from poser.data.prepare import prepare_split
+from poser.detect.boxes import Detections, read_detections, select
 from poser.errors import PoserError
+from poser.evaluate.metrics import coco_keypoint_ap, joint_errors, pcp, pdj
 from poser.files import atomic_path, write_json
 from poser.imageio import decode_rgb, read_rgb
-from poser.metrics import coco_keypoint_ap, joint_errors, pcp, pdj
-from poser.poses import Poses, coco_results
-from poser.predict import SEARCH_ROUNDS, Predictor, cache_to_image
+from poser.inference.draw import draw_pose, label
+from poser.inference.poses import Poses, coco_results
+from poser.inference.predictor import SEARCH_ROUNDS, Predictor, cache_to_image
+from poser.models.weights import read_meta
 from poser.runs import check_writable, new_run_dir
 from poser.skeletons import Skeleton
 
@@ -53,7 +53,7 @@ class EvalConfig:
     pcp_threshold: float = 0.5
     boxes: str | None = None            # COCO detection results: [{image_id, bbox, score}, ...]
     person_threshold: float = 0.0       # detections below are dropped
-    detector: str | None = None         # a built-in person detector (poser.detect) instead of --boxes
+    detector: str | None = None         # a built-in person detector (poser.detect.detectors) instead of --boxes
     detector_weights: str | None = None
     max_people: int | None = None       # per image, best first
     predictions: str | None = None      # score these (COCO keypoint results) instead of a model
@@ -102,7 +102,7 @@ def evaluate(cfg: EvalConfig) -> dict:
         pred, score = match_predictions(results, ids, gt, sk)
         report["model"] = {"predictions": cfg.predictions}
     else:
-        from poser.distributed import resolve_device
+        from poser.train.distributed import resolve_device
 
         predictor = Predictor.from_file(Path(cfg.weights), resolve_device(cfg.device), cfg.stages)
         if predictor.skeleton.name != sk.name:
@@ -248,7 +248,7 @@ def detect_photos(cfg: EvalConfig, predictor: Predictor, root: Path, image_ids: 
     """The built-in person detector, then the pose model on its boxes, on the evaluated photos
     (each decoded once). Returns the raw detections (COCO results with image_id, as a --boxes
     file holds them) and the poses as COCO keypoint results."""
-    from poser.detect import create_detector
+    from poser.detect.detectors import create_detector
 
     detector = create_detector(cfg.detector, cfg.detector_weights, predictor.device, min(cfg.person_threshold, 0.05))
     files = image_files(root, cfg.split)

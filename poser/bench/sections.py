@@ -57,8 +57,8 @@ def bench_data(data: Path | None, weights: Path | None, work: Path) -> list[dict
     from poser import geometry as g
     from poser.data.cache import CacheDataset, CacheSpec, build_cache
     from poser.data.datasets import open_dataset
-    from poser.data.synth import SynthConfig, generate
     from poser.imageio import decode_rgb
+    from poser.synth.dataset import SynthConfig, generate
 
     cores = os.cpu_count() or 1
     if data is None:  # photo-sized synthetic images (COCO photos are about 640 x 480)
@@ -116,9 +116,9 @@ def _model_step(cfg, ds, size: int) -> tuple[float, float, float]:
     from torch.utils.flop_counter import FlopCounterMode
 
     from poser.data.augment import Augment, make_batch
-    from poser.engine import Objective, loss_kind
-    from poser.losses import PoseLoss
     from poser.models.deeppose import create_model
+    from poser.train.loop import Objective, loss_kind
+    from poser.train.losses import PoseLoss
 
     torch.manual_seed(0)
     sk, bs, kind = ds.cache.skeleton, cfg.batch_size, loss_kind(cfg)
@@ -159,11 +159,11 @@ def bench_train(data: Path | None, weights: Path | None, work: Path) -> list[dic
     from torch.utils.data import DataLoader
 
     from poser.data.cache import CacheDataset, CacheSpec, cache_dir
-    from poser.data.sources import prepare_split
-    from poser.data.synth import SynthConfig, generate
-    from poser.distributed import Dist
-    from poser.engine import TrainConfig, fit, loader_workers
+    from poser.data.prepare import prepare_split
     from poser.models.heads import HEADS
+    from poser.synth.dataset import SynthConfig, generate
+    from poser.train.distributed import Dist
+    from poser.train.loop import TrainConfig, fit, loader_workers
 
     cfg = TrainConfig(out=str(work / "runs"), device="cpu", epochs=2, val_batches=1, batch_size=32)
     workers = loader_workers(cfg.workers, Dist(0, 1, 0, torch.device("cpu")))
@@ -220,10 +220,10 @@ def bench_annotate(data: Path | None, weights: Path | None, work: Path) -> list[
     architecture untrained; for a cascade, also each shorter cascade, which prices every stage.
     Photos: 640 x 360 images with a person box against without (the person search)."""
 
-    from poser.annotate import AnnotateConfig, annotate
-    from poser.data.synth import write_video
+    from poser.annotate.run import AnnotateConfig, annotate
+    from poser.inference.predictor import DEFAULT_WEIGHTS, SEARCH_ROUNDS, Predictor
     from poser.models.deeppose import create_model
-    from poser.predict import DEFAULT_WEIGHTS, SEARCH_ROUNDS, Predictor
+    from poser.synth.dataset import write_video
 
     if weights is not None or DEFAULT_WEIGHTS.is_file():
         predictor = Predictor.from_file(weights or DEFAULT_WEIGHTS)
@@ -267,10 +267,10 @@ def bench_detect(data: Path | None, weights: Path | None, work: Path) -> list[di
     detector every N frames (run for its cost; the boxes it returns are the video's true
     ones), next to the single-person tracking rate."""
     from poser import geometry as g
-    from poser.annotate import AnnotateConfig, PersonBoxes, annotate
-    from poser.data.synth import write_crossing_video
-    from poser.detect import DEFAULT_DETECTOR, DETECTORS, PersonDetector, build_detector
-    from poser.predict import DEFAULT_WEIGHTS, Predictor
+    from poser.annotate.run import AnnotateConfig, PersonBoxes, annotate
+    from poser.detect.detectors import DEFAULT_DETECTOR, DETECTORS, PersonDetector, build_detector
+    from poser.inference.predictor import DEFAULT_WEIGHTS, Predictor
+    from poser.synth.dataset import write_crossing_video
 
     frame = np.random.default_rng(0).integers(0, 255, (360, 640, 3), np.uint8)
     rows, detectors = [], {}
@@ -304,7 +304,7 @@ def threads_workload(kind: str, weights: str | None, auto: bool) -> float:
     """One measurement in a fresh process (OpenMP reads its settings once, at torch's import):
     the shipped model per video frame (frames/s), or training forward + backward passes at its input size
     (samples/s); `auto`: poser's thread choice (threads.set_threads), else one per core."""
-    from poser.predict import DEFAULT_WEIGHTS, Predictor
+    from poser.inference.predictor import DEFAULT_WEIGHTS, Predictor
     from poser.threads import set_threads
 
     set_threads(None) if auto else torch.set_num_threads(os.cpu_count() or 1)
@@ -344,7 +344,7 @@ def bench_threads(data: Path | None, weights: Path | None, work: Path) -> list[d
             for kind, unit in (("frame", "frames/s"), ("train", "samples/s")):
                 rate = {}
                 for auto in (False, True):
-                    code = (f"from poser.bench import threads_workload\n"
+                    code = (f"from poser.bench.sections import threads_workload\n"
                             f"print(threads_workload({kind!r}, {str(weights) if weights else None!r}, {auto}))")
                     p = _spawn(code, spin=auto)
                     out, _ = p.communicate(timeout=600)

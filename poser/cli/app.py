@@ -146,8 +146,8 @@ def fetch_coco(
 ) -> None:
     """Download COCO 2017 and prepare person instances for training."""
     from poser.data.cache import CacheSpec
-    from poser.data.sources import COCO_URL
-    from poser.data.sources import fetch_coco as run
+    from poser.data.fetch.sources import COCO_URL
+    from poser.data.fetch.sources import fetch_coco as run
 
     root = data or Path("data/coco")
     summary = run(root, base_url or COCO_URL, tuple(s.strip() for s in splits.split(",") if s.strip()),
@@ -170,7 +170,7 @@ def fetch_lsp(
 ) -> None:
     """Import LSP / LSP-Extended (folder, zip or URL) and prepare it."""
     from poser.data.cache import CacheSpec
-    from poser.data.sources import fetch_lsp as run
+    from poser.data.fetch.sources import fetch_lsp as run
 
     summary = run(source, data, prepare=not no_prepare, spec=CacheSpec(size=cache_size))
     results.print(f"{summary['layout'].upper()}: {summary['images']} images, {summary['annotated']} annotated "
@@ -193,7 +193,7 @@ def synth(
     json_out: JsonOpt = None,
 ) -> None:
     """Generate a synthetic COCO-format person keypoint dataset (train and val splits)."""
-    from poser.data.synth import SynthConfig, generate
+    from poser.synth.dataset import SynthConfig, generate
 
     cfg = SynthConfig(images=images, seed=seed, val_fraction=val_fraction, max_people=max_people, clutter=clutter)
     result = generate(out_dir, cfg, overwrite=overwrite)
@@ -279,8 +279,8 @@ def train(
     """Train a DeepPose model (CPU, one GPU, --gpus N or torchrun)."""
     set_threads(threads)
     from poser.data.augment import Augment
-    from poser.distributed import launch, under_torchrun
-    from poser.engine import (
+    from poser.train.distributed import launch, under_torchrun
+    from poser.train.loop import (
         TrainConfig,
         check_config,
         fit,
@@ -356,13 +356,13 @@ def eval_(
 ) -> None:
     """Evaluate a model: PCP, PDJ and COCO keypoint AP, as tables, JSON and plots."""
     set_threads(threads)
-    from poser.evaluate import EvalConfig, evaluate, report_tables
-    from poser.predict import resolve_weights
+    from poser.evaluate.run import EvalConfig, evaluate, report_tables
+    from poser.inference.predictor import resolve_weights
 
     if weights is None and predictions is None:
         weights = resolve_weights(None)       # the shipped reference model
     if data is None:        # the dataset the model's skeleton comes from: data/lspet for LSP-14, else data/coco
-        from poser.checkpoint import read_meta
+        from poser.models.weights import read_meta
 
         skeleton = read_meta(Path(weights)).get("skeleton") if weights else None
         data = Path("data/lspet" if skeleton == "lsp14" else "data/coco")
@@ -410,11 +410,11 @@ def annotate(
 ) -> None:
     """Draw skeletons on images, folders and videos; write keypoint JSON."""
     set_threads(threads)
-    from poser.annotate import AnnotateConfig
-    from poser.annotate import annotate as run_annotate
-    from poser.distributed import resolve_device
-    from poser.predict import Predictor, resolve_weights
+    from poser.annotate.run import AnnotateConfig
+    from poser.annotate.run import annotate as run_annotate
+    from poser.inference.predictor import Predictor, resolve_weights
     from poser.runs import check_writable, new_run_dir
+    from poser.train.distributed import resolve_device
 
     cfg = AnnotateConfig(inputs=inputs, boxes=str(boxes) if boxes else None,
                          person_threshold=person_threshold, min_score=min_score, smooth=smooth, flip=flip,
@@ -444,8 +444,8 @@ def demo(
 ) -> None:
     """Run the whole pipeline on synthetic data in a few minutes."""
     set_threads(threads)
-    from poser.demo import DemoConfig, run_demo
-    from poser.evaluate import report_tables
+    from poser.evaluate.run import report_tables
+    from poser.synth.demo import DemoConfig, run_demo
 
     cfg = DemoConfig(out=str(out or "runs/demo"))
     if quick:
@@ -482,7 +482,7 @@ def export(
     json_out: JsonOpt = None,
 ) -> None:
     """Store weights in fp16 or int8 to ship them smaller (model and metadata are unchanged)."""
-    from poser.checkpoint import export_weights
+    from poser.models.weights import export_weights
 
     res = export_weights(weights, dst, storage.value, decode_radius)
     results.print(f"{dst}: {res['dst_bytes'] / 1e6:.1f} MB ({storage.value}; {weights} was "
@@ -500,7 +500,7 @@ def bench(
     json_out: JsonOpt = None,
 ) -> None:
     """Measure throughput on this machine next to what limits it."""
-    from poser.bench import run
+    from poser.bench.sections import run
 
     rows = run(only, data, weights)
     t = Table("section", "what", "throughput", "limit or comparison", "of it", title="poser bench")

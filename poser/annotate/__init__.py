@@ -1,0 +1,1 @@
+"""`poser annotate`: skeletons on images, folders and videos, and one keypoint JSON."""

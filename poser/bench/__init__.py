@@ -1,0 +1,1 @@
+"""`poser bench`: throughput on this machine next to what limits it."""

@@ -1,0 +1,5 @@
+"""The `poser` command line."""
+
+from poser.cli.app import app, main
+
+__all__ = ["app", "main"]

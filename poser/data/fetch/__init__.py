@@ -1,0 +1,1 @@
+"""Where datasets come from: downloads (resumable, verified) and LSP / COCO imports."""

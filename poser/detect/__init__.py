@@ -1,0 +1,1 @@
+"""Person boxes: torchvision COCO detectors and the --boxes file reader."""

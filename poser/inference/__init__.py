@@ -1,0 +1,1 @@
+"""Inference: a weights file + an image -> Poses (crops, the model's forward, the head's decode, back to pixels)."""

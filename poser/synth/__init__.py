@@ -1,0 +1,1 @@
+"""Synthetic data: COCO-format figure datasets, test videos, and the demo that runs on them."""

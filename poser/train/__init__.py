@@ -1,0 +1,1 @@
+"""Training: the loop, its losses, cascade stages and multi-process launch."""

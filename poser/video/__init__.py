@@ -1,0 +1,1 @@
+"""Videos: threaded frame reading and writing, and tracking people through the frames."""
