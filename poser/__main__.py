@@ -1,3 +1,3 @@
-from poser.cli.app import main
+from poser.cli import main
 
 main()

@@ -20,7 +20,8 @@ from poser.detect.boxes import select
 from poser.errors import PoserError
 from poser.imageio import read_rgb
 from poser.inference.poses import Poses
-from poser.inference.predictor import SEARCH_ROUNDS, Predictor, resolve_weights
+from poser.inference.predictor import Predictor, resolve_weights
+from poser.inference.search import SEARCH_PASSES
 
 
 class PoseModel:
@@ -36,19 +37,18 @@ class PoseModel:
         return self.predictor.skeleton
 
     def __call__(self, image: np.ndarray | str | Path, boxes: np.ndarray | None = None, *, rgb: bool = False,
-                 flip: bool = False, search: int = SEARCH_ROUNDS) -> Poses:
+                 flip: bool = False, search: int = SEARCH_PASSES) -> Poses:
         """Poses in `image`: a path, or an (H, W, 3) uint8 array in BGR (as cv2.imread gives;
         `rgb=True` for RGB, as PIL and most other libraries give). `boxes` (N, 4) xywh person
         boxes; without them the detector (if loaded) or the person search (one person)."""
         img = self._rgb(image, rgb)
         if boxes is not None:
             boxes = np.asarray(boxes, np.float64).reshape(-1, 4)
-            return Poses.from_prediction(self.predictor.predict_image(img, boxes, flip), boxes, None, self.skeleton)
+            return Poses.from_prediction(self.predictor.predict_image(img, boxes, flip), self.skeleton)
         if self.detector is not None:
             b, scores = select(self.detector([img])[0], self.person_threshold, self.max_people)
-            return Poses.from_prediction(self.predictor.predict_image(img, b, flip), b, scores, self.skeleton)
-        found = self.predictor.search([img], search, flip)[0]
-        return Poses.from_prediction(found, found["box"], None, self.skeleton)
+            return Poses.from_prediction(self.predictor.predict_image(img, b, flip), self.skeleton, scores)
+        return Poses.from_prediction(self.predictor.find_person([img], search, flip)[0], self.skeleton)
 
     @staticmethod
     def _rgb(image: np.ndarray | str | Path, rgb: bool) -> np.ndarray:
@@ -68,7 +68,7 @@ def load(weights: str | Path | None = None, device: str = "auto", *, stages: int
          person_threshold: float = 0.5, max_people: int = 20) -> PoseModel:
     """A pose model from a weights file (default: the shipped reference model) on `device`
     ('auto': CUDA when available), with a person detector from `poser.detect.detectors` if named."""
-    from poser.train.distributed import resolve_device
+    from poser.inference.device import resolve_device
 
     dev = resolve_device(device)
     predictor = Predictor.from_file(resolve_weights(weights), dev, stages)

@@ -1,11 +1,11 @@
 """The codec: between a person in an image and what the model sees and says, both ways.
 
 Encode (training and inference alike): a person box becomes the model's crop (the box grown
-to a square x `MARGIN`, `crop_matrices`), the crop becomes the normalised input (`MEAN`,
+to a square x `MARGIN`, geometry's `box_to_square` and `crop_matrix`), the crop becomes the normalised input (`MEAN`,
 `STD`, `normalize_input`), and labelled keypoints become the regression targets, normalised
 crop coordinates in [-0.5, 0.5] (`encode_keypoints`). Decode (inference and validation): the
 head turns raw output into normalised coordinates and scores (`models/heads.py`, each head's
-`decode`), and `decode` maps them back through the crop into image pixels.
+`decode`), and `to_pixels` maps them back through the crop into image pixels.
 
 Shapes: N crops, K joints, S model input side.
 """
@@ -22,12 +22,6 @@ STD = (0.229, 0.224, 0.225)
 MARGIN = 1.25                  # model crop = person box grown to a square x MARGIN
 
 
-def crop_matrices(boxes: np.ndarray, size: int, margin: float = MARGIN) -> np.ndarray:
-    """(N, 2, 3) image-to-input matrices of the model crops of boxes (N, 4) xywh."""
-    center, side = g.box_to_square(boxes, margin)
-    return g.crop_matrix(center, side, size)
-
-
 def normalize_input(x: torch.Tensor, mean=MEAN, std=STD, channels_last: bool = False) -> torch.Tensor:
     """(N, 3, S, S) RGB in [0, 1] -> normalised model input (ImageNet statistics unless a
     weights file says otherwise)."""
@@ -42,8 +36,8 @@ def encode_keypoints(m: np.ndarray, keypoints: np.ndarray, size: int) -> np.ndar
     return g.normalize(g.transform_points(m, keypoints), size)
 
 
-def decode(head_out: dict[str, torch.Tensor], m: np.ndarray, size: int) -> dict[str, np.ndarray]:
+def to_pixels(decoded: dict[str, torch.Tensor], m: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """A head's decoded output (coords (N, K, 2) normalised, score and visible (N, K)) for the
     crops m (N, 2, 3) -> coords in image pixels, score and visible probability, as numpy."""
-    return {"coords": g.to_image(m, head_out["coords"].float().cpu().numpy(), size),
-            "score": head_out["score"].float().cpu().numpy(), "visible": head_out["visible"].float().cpu().numpy()}
+    return (g.to_image(m, decoded["coords"].float().cpu().numpy(), size),
+            decoded["score"].float().cpu().numpy(), decoded["visible"].float().cpu().numpy())

@@ -71,8 +71,9 @@ def learn_root(tmp_path_factory) -> Path:
 def trained_run(learn_root, tmp_path_factory) -> Path:
     """A stage-1 model (the default integral head, with loose crops) trained on `learn_root`
     on the CPU for about 90 s (seeded)."""
-    from poser.data.augment import Augment
-    from poser.train.loop import TrainConfig, fit
+    from poser.train.augment import Augment
+    from poser.train.config import TrainConfig
+    from poser.train.loop import fit
 
     cfg = TrainConfig(data=str(learn_root), out=str(tmp_path_factory.mktemp("runs")), name="learn",
                       backbone="mobilenet_v3_small", input_size=96, head="integral", epochs=8,

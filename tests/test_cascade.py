@@ -9,15 +9,18 @@ from typer.testing import CliRunner
 
 from poser.cli import app
 from poser.codec import MARGIN
-from poser.data.augment import Augment
 from poser.errors import PoserError
 from poser.geometry import box_to_square
-from poser.inference.cascade import error_statistics, joint_boxes, pose_diameter, sample_crops
+from poser.inference.cascade import joint_boxes, pose_diameter
 from poser.inference.predictor import Predictor
 from poser.models.deeppose import create_model, load_stages
-from poser.models.weights import read_meta, save_bundle
+from poser.models.weights import read_meta, save_model
 from poser.skeletons import COCO17
-from poser.train.loop import TrainConfig, fit
+from poser.spec import ModelSpec, StageSpec
+from poser.train.augment import Augment
+from poser.train.config import TrainConfig
+from poser.train.loop import fit
+from poser.train.stages import error_statistics, sample_crops
 
 runner = CliRunner()
 
@@ -65,8 +68,10 @@ def test_a_stage_two_bundle_without_stage_one_is_a_clear_error(tmp_path):
     m = create_model("mobilenet_v3_small", 17, sigma=False)
     meta = {"skeleton": "coco17", "joints": list(COCO17.joints), "backbone": "mobilenet_v3_small",
             "input_size": 64, "sigma_head": False}
-    save_bundle(tmp_path / "ok.safetensors", [(m.state_dict(), meta | {"stage": 1}),
-                                               (m.state_dict(), meta | {"stage": 2, "sub_image": 1.5})])
+    one = StageSpec.from_meta(meta)
+    spec = ModelSpec((one, StageSpec.from_meta(meta | {"stage": 2, "sub_image": 1.5})))
+    save_model(tmp_path / "ok.safetensors", [m.state_dict(), m.state_dict()], spec)
+    assert one.head == "fc" and one.cache_size == 256 and one.decode_radius is None      # an old file's defaults
     assert len(load_stages(tmp_path / "ok.safetensors")) == 2 and len(load_stages(tmp_path / "ok.safetensors",
                                                                                    stages=1)) == 1
     assert read_meta(tmp_path / "ok.safetensors")["stage"] == 2

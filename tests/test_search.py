@@ -20,20 +20,20 @@ def test_the_search_finds_a_small_person_about_as_well_as_the_true_box(trained_r
     pred = Predictor.from_file(trained_run / "best.safetensors")
     images, gts, boxes = zip(*_small_people(), strict=True)
     gt = np.stack(gts)
-    with_box = np.stack([r["coords"][0] for r in pred.predict_images(list(images), [b[None] for b in boxes])])
-    whole = np.stack([r["coords"][0] for r in pred.search(list(images), rounds=0)])
-    found = pred.search(list(images))
-    searched = np.stack([r["coords"][0] for r in found])
+    with_box = np.stack([r.coords[0] for r in pred.predict_images(list(images), [b[None] for b in boxes])])
+    whole = np.stack([r.coords[0] for r in pred.find_person(list(images), passes=0)])
+    found = pred.find_person(list(images))
+    searched = np.stack([r.coords[0] for r in found])
     score = {k: pdj(v, gt, COCO17)["at_0.2"] for k, v in
              (("true box", with_box), ("whole photo only", whole), ("search", searched))}
     print(score)
     assert score["search"] > score["whole photo only"] + 0.15         # the search is what finds them
     assert score["search"] > 0.8 * score["true box"]                  # ... about as well as the true box
     # The search's final boxes sit on the people: centred inside the true box, of a similar size.
-    centre = np.stack([r["box"][0, :2] + r["box"][0, 2:] / 2 for r in found])
+    centre = np.stack([r.boxes[0, :2] + r.boxes[0, 2:] / 2 for r in found])
     b = np.stack(boxes)
     inside = ((centre > b[:, :2]) & (centre < b[:, :2] + b[:, 2:])).all(1)
-    size = np.array([r["box"][0, 2:].max() for r in found]) / b[:, 2:].max(1)
+    size = np.array([r.boxes[0, 2:].max() for r in found]) / b[:, 2:].max(1)
     assert inside.mean() >= 0.75 and 0.5 < np.median(size) < 2.0, (inside, size)
 
 

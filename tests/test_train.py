@@ -12,18 +12,20 @@ from typer.testing import CliRunner
 
 from poser import geometry as g
 from poser.cli import app
-from poser.data.augment import Augment, make_batch
 from poser.data.cache import Cache, CacheSpec, cache_dir
 from poser.errors import PoserError
 from poser.evaluate.metrics import pcp, pdj
 from poser.inference.predictor import Predictor
 from poser.models.deeppose import load_model
-from poser.models.weights import load_state, read_meta
+from poser.models.weights import read_meta
 from poser.runs import read_jsonl
 from poser.train import loop as engine
+from poser.train.augment import Augment, make_batch
+from poser.train.config import TrainConfig
 from poser.train.distributed import launch
-from poser.train.loop import TrainConfig, fit
+from poser.train.loop import fit
 from poser.train.losses import PoseLoss
+from poser.train.state import load_state
 
 runner = CliRunner()
 
@@ -56,10 +58,10 @@ def test_a_short_cpu_run_learns_far_beyond_the_mean_pose(trained_run, learn_root
     assert rows[-1]["train_loss"] < rows[0]["train_loss"]
     assert [r["step"] for r in rows] == [rows[0]["step"] * (e + 1) for e in range(8)]
     # The best weights reproduce the logged score from the file alone.
-    model, meta = load_model(trained_run / "best.safetensors")
-    assert meta["input_size"] == 96 and meta["skeleton"] == "coco17" and meta["backbone"] == "mobilenet_v3_small"
+    model, spec = load_model(trained_run / "best.safetensors")
+    assert spec.input_size == 96 and spec.skeleton == "coco17" and spec.backbone == "mobilenet_v3_small"
     val = Cache(cache_dir(learn_root, "val", CacheSpec()))
-    _, m = engine.evaluate_cache(Predictor(model, meta), val)
+    _, m = engine.evaluate_cache(Predictor([(model, spec)]), val)
     assert m["pdj"]["at_0.2"] == pytest.approx(best["val_pdj@0.2"], abs=1e-6)
 
 

@@ -28,7 +28,8 @@ from poser.errors import PoserError
 from poser.files import atomic_path, write_json
 from poser.imageio import read_rgb, truncated_jpeg
 from poser.inference.poses import Poses
-from poser.inference.predictor import SEARCH_ROUNDS, Predictor
+from poser.inference.predictor import Predictor
+from poser.inference.search import SEARCH_PASSES
 from poser.video.io import FrameReader, FrameWriter
 from poser.video.tracking import Tracker
 
@@ -53,7 +54,7 @@ class AnnotateConfig:
     flip: bool = False
     batch_size: int = 16
     draw: bool = True                   # write annotated copies (JSON is always written)
-    search: int = SEARCH_ROUNDS         # without --boxes: person-search passes after the whole-image one
+    search_passes: int = SEARCH_PASSES  # without boxes: person-search passes after the whole-image one
 
 
 @dataclass
@@ -126,14 +127,15 @@ class PersonBoxes:
                                             min(cfg.person_threshold, 0.05))
 
     @property
-    def search(self) -> bool:
+    def only_search(self) -> bool:
         """No boxes at all: every image and video gets the person search."""
         return self.file is None and self.detector is None
 
-    def searches(self, src: Source) -> bool:
+    def uses_search(self, src: Source) -> bool:
         """Whether this source's person is found by the person search: no boxes at all, or a
         video that the --boxes file has no entry for."""
-        return self.search or (self.file is not None and src.kind == "video" and not self.file.has(src.path.name))
+        return self.only_search or (self.file is not None and src.kind == "video"
+                                    and not self.file.has(src.path.name))
 
     def periodic(self, src: Source) -> bool:
         """Whether a video's boxes are looked for every N frames (a detector, or a saved
@@ -151,12 +153,12 @@ class PersonBoxes:
                                 "score": float(c), "category_id": 1} for bb, c in zip(b, sc, strict=True)]
                 out.append((b, sc))
             return out
-        return [self._search(im) if self.searches(s) else self.file.lookup(s.path.name, frame or 0)
+        return [self._searched(im) if self.uses_search(s) else self.file.lookup(s.path.name, frame or 0)
                 for s, im in zip(srcs, images, strict=True)]
 
-    def _search(self, image: np.ndarray) -> Boxes:
-        found = self.predictor.search([image], self.cfg.search, self.cfg.flip)[0]
-        return found["box"], np.ones(1)
+    def _searched(self, image: np.ndarray) -> Boxes:
+        found = self.predictor.find_person([image], self.cfg.search_passes, self.cfg.flip)[0]
+        return found.boxes, np.ones(1)
 
 
 def annotate(cfg: AnnotateConfig, predictor: Predictor, out_dir: Path, boxes: PersonBoxes | None = None) -> Result:
@@ -197,7 +199,7 @@ def _annotate(cfg: AnnotateConfig, predictor: Predictor, out_dir: Path, boxes: P
     sk = predictor.skeleton
     write_json(out_dir / "keypoints.json", {
         "format": "poser-keypoints/1", "poser_version": __version__,
-        "model": {k: predictor.meta.get(k) for k in ("backbone", "head", "input_size", "stage", "skeleton", "epoch")},
+        "model": predictor.spec.summary(),
         "skeleton": {"name": sk.name, "joints": list(sk.joints), "limbs": [list(lb) for lb in sk.draw_limbs]},
         "items": res.records, "failed": res.failed, "warnings": res.warnings,
     }, indent=None)
@@ -217,7 +219,7 @@ def _images(cfg, predictor: Predictor, sources: list[Source], boxes, out_dir: Pa
         return read_rgb(s.path)
 
     def write(s: Source, img: np.ndarray, poses: Poses) -> None:
-        canvas = poses.draw(cv2.cvtColor(img, cv2.COLOR_RGB2BGR), cfg.min_score, boxes=not boxes.search)
+        canvas = poses.draw(cv2.cvtColor(img, cv2.COLOR_RGB2BGR), cfg.min_score, boxes=not boxes.only_search)
         dst = out_dir / s.rel
         dst.parent.mkdir(parents=True, exist_ok=True)
         ok, buf = cv2.imencode(dst.suffix if dst.suffix.lower() in IMAGE_EXT else ".jpg", canvas)
@@ -242,15 +244,16 @@ def _images(cfg, predictor: Predictor, sources: list[Source], boxes, out_dir: Pa
                     res.warnings.append({"source": str(s.path), "warning": "truncated JPEG: the part after the "
                                          "cut decodes as grey, poses there are guesses"})
                     log.warning(f"{s.path}: {res.warnings[-1]['warning']}")
-            if boxes.search:        # no boxes: the person search, from each whole image
-                preds = predictor.search([im for _, im in ok], cfg.search, cfg.flip)
-                bx = [(p["box"], np.ones(1)) for p in preds]
+            if boxes.only_search:   # no boxes: the person search, from each whole image
+                preds = predictor.find_person([im for _, im in ok], cfg.search_passes, cfg.flip)
+                box_scores = [None] * len(preds)
             else:
                 bx = boxes.find([s for s, _ in ok], [im for _, im in ok])
                 preds = predictor.predict_images([im for _, im in ok], [b for b, _ in bx], cfg.flip)
-            for (s, im), (b, bs), pred in zip(ok, bx, preds, strict=True):
+                box_scores = [bs for _, bs in bx]
+            for (s, im), bs, pred in zip(ok, box_scores, preds, strict=True):
                 h, w = im.shape[:2]
-                poses = Poses.from_prediction(pred, b, bs, predictor.skeleton)
+                poses = Poses.from_prediction(pred, predictor.skeleton, bs)
                 res.records.append({"source": str(s.path), "type": "image", "frame": 0, "width": w, "height": h,
                                     "persons": poses.to_json(cfg.min_score)})
                 if cfg.draw:
@@ -270,7 +273,7 @@ def _video(cfg, predictor: Predictor, s: Source, boxes: PersonBoxes, out_dir: Pa
     (w, h), fps = reader.size, reader.fps
     dst = out_dir / s.rel
     dst.parent.mkdir(parents=True, exist_ok=True)
-    searching = boxes.searches(s)
+    searching = boxes.uses_search(s)
     writer = FrameWriter(dst.with_name(f".{dst.stem}.partial.mp4"), fps,
                          lambda frame, poses: poses.draw(frame, cfg.min_score, colour_by_track=not searching),
                          enabled=cfg.draw)
@@ -287,8 +290,8 @@ def _video(cfg, predictor: Predictor, s: Source, boxes: PersonBoxes, out_dir: Pa
                 b, ids = tracker.boxes(), [t.id for t in tracker.tracks]
                 box_scores = np.array([t.score for t in tracker.tracks])
                 pred = predictor.predict_image(rgb, b, cfg.flip)      # every person of the frame in one batch
-                pred["coords"] = tracker.update(pred["coords"], pred["score"], (w, h), cfg.min_score, dt)
-                poses = Poses.from_prediction(pred, b, box_scores, predictor.skeleton, ids)
+                pred = pred.with_coords(tracker.update(pred.coords, pred.score, (w, h), cfg.min_score, dt))
+                poses = Poses.from_prediction(pred, predictor.skeleton, box_scores, ids)
                 recs.append({"source": str(s.path), "type": "video", "frame": n, "width": w, "height": h,
                              "fps": fps, "persons": poses.to_json(cfg.min_score)})
                 writer.put((frame, poses))

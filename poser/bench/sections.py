@@ -115,9 +115,10 @@ def _model_step(cfg, ds, size: int) -> tuple[float, float, float]:
     alone, and the step's FLOP per sample."""
     from torch.utils.flop_counter import FlopCounterMode
 
-    from poser.data.augment import Augment, make_batch
     from poser.models.deeppose import create_model
-    from poser.train.loop import Objective, loss_kind
+    from poser.train.augment import Augment, make_batch
+    from poser.train.config import loss_kind
+    from poser.train.loop import Objective
     from poser.train.losses import PoseLoss
 
     torch.manual_seed(0)
@@ -162,8 +163,9 @@ def bench_train(data: Path | None, weights: Path | None, work: Path) -> list[dic
     from poser.data.prepare import prepare_split
     from poser.models.heads import HEADS
     from poser.synth.dataset import SynthConfig, generate
+    from poser.train.config import TrainConfig
     from poser.train.distributed import Dist
-    from poser.train.loop import TrainConfig, fit, loader_workers
+    from poser.train.loop import fit, loader_workers
 
     cfg = TrainConfig(out=str(work / "runs"), device="cpu", epochs=2, val_batches=1, batch_size=32)
     workers = loader_workers(cfg.workers, Dist(0, 1, 0, torch.device("cpu")))
@@ -221,16 +223,19 @@ def bench_annotate(data: Path | None, weights: Path | None, work: Path) -> list[
     Photos: 640 x 360 images with a person box against without (the person search)."""
 
     from poser.annotate.run import AnnotateConfig, annotate
-    from poser.inference.predictor import DEFAULT_WEIGHTS, SEARCH_ROUNDS, Predictor
+    from poser.inference.predictor import DEFAULT_WEIGHTS, Predictor
+    from poser.inference.search import SEARCH_PASSES
     from poser.models.deeppose import create_model
+    from poser.skeletons import LSP14
+    from poser.spec import StageSpec
     from poser.synth.dataset import write_video
 
     if weights is not None or DEFAULT_WEIGHTS.is_file():
         predictor = Predictor.from_file(weights or DEFAULT_WEIGHTS)
-        what = f"{weights.name if weights else 'reference model'} ({predictor.meta['backbone']} @{predictor.size})"
+        what = f"{weights.name if weights else 'reference model'} ({predictor.spec.first.backbone} @{predictor.size})"
     else:
-        meta = {"skeleton": "lsp14", "backbone": "resnet18", "input_size": 128}
-        predictor = Predictor(create_model("resnet18", 14, head="integral"), meta)
+        spec = StageSpec(backbone="resnet18", skeleton="lsp14", joints=LSP14.joints, input_size=128, head="integral")
+        predictor = Predictor([(create_model("resnet18", 14, head="integral"), spec)])
         what = "resnet18 @128 (no reference model shipped)"
     frames = 150
     path = work / "walk.mp4"
@@ -239,8 +244,7 @@ def bench_annotate(data: Path | None, weights: Path | None, work: Path) -> list[
     box = np.array([[240.0, 40.0, 160.0, 300.0]])
     rows = []
     for s in range(1, predictor.num_stages + 1):
-        p = predictor if s == predictor.num_stages else Predictor(
-            predictor.model, predictor.meta, refiners=predictor.stages[1:s])
+        p = predictor.first_stages(s)
         for _ in range(3):
             p.predict_image(frame, box)
         alone = _rate(50, lambda p=p: [p.predict_image(frame, box) for _ in range(50)])
@@ -249,9 +253,9 @@ def bench_annotate(data: Path | None, weights: Path | None, work: Path) -> list[
     photos = [np.random.default_rng(i).integers(0, 255, (360, 640, 3), np.uint8) for i in range(16)]
     with_box = _rate(48, lambda: [predictor.predict_images(photos, [box] * 16) for _ in range(3)])
     rows.append(_row("photos with a person box (one pass), batches of 16", with_box, "images/s"))
-    for rounds in (SEARCH_ROUNDS, 0):
-        rate = _rate(48, lambda r=rounds: [predictor.search(photos, r) for _ in range(3)])
-        rows.append(_row(f"photos without boxes: person search, 1 + {rounds} passes", rate, "images/s",
+    for passes in (SEARCH_PASSES, 0):
+        rate = _rate(48, lambda r=passes: [predictor.find_person(photos, r) for _ in range(3)])
+        rows.append(_row(f"photos without boxes: person search, 1 + {passes} passes", rate, "images/s",
                          with_box, "with a box"))
     annotate(AnnotateConfig(inputs=[str(path)]), predictor, work / "warm")      # warm-up
     res = annotate(AnnotateConfig(inputs=[str(path)]), predictor, work / "out")

@@ -40,6 +40,11 @@ def source_file(root: Path, split: str) -> Path:
     return found[0]
 
 
+def dataset_skeleton(root: Path, split: str) -> str:
+    """The skeleton a split is labelled with, from its layout alone (nothing is read)."""
+    return "lsp14" if source_file(root, split).name == "joints.mat" else "coco17"
+
+
 def open_dataset(root: Path, split: str = "val") -> Instances:
     """Person instances of one split of the dataset at `root`."""
     src = source_file(root, split)

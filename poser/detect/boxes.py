@@ -98,9 +98,10 @@ def read_detections(path: Path, threshold: float = 0.0, max_people: int | None =
     `skipped` (the rest is used)."""
     try:
         dets = json.loads(Path(path).read_text())
-        assert isinstance(dets, list)
-    except (OSError, ValueError, AssertionError) as e:
+    except (OSError, ValueError, RecursionError) as e:
         raise PoserError(f"--boxes {path}: not a JSON list of detections ({e})") from None
+    if not isinstance(dets, list):
+        raise PoserError(f"--boxes {path}: not a JSON list of detections (a {type(dets).__name__})")
     ok = [valid_box(d) for d in dets]
     if dets and not any(ok):
         raise PoserError(f"--boxes {path}: no valid detection (each needs bbox [x, y, w, h] with w, h > 0 "

@@ -29,7 +29,7 @@ from rich.table import Table
 from poser import geometry as g
 from poser.console import log, progress
 from poser.data.cache import Cache, CacheSpec, cache_dir
-from poser.data.datasets import coco_split_files, open_dataset
+from poser.data.datasets import coco_split_files, dataset_skeleton, open_dataset
 from poser.data.prepare import prepare_split
 from poser.detect.boxes import Detections, read_detections, select
 from poser.errors import PoserError
@@ -38,8 +38,9 @@ from poser.files import atomic_path, write_json
 from poser.imageio import decode_rgb, read_rgb
 from poser.inference.draw import draw_pose, label
 from poser.inference.poses import Poses, coco_results
-from poser.inference.predictor import SEARCH_ROUNDS, Predictor, cache_to_image
-from poser.models.weights import read_meta
+from poser.inference.predictor import Predictor, cache_to_image
+from poser.inference.search import SEARCH_PASSES
+from poser.models.weights import read_spec
 from poser.runs import check_writable, new_run_dir
 from poser.skeletons import Skeleton
 
@@ -55,7 +56,7 @@ class EvalConfig:
     person_threshold: float = 0.0       # detections below are dropped
     detector: str | None = None         # a built-in person detector (poser.detect.detectors) instead of --boxes
     detector_weights: str | None = None
-    max_people: int | None = None       # per image, best first
+    max_people: int = 100               # detections per image, best first
     predictions: str | None = None      # score these (COCO keypoint results) instead of a model
     out: str = "runs/eval"
     name: str | None = None
@@ -64,102 +65,165 @@ class EvalConfig:
     limit: int | None = None            # first N instances only (quick checks)
     stages: int | None = None           # cascade: run only the first N stages
     whole_image: bool = False           # no boxes: the person search from each whole photo
-    search: int = SEARCH_ROUNDS         # ... with this many passes after the whole-image one
+    search_passes: int = SEARCH_PASSES  # ... with this many passes after the whole-image one
 
 
 def evaluate(cfg: EvalConfig) -> dict:
     """Score a model (or saved predictions) on one split; writes the run folder, returns
-    every number."""
+    every number. Reads top to bottom: check every option, load the split, predict by the
+    protocol asked, score, write."""
+    check(cfg)
+    data = load_split(cfg)
+    predictor = None
+    if cfg.weights:
+        from poser.inference.device import resolve_device
+
+        predictor = Predictor.from_file(Path(cfg.weights), resolve_device(cfg.device), cfg.stages)
+    pred = predict(cfg, predictor, data)
+    report = {"data": cfg.data, "split": cfg.split, "config": asdict(cfg),
+              "model": {"predictions": cfg.predictions} if predictor is None
+              else {"weights": cfg.weights, **predictor.spec.summary()},
+              "protocol": protocol_name(cfg)} | score(cfg, data, pred)
+    detections = None
+    if data.ann_file is not None:
+        report["coco_gt_boxes"] = coco_keypoint_ap(data.ann_file, pred.results, data.sigmas, data.ids)
+        if cfg.boxes or cfg.detector:
+            detections, det = predict_detected_people(cfg, predictor, data)
+            report["coco_detected_boxes"] = coco_keypoint_ap(data.ann_file, det, data.sigmas, data.ids)
+            report["detected_boxes_from"] = cfg.boxes or f"detector {cfg.detector}"
+    write_run(cfg, report, data, pred, detections)
+    return report
+
+
+def check(cfg: EvalConfig) -> None:
+    """Every option combination and input, before any work: one line each."""
     if cfg.weights is None and cfg.predictions is None:
         raise PoserError("nothing to score: give a model (--weights) or saved predictions (--predictions)")
     if cfg.weights is not None and cfg.predictions is not None:
         raise PoserError("give a model (--weights) or saved predictions (--predictions), not both")
-    spec = CacheSpec()
-    if cfg.weights:
-        meta = read_meta(Path(cfg.weights))   # a bad weights file fails before any data is prepared
-        # The crops the model was trained on: a 160 px model needs a 384 px cache, not 256.
-        spec = CacheSpec(size=int(meta.get("stages", [meta])[0].get("cache_size", spec.size)))
+    if cfg.whole_image and cfg.predictions:
+        raise PoserError("--whole-image runs a model on the photos; it does not apply to --predictions")
+    if cfg.boxes and cfg.detector:
+        raise PoserError("give --boxes or --detector, not both")
+    if (cfg.boxes or cfg.detector) and cfg.predictions:
+        raise PoserError("--boxes and --detector need a model (--weights)")
+    spec = read_spec(Path(cfg.weights)) if cfg.weights else None   # a bad weights file fails first
     root = Path(cfg.data)
     if not root.is_dir():
         raise PoserError(f"--data {root}: no such folder")
-    check_writable(Path(cfg.out))           # before the work, not after it
+    skeleton = dataset_skeleton(root, cfg.split)
+    if (cfg.boxes or cfg.detector) and (skeleton != "coco17" or coco_split_files(root, cfg.split) is None):
+        raise PoserError("--boxes and --detector give COCO AP, which needs COCO-17 data in COCO format")
+    if spec is not None:
+        if spec.skeleton != skeleton:
+            raise PoserError(f"the model predicts {spec.skeleton} joints but {root} is {skeleton} data")
+    if cfg.boxes and not Path(cfg.boxes).is_file():
+        raise PoserError(f"--boxes {cfg.boxes}: no such file")
+    if cfg.predictions and not Path(cfg.predictions).is_file():
+        raise PoserError(f"--predictions {cfg.predictions}: no such file")
+    check_writable(Path(cfg.out))
+
+
+@dataclass
+class Split:
+    """The evaluated split: its prepared cache and ground truth (image pixels), first n persons."""
+    root: Path
+    cache: Cache
+    gt: np.ndarray                  # (N, K, 3)
+    ids: np.ndarray                 # (N,) image ids
+    ann_file: Path | None           # COCO-17 annotation file, for COCO AP
+    sigmas: np.ndarray              # OKS sigmas
+
+    @property
+    def skeleton(self) -> Skeleton:
+        return self.cache.skeleton
+
+
+def load_split(cfg: EvalConfig) -> Split:
+    """Prepare (or reuse) the split's cache: the crops the model was trained on (a 160 px model
+    needs a 384 px cache, not 256)."""
+    root = Path(cfg.data)
+    spec = CacheSpec(size=read_spec(Path(cfg.weights)).cache_size) if cfg.weights else CacheSpec()
     if prepare_split(root, cfg.split, spec)["instances"] == 0:
         raise PoserError(f"{root}: split {cfg.split!r} has no person instances to evaluate")
     cache = Cache(cache_dir(root, cfg.split, spec))
-    sk = cache.skeleton
     n = len(cache) if cfg.limit is None else min(cfg.limit, len(cache))
-    gt = ground_truth(cache)[:n]
-    ids = cache.image_ids[:n]
     ann = coco_split_files(root, cfg.split)
-    ann_file = ann[0] if ann and sk.name == "coco17" else None
-    report: dict = {"data": str(root), "split": cfg.split, "config": asdict(cfg)}
+    sk = cache.skeleton
+    return Split(root, cache, ground_truth(cache)[:n], cache.image_ids[:n],
+                 ann[0] if ann and sk.name == "coco17" else None, np.asarray(sk.sigmas))
 
-    predictor, p = None, None
-    if cfg.whole_image and cfg.predictions:
-        raise PoserError("--whole-image runs a model on the photos; it does not apply to --predictions")
+
+@dataclass
+class Predicted:
+    """One prediction per ground-truth person (image pixels; NaN where none), as COCO results too."""
+    coords: np.ndarray              # (N, K, 2)
+    score: np.ndarray               # (N, K)
+    results: list[dict]
+    stages: np.ndarray | None = None    # (N, S, K, 2) for a cascade with ground-truth boxes
+
+
+def protocol_name(cfg: EvalConfig) -> str:
     if cfg.predictions:
-        results = _read_results(Path(cfg.predictions), sk)
-        pred, score = match_predictions(results, ids, gt, sk)
-        report["model"] = {"predictions": cfg.predictions}
-    else:
-        from poser.train.distributed import resolve_device
+        return "saved predictions, matched to the people of each image"
+    if cfg.whole_image:
+        return f"whole photo, person search ({cfg.search_passes} passes after the first)"
+    return "ground-truth person boxes"
 
-        predictor = Predictor.from_file(Path(cfg.weights), resolve_device(cfg.device), cfg.stages)
-        if predictor.skeleton.name != sk.name:
-            raise PoserError(f"the model predicts {predictor.skeleton.name} joints but {root} is "
-                             f"{sk.name} data")
-        if cfg.whole_image:
-            results, p = search_photos(predictor, root, cfg.split, ids, cfg.search, cfg.flip, cfg.batch_size), None
-            pred, score = match_predictions(results, ids, gt, sk)
-        else:
-            with progress("instances") as bar:
-                task = bar.add_task("predict", total=n)
-                p, _ = evaluate_cache(predictor, cache, cfg.flip, cfg.batch_size, n, lambda k: bar.advance(task, k))
-            pred, score = cache_to_image(cache, p["coords"]), p["score"]
-            results = coco_results(ids, pred, score)
-        report["model"] = {"weights": cfg.weights, **{k: predictor.meta.get(k) for k in
-                                                     ("backbone", "head", "input_size", "stage", "loss", "epoch")}}
-    report["protocol"] = ("saved predictions, matched to the people of each image" if cfg.predictions
-                          else f"whole photo, person search ({cfg.search} passes after the first)" if cfg.whole_image
-                          else "ground-truth person boxes")
 
-    report["pcp"] = pcp(pred, gt, sk, cfg.pcp_threshold) | {"threshold": cfg.pcp_threshold}
-    report["pdj"] = pdj(pred, gt, sk)
-    if p is not None and predictor.num_stages > 1:            # the cascade, stage by stage
-        report["per_stage"] = []
-        for s in range(predictor.num_stages):
-            ps = cache_to_image(cache, p["stages"][:, s])
-            report["per_stage"].append({"stage": s + 1, "pcp": pcp(ps, gt, sk, cfg.pcp_threshold)["mean"],
-                                        "pdj": pdj(ps, gt, sk)})
-    report["counted"] = {"images": int(len(np.unique(ids))), "instances": int(n),
-                         "joints": report["pdj"]["joints_counted"], "limbs": report["pcp"]["limbs_counted"],
-                         "instances_without_torso": report["pdj"]["instances_without_torso"]}
-    if cfg.boxes and cfg.detector:
-        raise PoserError("give --boxes or --detector, not both")
-    raw_detections = None
-    if ann_file is not None:
-        report["coco_gt_boxes"] = coco_keypoint_ap(ann_file, results, np.asarray(sk.sigmas), ids)
-        if cfg.boxes or cfg.detector:
-            if predictor is None:
-                raise PoserError("--boxes and --detector need a model (--weights)")
-            if cfg.boxes:
-                dets = read_detections(Path(cfg.boxes), cfg.person_threshold, cfg.max_people)
-                if dets.skipped:
-                    log.warning(f"--boxes {cfg.boxes}: skipped {len(dets.skipped)} invalid detection(s)")
-                det = predict_detections(predictor, root, cfg.split, dets, cfg.flip, set(ids.tolist()))
-            else:
-                raw_detections, det = detect_photos(cfg, predictor, root, set(ids.tolist()))
-            report["coco_detected_boxes"] = coco_keypoint_ap(ann_file, det, np.asarray(sk.sigmas), ids)
-            report["detected_boxes_from"] = cfg.boxes or f"detector {cfg.detector}"
-    elif cfg.boxes or cfg.detector:
-        raise PoserError("--boxes and --detector give COCO AP, which needs COCO-17 data in COCO format")
+def predict(cfg: EvalConfig, predictor: Predictor | None, data: Split) -> Predicted:
+    """Predictions by protocol: saved ones, the person search on whole photos, or the model on
+    the ground-truth boxes (the prepared crops)."""
+    if predictor is None:
+        results = _read_results(Path(cfg.predictions), data.skeleton)
+        return Predicted(*match_predictions(results, data.ids, data.gt, data.skeleton), results)
+    if cfg.whole_image:
+        results = search_photos(predictor, data.root, cfg.split, data.ids, cfg.search_passes, cfg.flip,
+                                cfg.batch_size)
+        return Predicted(*match_predictions(results, data.ids, data.gt, data.skeleton), results)
+    with progress("instances") as bar:
+        task = bar.add_task("predict", total=len(data.ids))
+        p = predictor.predict_cache(data.cache, cfg.flip, cfg.batch_size, len(data.ids),
+                                    lambda k: bar.advance(task, k))
+    coords = cache_to_image(data.cache, p.coords)
+    stages = np.stack([cache_to_image(data.cache, p.stages[:, s]) for s in range(p.stages.shape[1])], 1)
+    return Predicted(coords, p.score, coco_results(data.ids, coords, p.score), stages)
 
+
+def score(cfg: EvalConfig, data: Split, pred: Predicted) -> dict:
+    """PCP, PDJ, the cascade stage by stage, and what was counted."""
+    sk, gt = data.skeleton, data.gt
+    out = {"pcp": pcp(pred.coords, gt, sk, cfg.pcp_threshold) | {"threshold": cfg.pcp_threshold},
+           "pdj": pdj(pred.coords, gt, sk)}
+    if pred.stages is not None and pred.stages.shape[1] > 1:
+        out["per_stage"] = [{"stage": s + 1, "pcp": pcp(pred.stages[:, s], gt, sk, cfg.pcp_threshold)["mean"],
+                             "pdj": pdj(pred.stages[:, s], gt, sk)} for s in range(pred.stages.shape[1])]
+    out["counted"] = {"images": int(len(np.unique(data.ids))), "instances": int(len(data.ids)),
+                      "joints": out["pdj"]["joints_counted"], "limbs": out["pcp"]["limbs_counted"],
+                      "instances_without_torso": out["pdj"]["instances_without_torso"]}
+    return out
+
+
+def predict_detected_people(cfg: EvalConfig, predictor: Predictor, data: Split) -> tuple[list | None, list[dict]]:
+    """COCO's own protocol: poses on detected person boxes (a --boxes file or the detector).
+    Returns the raw detections (detector only) and the poses as COCO keypoint results."""
+    image_ids = set(data.ids.tolist())
+    if cfg.detector:
+        return detect_photos(cfg, predictor, data.root, image_ids)
+    dets = read_detections(Path(cfg.boxes), cfg.person_threshold, cfg.max_people)
+    if dets.skipped:
+        log.warning(f"--boxes {cfg.boxes}: skipped {len(dets.skipped)} invalid detection(s)")
+    return None, predict_detections(predictor, data.root, cfg.split, dets, cfg.flip, image_ids)
+
+
+def write_run(cfg: EvalConfig, report: dict, data: Split, pred: Predicted, detections: list | None) -> None:
+    """The run folder: metrics.json, predictions.json, detections.json, plots and examples."""
     run = new_run_dir(Path(cfg.out), cfg.name)
     report["run"] = str(run)
-    if raw_detections is not None:          # what the detector saw, reusable as --boxes
-        write_json(run / "detections.json", raw_detections, indent=None)
+    if detections is not None:          # what the detector saw, reusable as --boxes
+        write_json(run / "detections.json", detections, indent=None)
     if not cfg.predictions:
-        write_json(run / "predictions.json", results, indent=None)
+        write_json(run / "predictions.json", pred.results, indent=None)
     write_json(run / "metrics.json", report)
     if "per_stage" in report:
         plot_pdj([r["pdj"] for r in report["per_stage"]], [f"stage {r['stage']}" for r in report["per_stage"]],
@@ -167,8 +231,7 @@ def evaluate(cfg: EvalConfig) -> dict:
     else:
         plot_pdj([report["pdj"]], ["model"], run / "pdj_curve.png")
     plot_per_joint(report["pdj"], run / "pdj_per_joint.png")
-    example_grid(cache, pred, gt, sk, run / "examples.png")
-    return report
+    example_grid(data.cache, pred.coords, data.gt, data.skeleton, run / "examples.png")
 
 
 def ground_truth(cache: Cache) -> np.ndarray:
@@ -239,8 +302,8 @@ def evaluate_cache(predictor: Predictor, cache: Cache, flip: bool = False, batch
     both are similarity-invariant, so cache-crop pixels score as image pixels do. Returns the
     predictions (cache-crop pixels) and the metrics."""
     p = predictor.predict_cache(cache, flip, batch_size, limit, progress)
-    gt = cache.keypoints[: len(p["coords"])]
-    return p, {"pcp": pcp(p["coords"], gt, cache.skeleton, pcp_threshold), "pdj": pdj(p["coords"], gt, cache.skeleton)}
+    gt = cache.keypoints[: len(p)]
+    return p, {"pcp": pcp(p.coords, gt, cache.skeleton, pcp_threshold), "pdj": pdj(p.coords, gt, cache.skeleton)}
 
 
 def detect_photos(cfg: EvalConfig, predictor: Predictor, root: Path, image_ids: set[int],
@@ -263,9 +326,9 @@ def detect_photos(cfg: EvalConfig, predictor: Predictor, root: Path, image_ids: 
             found = detector([im for _, im in ok])
             people = [select(f, cfg.person_threshold, cfg.max_people) for f in found]     # as a --boxes file is read
             preds = predictor.predict_images([im for _, im in ok], [b for b, _ in people], cfg.flip)
-            for (i, _), f, (b, sc), p in zip(ok, found, people, preds, strict=True):
+            for (i, _), f, (_, sc), p in zip(ok, found, people, preds, strict=True):
                 raw += [dict(d, image_id=i) for d in f]
-                out += Poses.from_prediction(p, b, sc, predictor.skeleton).to_coco(i)
+                out += Poses.from_prediction(p, predictor.skeleton, sc).to_coco(i)
             bar.advance(task, len(chunk))
     return raw, out
 
@@ -285,8 +348,8 @@ def predict_detections(predictor: Predictor, root: Path, split: str, dets: Detec
             if img is None:
                 log.warning(f"skipped: image {iid} is unreadable")
                 continue
-            out += Poses.from_prediction(predictor.predict_image(img, boxes, flip), boxes, box_scores,
-                                         predictor.skeleton).to_coco(iid)
+            out += Poses.from_prediction(predictor.predict_image(img, boxes, flip), predictor.skeleton,
+                                         box_scores).to_coco(iid)
             bar.advance(task)
     return out
 
@@ -297,7 +360,7 @@ def image_files(root: Path, split: str) -> dict[int, Path]:
     return {int(i): inst.image_root / f for i, f in zip(inst.image_ids, inst.files, strict=True)}
 
 
-def search_photos(predictor: Predictor, root: Path, split: str, image_ids: np.ndarray, rounds: int, flip: bool,
+def search_photos(predictor: Predictor, root: Path, split: str, image_ids: np.ndarray, passes: int, flip: bool,
                   batch_size: int = 16) -> list[dict]:
     """One person per photo, found by the Predictor's person search from the whole photo (no
     boxes: DeepPose's LSP protocol), as COCO keypoint results."""
@@ -313,9 +376,9 @@ def search_photos(predictor: Predictor, root: Path, split: str, image_ids: np.nd
                     log.warning(f"skipped: image {iid} is unreadable (its persons count as missed)")
             batch = [(iid, img) for iid, img in batch if img is not None]
             if batch:
-                found = predictor.search([img for _, img in batch], rounds, flip)
+                found = predictor.find_person([img for _, img in batch], passes, flip)
                 for (iid, _), r in zip(batch, found, strict=True):
-                    out += coco_results(np.array([iid]), r["coords"], r["score"])
+                    out += coco_results(np.array([iid]), r.coords, r.score)
             bar.advance(task, len(todo[a: a + batch_size]))
     return out
 

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from poser.inference.prediction import Prediction
 from poser.skeletons import Skeleton
 
 
@@ -43,13 +44,13 @@ class Poses:
     track_ids: np.ndarray | None = None
 
     @classmethod
-    def from_prediction(cls, pred: dict[str, np.ndarray], boxes: np.ndarray, box_scores: np.ndarray | None,
-                        skeleton: Skeleton, track_ids=None) -> Poses:
-        """From a Predictor's output (coords, score, visible, stages) for `boxes`."""
-        boxes = np.asarray(boxes, np.float64).reshape(-1, 4)
-        return cls(pred["coords"], pred["score"], pred["visible"], boxes,
-                   np.ones(len(boxes)) if box_scores is None else np.asarray(box_scores, np.float64),
-                   skeleton, pred.get("stages"), None if track_ids is None else np.asarray(track_ids, int))
+    def from_prediction(cls, pred: Prediction, skeleton: Skeleton, box_scores: np.ndarray | None = None,
+                        track_ids=None) -> Poses:
+        """From a Predictor's output; `box_scores` (N,) default 1 (a given box, or the search's)."""
+        n = len(pred)
+        return cls(pred.coords, pred.score, pred.visible, pred.boxes,
+                   np.ones(n) if box_scores is None else np.asarray(box_scores, np.float64),
+                   skeleton, pred.stages, None if track_ids is None else np.asarray(track_ids, int))
 
     def __len__(self) -> int:
         return len(self.keypoints)

@@ -6,9 +6,9 @@ weights file's margin, `crop_matrix`): the crop training makes before augmenting
 caches are cropped with `warp_batch` (grid_sample, as in training); photos and video frames
 with `warp_image` (OpenCV, area-averaged when a large frame shrinks to a small crop). Flip test
 merges the raw outputs of the crop and of its mirror image (labels swapped back through the
-skeleton) before the head's one decode.
+skeleton) before the head's one decode (`models.heads.decode_outputs`).
 
-Shapes: N person boxes, K joints. Scores are in [0, 1], decoded by the model's head
+Shapes: N person boxes, K joints, S stages. Scores are in [0, 1], decoded by the model's head
 (models/heads.py says what they mean for each head).
 """
 
@@ -20,11 +20,15 @@ import numpy as np
 import torch
 
 from poser import geometry as g
-from poser.codec import MARGIN, MEAN, STD, decode, normalize_input
+from poser.codec import normalize_input, to_pixels
 from poser.errors import PoserError
 from poser.inference.cascade import SUB_IMAGE, joint_boxes, pose_diameter
+from poser.inference.prediction import Prediction
+from poser.inference.search import SEARCH_PASSES, search_box, search_margin, whole_image_box
 from poser.models.deeppose import DeepPose, load_stages
+from poser.models.heads import decode_outputs
 from poser.skeletons import Skeleton, get_skeleton
+from poser.spec import ModelSpec, StageSpec
 
 DEFAULT_WEIGHTS = Path(__file__).parents[1] / "weights" / "reference.safetensors"
 
@@ -38,42 +42,18 @@ def resolve_weights(path: str | Path | None) -> Path:
     return DEFAULT_WEIGHTS
 
 
-SEARCH_ROUNDS = 3       # person search: passes after the whole-image one (measured: README)
-SEARCH_FIRST_MARGIN = 0.4   # the first searched box is grown this much a side, narrowing to the training boxes' 15%
-MIN_SEARCH_SIDE = 8.0   # px: a searched box is never thinner (a zero-size crop has no scale)
-
-
-def search_margin(k: int, rounds: int) -> float:
-    """Growth a side of pass k's box (of `rounds`): wide while the estimate is rough, the
-    training boxes' `PERSON_BOX_MARGIN` at the last pass (measured better than 15% throughout:
-    a first box cut at the knees cannot find the ankles)."""
-    if rounds <= 1 or k >= rounds - 1:
-        return g.PERSON_BOX_MARGIN
-    return SEARCH_FIRST_MARGIN + (g.PERSON_BOX_MARGIN - SEARCH_FIRST_MARGIN) * k / (rounds - 1)
-
-
-def search_box(coords: np.ndarray, margin: float = g.PERSON_BOX_MARGIN) -> np.ndarray:
-    """(4,) xywh person box from one pose (K, 2): the extent of all its joints (measured
-    better than only the confident ones) grown by `margin` of its size on each side."""
-    kp = np.concatenate([coords, np.ones((len(coords), 1))], -1)[None]
-    box = g.keypoint_box(kp, margin)[0]
-    grow = np.maximum(MIN_SEARCH_SIDE - box[2:], 0)           # a collapsed pose: a small box, never 0
-    return np.concatenate([box[:2] - grow / 2, box[2:] + grow])
-
-
 class Predictor:
-    """A model (stage one) and optionally refinement stages 2..S (a cascade)."""
+    """A model: stage one and optionally refinement stages 2..S (a cascade), each a network
+    with its spec."""
 
-    def __init__(self, model: DeepPose, meta: dict, device: str | torch.device = "cpu",
-                 channels_last: bool = True, refiners: list[tuple[DeepPose, dict]] = ()) -> None:
+    def __init__(self, stages: list[tuple[DeepPose, StageSpec]], device: str | torch.device = "cpu",
+                 channels_last: bool = True) -> None:
         self.device = torch.device(device)
         self.channels_last = channels_last
-        self.stages = [(self._prepare(model), meta)] + [(self._prepare(m), mt) for m, mt in refiners]
-        self.model, self.meta = self.stages[0]
-        self.size = int(meta["input_size"])
-        self.margin = float(meta.get("margin", MARGIN))
-        self.skeleton: Skeleton = get_skeleton(meta["skeleton"])
-        self.mean, self.std = tuple(meta.get("mean", MEAN)), tuple(meta.get("std", STD))
+        self.networks = [self._prepare(m) for m, _ in stages]
+        self.spec = ModelSpec(tuple(s for _, s in stages))
+        self.size = self.spec.input_size
+        self.skeleton: Skeleton = get_skeleton(self.spec.skeleton)
 
     def _prepare(self, model: DeepPose) -> DeepPose:
         model = model.to(self.device).eval()
@@ -82,56 +62,67 @@ class Predictor:
     @classmethod
     def from_file(cls, path: Path, device: str | torch.device = "cpu", stages: int | None = None) -> Predictor:
         """A weights file or cascade bundle; `stages` runs only the first N stages."""
-        loaded = load_stages(path, device, stages)
-        return cls(loaded[0][0], loaded[0][1], device, refiners=loaded[1:])
+        return cls(load_stages(path, device, stages), device)
+
+    def first_stages(self, n: int) -> Predictor:
+        """The same model with only its first n stages (the networks are shared, not copied)."""
+        if n == self.num_stages:
+            return self
+        return Predictor(list(zip(self.networks[:n], self.spec.stages[:n], strict=True)), self.device,
+                         self.channels_last)
+
+    @property
+    def model(self) -> DeepPose:
+        """Stage one's network."""
+        return self.networks[0]
 
     @property
     def num_stages(self) -> int:
-        return len(self.stages)
+        return len(self.networks)
 
     # --- crops -> keypoints ----------------------------------------------------------------
     @torch.no_grad()
-    def _forward(self, model: DeepPose, crops: torch.Tensor) -> dict[str, torch.Tensor]:
-        """crops (N, 3, S, S) float RGB in [0, 1] on the device -> the head's raw outputs."""
-        return model(normalize_input(crops, self.mean, self.std, self.channels_last))
+    def _forward(self, s: int, crops: torch.Tensor) -> dict[str, torch.Tensor]:
+        """crops (N, 3, S, S) float RGB in [0, 1] on the device -> stage s's raw head outputs."""
+        spec = self.spec.stages[s]
+        return self.networks[s](normalize_input(crops, spec.mean, spec.std, self.channels_last))
 
     def _stage(self, s: int, crop_fn, boxes: np.ndarray, owner: np.ndarray, flip: bool,
-               chunk: int = 128) -> dict[str, np.ndarray]:
-        """Stage s on crops around `boxes` (M, 4) of the images `owner` (M,) points into."""
-        model, meta = self.stages[s]
-        size, margin = int(meta["input_size"]), float(meta.get("margin", self.margin))
-        center, side = g.box_to_square(boxes, margin)
+               chunk: int = 128) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Stage s on crops around `boxes` (M, 4) of the images `owner` (M,) points into:
+        coords (M, K, 2) px, score and visible (M, K)."""
+        spec = self.spec.stages[s]
+        size = spec.input_size
+        center, side = g.box_to_square(boxes, spec.margin)
         parts = []
         for a in range(0, len(boxes), chunk):
             sl = slice(a, a + chunk)
             m = g.crop_matrix(center[sl], side[sl], size)
-            out, mirrored = self._forward(model, crop_fn(m, owner[sl], size)), None
+            out, mirrored = self._forward(s, crop_fn(m, owner[sl], size)), None
             if flip:    # the mirrored crop; the head merges both outputs before its one decode
                 mf = g.crop_matrix(center[sl], side[sl], size, 0.0, True)
-                mirrored = self._forward(model, crop_fn(mf, owner[sl], size))
-            raw = model.decode(out, mirrored, self.skeleton.flip_index, meta.get("decode_radius"))
-            parts.append(decode(raw, m, size))
-        return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+                mirrored = self._forward(s, crop_fn(mf, owner[sl], size))
+            dec = decode_outputs(spec.head, out, mirrored, self.skeleton.flip_index, spec.decode_radius)
+            parts.append(to_pixels(dec, m, size))
+        return tuple(np.concatenate(p) for p in zip(*parts, strict=True))
 
-    def _predict(self, crop_fn, boxes: np.ndarray, flip: bool) -> dict[str, np.ndarray]:
+    def _predict(self, crop_fn, boxes: np.ndarray, flip: bool) -> Prediction:
         n, k = len(boxes), self.skeleton.num_joints
-        res = self._stage(0, crop_fn, boxes, np.arange(n), flip)
-        history = [res["coords"]]
+        coords, score, visible = self._stage(0, crop_fn, boxes, np.arange(n), flip)
+        history = [coords]
         for s in range(1, self.num_stages):
             # Stage s: a sub-image around every joint's current estimate; row j of the crop
             # around joint j is the refined joint j.
-            sigma = float(self.stages[s][1].get("sub_image", SUB_IMAGE))
-            diam = pose_diameter(res["coords"], self.skeleton)
-            jb = joint_boxes(res["coords"], np.repeat(diam[:, None], k, 1), sigma,
-                             float(self.stages[s][1].get("margin", self.margin)))
+            spec = self.spec.stages[s]
+            diam = pose_diameter(coords, self.skeleton)
+            jb = joint_boxes(coords, np.repeat(diam[:, None], k, 1), spec.sub_image or SUB_IMAGE, spec.margin)
             r = self._stage(s, crop_fn, jb.reshape(-1, 4), np.repeat(np.arange(n), k), flip)
             rows = np.arange(n * k), np.tile(np.arange(k), n)
-            res = {key: r[key][rows].reshape(n, k, *r[key].shape[2:]) for key in ("coords", "score", "visible")}
-            history.append(res["coords"])
-        res["stages"] = np.stack(history, 1)          # (N, S, K, 2): the estimate after each stage
-        return res
+            coords, score, visible = (v[rows].reshape(n, k, *v.shape[2:]) for v in r)
+            history.append(coords)
+        return Prediction(coords, score, visible, np.stack(history, 1), boxes)
 
-    def predict_batch(self, images: torch.Tensor, boxes: np.ndarray, flip: bool = False) -> dict[str, np.ndarray]:
+    def predict_batch(self, images: torch.Tensor, boxes: np.ndarray, flip: bool = False) -> Prediction:
         """images (N, 3, H, W) uint8 RGB (one per box, same size), boxes (N, 4) xywh in them.
         Crops on the device with grid_sample: right for prepared crops and modest scaling."""
         images = images.to(self.device).float().div_(255)    # once: refinement stages crop each image K times
@@ -141,12 +132,12 @@ class Predictor:
 
         return self._predict(crops, np.asarray(boxes, np.float64), flip)
 
-    def predict_image(self, image: np.ndarray, boxes: np.ndarray, flip: bool = False) -> dict[str, np.ndarray]:
+    def predict_image(self, image: np.ndarray, boxes: np.ndarray, flip: bool = False) -> Prediction:
         """image (H, W, 3) uint8 RGB of any size, boxes (N, 4) xywh in it."""
         return self.predict_images([image], [boxes], flip)[0]
 
     def predict_images(self, images: list[np.ndarray], boxes: list[np.ndarray],
-                       flip: bool = False) -> list[dict[str, np.ndarray]]:
+                       flip: bool = False) -> list[Prediction]:
         """Several images of any sizes, each with its boxes, in one batch through the model.
         Crops with OpenCV, which area-averages strong down-scaling (a 4K frame to a 128 px
         crop stays sharp, not aliased)."""
@@ -154,36 +145,27 @@ class Predictor:
         counts = [len(b) for b in boxes]
         owner = np.repeat(np.arange(len(images)), counts)
         if owner.size == 0:
-            k = self.skeleton.num_joints
-            empty = {"coords": np.zeros((0, k, 2)), "score": np.zeros((0, k)), "visible": np.zeros((0, k)),
-                     "stages": np.zeros((0, self.num_stages, k, 2))}
-            return [dict(empty) for _ in images]
+            return [Prediction.empty(self.skeleton.num_joints, self.num_stages) for _ in images]
 
         def crops(m, rows, size):
             arr = np.stack([g.warp_image(images[owner[r]], mi, size) for r, mi in zip(rows, m, strict=True)])
             return torch.from_numpy(arr).to(self.device).permute(0, 3, 1, 2).float().div_(255)
 
-        res = self._predict(crops, np.concatenate(boxes), flip)
-        cuts = np.cumsum(counts)[:-1]
-        return [{k: v for k, v in zip(res, parts, strict=True)}
-                for parts in zip(*(np.split(v, cuts) for v in res.values()), strict=True)]
+        return self._predict(crops, np.concatenate(boxes), flip).split(counts)
 
-    def search(self, images: list[np.ndarray], rounds: int = SEARCH_ROUNDS,
-               flip: bool = False) -> list[dict[str, np.ndarray]]:
-        """Find the one person in each whole image (H, W, 3) uint8 RGB, with no box given:
-        predict with the whole image as the box (DeepPose's own LSP protocol), then `rounds`
-        times again with the box of the predicted joints, grown wide at first and as training
-        boxes are at the last pass (`search_box`, `search_margin`). Each result also holds
-        `box` (1, 4), the box of its last pass."""
-        boxes = [np.array([[0.0, 0.0, im.shape[1], im.shape[0]]]) for im in images]
-        res = self.predict_images(images, boxes, flip)
-        for k in range(rounds):
-            boxes = [search_box(r["coords"][0], search_margin(k, rounds))[None] for r in res]
+    def find_person(self, images: list[np.ndarray], passes: int = SEARCH_PASSES,
+                    flip: bool = False) -> list[Prediction]:
+        """The one person in each whole image (H, W, 3) uint8 RGB, with no box given (the
+        person search, inference/search.py): one Prediction per image, whose `boxes` is the
+        box of the last pass."""
+        res = self.predict_images(images, [whole_image_box(im) for im in images], flip)
+        for k in range(passes):
+            boxes = [search_box(r.coords[0], search_margin(k, passes))[None] for r in res]
             res = self.predict_images(images, boxes, flip)
-        return [dict(r, box=b) for r, b in zip(res, boxes, strict=True)]
+        return res
 
     def predict_cache(self, cache, flip: bool = False, batch_size: int = 64,
-                      limit: int | None = None, progress=None) -> dict[str, np.ndarray]:
+                      limit: int | None = None, progress=None) -> Prediction:
         """Every instance of a prepared cache (the first `limit`), in cache-crop pixels (the
         frame of cache.keypoints); `cache.matrix` maps them back to the original image."""
         n = len(cache) if limit is None else min(len(cache), limit)
@@ -195,8 +177,8 @@ class Predictor:
             if progress is not None:
                 progress(len(idx))
         if not parts:
-            return {}
-        return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+            return Prediction.empty(self.skeleton.num_joints, self.num_stages)
+        return Prediction.concat(parts)
 
 
 def cache_to_image(cache, coords: np.ndarray) -> np.ndarray:

@@ -15,6 +15,7 @@ from poser.errors import PoserError
 from poser.models.backbones import create_backbone, pyramid, trunk
 from poser.models.heads import HEADS, FCHead, IntegralHead
 from poser.models.weights import load_weights
+from poser.spec import ModelSpec, StageSpec
 
 
 class DeepPose(nn.Module):
@@ -42,16 +43,6 @@ class DeepPose(nn.Module):
             return self.head(self.backbone(x))
         return self.head(pyramid(trunk(self.backbone), x))
 
-    def decode(self, out: dict[str, torch.Tensor], mirrored: dict[str, torch.Tensor] | None = None,
-               flip_index=None, radius: float | None = None) -> dict[str, torch.Tensor]:
-        """Raw outputs -> coords (N, K, 2) normalised, score (N, K) in [0, 1]. With `mirrored`
-        (the raw outputs of the mirrored crops, joints relabelled by `flip_index`): the flip test,
-        both merged by the head before the one decode. `radius`: the weights file's
-        `decode_radius` (integral head)."""
-        if mirrored is not None:
-            out = self.head.merge_flipped(out, mirrored, flip_index)
-        return self.head.decode(out, radius)
-
 
 def _pyramid_channels(backbone: nn.Module) -> list[int]:
     was = backbone.training
@@ -67,10 +58,9 @@ def create_model(backbone: str, num_joints: int, pretrained: str | None = None, 
     return DeepPose(backbone, num_joints, pretrained, sigma, head)
 
 
-def model_from_meta(meta: dict) -> DeepPose:
-    """An untrained model of the architecture a weights file's metadata describes."""
-    return create_model(meta["backbone"], len(meta["joints"]), sigma=bool(meta.get("sigma_head")),
-                        head=meta.get("head", "fc"))
+def model_from_spec(spec: StageSpec) -> DeepPose:
+    """An untrained model of the architecture a weights file's spec describes."""
+    return create_model(spec.backbone, len(spec.joints), sigma=spec.sigma_head, head=spec.head)
 
 
 def _upgrade(state: dict) -> dict:
@@ -78,43 +68,38 @@ def _upgrade(state: dict) -> dict:
     return {(f"head.{k}" if k.split(".")[0] in ("coords", "visible", "sigma") else k): v for k, v in state.items()}
 
 
-def load_model(path: Path, device: str | torch.device = "cpu") -> tuple[DeepPose, dict]:
-    """Rebuild a model from a poser weights file alone (its metadata names everything),
-    in eval mode on `device`. Returns the model and the file's metadata."""
-    state, meta = load_weights(path)
-    return _build(path, state, meta, device), meta
-
-
-def _build(path: Path, state: dict, meta: dict, device) -> DeepPose:
+def _build(path: Path, what: str, state: dict, spec: StageSpec, device) -> DeepPose:
     try:
-        model = model_from_meta(meta)
+        model = model_from_spec(spec)
         model.load_state_dict(_upgrade(state))
     except (KeyError, RuntimeError, PoserError) as e:
-        raise PoserError(f"{path}: weights do not match the model their metadata describes ({e})") from None
+        raise PoserError(f"{path}: {what} do not match the model their metadata describes ({e})") from None
+    if not all(torch.isfinite(v).all() for v in model.state_dict().values() if v.is_floating_point()):
+        raise PoserError(f"{path}: {what} hold NaN or infinite values (a diverged training run?)")
     return model.to(device).eval()
 
 
 def load_stages(path: Path, device: str | torch.device = "cpu",
-                stages: int | None = None) -> list[tuple[DeepPose, dict]]:
-    """The models of a weights file: one for a stage-1 file, S for a cascade bundle (whose
-    tensors are prefixed 'stage1.', 'stage2.', ... and whose metadata lists every stage).
-    `stages` keeps only the first N."""
+                stages: int | None = None) -> list[tuple[DeepPose, StageSpec]]:
+    """The networks of a weights file with their specs: one for a stage-1 file, S for a cascade
+    bundle (tensors prefixed 'stage1.', 'stage2.', ...). `stages` keeps only the first N."""
     state, meta = load_weights(path)
-    have = len(meta.get("stages", [meta]))
-    if stages is not None and stages > have:
-        raise PoserError(f"--stages {stages}: {path} holds a {have}-stage model")
-    if "stages" not in meta:           # a single stage: the file is read once
-        return [(_build(path, state, meta, device), meta)]
+    spec = ModelSpec.from_meta(meta, str(path))
+    if stages is not None and stages > len(spec):
+        raise PoserError(f"--stages {stages}: {path} holds a {len(spec)}-stage model")
+    spec = spec.take(stages)
+    if "stages" not in meta:           # a single network: tensors unprefixed
+        return [(_build(path, "weights", state, spec.first, device), spec.first)]
     out = []
-    for s, m in enumerate(meta["stages"][:stages], start=1):
+    for s, st in enumerate(spec.stages, start=1):
         prefix = f"stage{s}."
         part = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
         if not part:
             raise PoserError(f"{path}: cascade bundle without stage-{s} weights (stage {s} is missing)")
-        try:
-            model = model_from_meta(m)
-            model.load_state_dict(_upgrade(part))
-        except (KeyError, RuntimeError, PoserError) as e:
-            raise PoserError(f"{path}: stage-{s} weights do not match their metadata ({e})") from None
-        out.append((model.to(device).eval(), m))
+        out.append((_build(path, f"stage-{s} weights", part, st, device), st))
     return out
+
+
+def load_model(path: Path, device: str | torch.device = "cpu") -> tuple[DeepPose, StageSpec]:
+    """Stage one of a weights file, rebuilt from the file alone, in eval mode on `device`."""
+    return load_stages(path, device, 1)[0]

@@ -22,7 +22,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-HEADS = ("fc", "integral")
 HEATMAP_SIGMA = 1.5     # target Gaussian sigma, in heatmap cells
 SCORE_RADIUS = 2.0      # confidence = heatmap mass within this many sigmas of the estimate
 DECODE_RADIUS = 6.0     # the shipped model's decode radius, in cells (measured: README)
@@ -151,7 +150,7 @@ class IntegralHead(nn.Module):
         and renormalised. Training regresses the expectation over the whole map, but where a
         map holds two modes (the left and the right wrist, say) that mean lies between them, on
         neither; the local expectation keeps the soft-argmax's sub-cell precision around the
-        mode (LSPET val PCP 0.489 -> 0.524 for the same weights: README)."""
+        mode (measured: docs/reference-model.md)."""
         n, k, h, w = prob.shape
         peak = prob.flatten(2).argmax(-1)
         x, y = torch.arange(w, device=prob.device), torch.arange(h, device=prob.device)
@@ -177,11 +176,17 @@ class IntegralHead(nn.Module):
         return {"coords": coords, "score": visible * mass, "visible": visible}
 
 
-def heatmap_kl(logits: torch.Tensor, target: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-    """Mean KL(Gaussian at target || softmax(logits)) over joints with weight > 0: the dense
-    term of the integral head. logits (N, K, h, w), target (N, K, 2), weight (N, K)."""
-    q = IntegralHead.encode(target.float(), logits.shape[-2:])
-    logp = torch.log_softmax(logits.float().flatten(2), -1)
-    qf = q.flatten(2)
-    kl = (qf * (torch.log(qf.clamp(min=1e-12)) - logp)).sum(-1)
-    return (kl * weight).sum() / weight.sum().clamp(min=1.0)
+HEAD_TYPES: dict[str, type[FCHead] | type[IntegralHead]] = {"fc": FCHead, "integral": IntegralHead}
+HEADS = tuple(HEAD_TYPES)
+
+
+def decode_outputs(head: str, out: dict[str, torch.Tensor], mirrored: dict[str, torch.Tensor] | None = None,
+                   flip_index=None, radius: float | None = None) -> dict[str, torch.Tensor]:
+    """The one decode: raw outputs of head kind `head` (from torch or any runtime) -> coords
+    (N, K, 2) normalised, score and visible (N, K) in [0, 1]. With `mirrored` (the raw outputs
+    of the mirrored crops, joints relabelled by `flip_index`): the flip test, both merged by the
+    head before the decode. `radius`: the weights file's `decode_radius` (integral head)."""
+    cls = HEAD_TYPES[head]
+    if mirrored is not None:
+        out = cls.merge_flipped(out, mirrored, flip_index)
+    return cls.decode(out, radius)

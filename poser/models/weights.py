@@ -1,9 +1,8 @@
 """Weights and training state in safetensors: tensors plus JSON metadata, never pickle.
 
 A weights file is self-describing: its metadata names the skeleton, backbone, input size,
-normalisation, stage and poser version, so eval and annotate rebuild the model from the file
-alone. Training state (optimiser, scheduler, scaler, RNG) is stored the same way: nested
-containers are flattened into named tensors and a JSON outline.
+normalisation, stage and poser version (`poser.spec.ModelSpec`), so eval and annotate rebuild
+the model from the file alone. Training state is stored the same way (train/state.py).
 """
 
 from __future__ import annotations
@@ -18,9 +17,9 @@ from safetensors.torch import load_file, save_file
 from poser import __version__
 from poser.errors import PoserError
 from poser.files import atomic_path
+from poser.spec import ModelSpec
 
 FORMAT = "poser-weights/1"
-STATE_FORMAT = "poser-state/1"
 
 
 STORAGES = ("fp32", "fp16", "int8")
@@ -55,15 +54,15 @@ def save_weights(path: Path, state_dict: dict[str, torch.Tensor], meta: dict, st
         save_file(tensors, str(tmp), metadata=md)
 
 
-def save_bundle(path: Path, stages: list[tuple[dict[str, torch.Tensor], dict]], storage: str = "fp32") -> None:
-    """A cascade in one file: stage s's tensors prefixed 'stage{s}.', metadata listing every
-    stage's, plus stage one's skeleton, joints and input size at the top for quick reading."""
-    if len(stages) == 1:
-        return save_weights(path, stages[0][0], stages[0][1], storage)
-    tensors = {f"stage{s}.{k}": v.detach().clone() for s, (sd, _) in enumerate(stages, start=1) for k, v in sd.items()}
-    first = stages[0][1]
-    meta = {k: first[k] for k in ("skeleton", "joints", "input_size", "margin", "mean", "std") if k in first}
-    save_weights(path, tensors, meta | {"stage": len(stages), "stages": [m for _, m in stages]}, storage)
+def save_model(path: Path, states: list[dict[str, torch.Tensor]], spec: ModelSpec, storage: str = "fp32") -> None:
+    """A model in one file: one network's tensors as they are, or a cascade's with stage s's
+    prefixed 'stage{s}.'; `spec` becomes the metadata (`ModelSpec.to_meta`)."""
+    if len(states) != len(spec):
+        raise ValueError(f"{len(states)} state dicts for a {len(spec)}-stage spec")
+    if len(states) == 1:
+        return save_weights(path, states[0], spec.to_meta(), storage)
+    tensors = {f"stage{s}.{k}": v.detach().clone() for s, sd in enumerate(states, start=1) for k, v in sd.items()}
+    save_weights(path, tensors, spec.to_meta(), storage)
 
 
 def read_meta(path: Path) -> dict:
@@ -78,7 +77,15 @@ def read_meta(path: Path) -> dict:
         raise PoserError(f"{path} is not a safetensors file ({e})") from None
     if md.get("format") != FORMAT:
         raise PoserError(f"{path} is a safetensors file but not poser weights (no '{FORMAT}' metadata)")
-    return json.loads(md["meta"])
+    try:
+        return json.loads(md.get("meta", ""))
+    except (ValueError, RecursionError):
+        raise PoserError(f"{path}: its poser metadata is not JSON") from None
+
+
+def read_spec(path: Path) -> ModelSpec:
+    """The typed spec of a poser weights file (every file poser shipped reads)."""
+    return ModelSpec.from_meta(read_meta(path), str(path))
 
 
 def load_weights(path: Path) -> tuple[dict[str, torch.Tensor], dict]:
@@ -127,61 +134,9 @@ def export_weights(src: Path, dst: Path, storage: str = "fp16", decode_radius: f
     int8 file to ship); `decode_radius` records the integral head's measured decode radius
     (models/heads.py) for every stage. Returns both sizes in bytes."""
     state, meta = load_weights(src)
+    spec = ModelSpec.from_meta(meta, str(src))
     if decode_radius is not None:
-        for m in meta.get("stages", [meta]):
-            m["decode_radius"] = decode_radius
-        if "stages" in meta:
-            meta["decode_radius"] = decode_radius
-    save_weights(dst, state, meta, storage)
+        spec = spec.with_decode_radius(decode_radius)
+    save_weights(dst, state, spec.to_meta(), storage)
     return {"src": str(src), "dst": str(dst), "storage": storage,
             "src_bytes": Path(src).stat().st_size, "dst_bytes": Path(dst).stat().st_size}
-
-
-# --- training state: nested containers <-> named tensors + JSON outline -----------------
-
-def _flatten(obj, tensors: dict, prefix: str):
-    if isinstance(obj, torch.Tensor):
-        name = f"t{len(tensors)}:{prefix}"
-        tensors[name] = obj.detach().cpu().contiguous()
-        return {"__tensor__": name}
-    if isinstance(obj, dict):
-        return {"__dict__": [[k, _flatten(v, tensors, f"{prefix}.{k}")] for k, v in obj.items()]}
-    if isinstance(obj, (list, tuple)):
-        items = [_flatten(v, tensors, f"{prefix}.{i}") for i, v in enumerate(obj)]
-        return {"__tuple__": items} if isinstance(obj, tuple) else items
-    if obj is None or isinstance(obj, (bool, int, float, str)):
-        return obj
-    raise TypeError(f"cannot store {type(obj).__name__} at {prefix}")
-
-
-def _unflatten(obj, tensors: dict):
-    if isinstance(obj, dict):
-        if "__tensor__" in obj:
-            return tensors[obj["__tensor__"]]
-        if "__tuple__" in obj:
-            return tuple(_unflatten(v, tensors) for v in obj["__tuple__"])
-        return {k: _unflatten(v, tensors) for k, v in obj["__dict__"]}
-    if isinstance(obj, list):
-        return [_unflatten(v, tensors) for v in obj]
-    return obj
-
-
-def save_state(path: Path, state: dict) -> None:
-    """Store a nested dict of tensors, numbers, strings, lists and tuples (dict keys may be
-    ints, as in optimiser state) as safetensors, atomically."""
-    tensors: dict[str, torch.Tensor] = {}
-    outline = _flatten(state, tensors, "s")
-    with atomic_path(path) as tmp:
-        save_file(tensors, str(tmp), metadata={"format": STATE_FORMAT, "outline": json.dumps(outline)})
-
-
-def load_state(path: Path) -> dict:
-    path = Path(path)
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            md = f.metadata() or {}
-        if md.get("format") != STATE_FORMAT:
-            raise PoserError(f"{path} is not a poser training state")
-        return _unflatten(json.loads(md["outline"]), load_file(str(path)))
-    except (SafetensorError, OSError, ValueError, KeyError) as e:
-        raise PoserError(f"{path}: unreadable training state ({e})") from None

@@ -16,11 +16,12 @@ import cv2
 
 from poser.annotate.run import AnnotateConfig, annotate
 from poser.console import log
-from poser.data.augment import Augment
 from poser.evaluate.run import EvalConfig, evaluate
 from poser.inference.predictor import Predictor
 from poser.synth.dataset import SynthConfig, generate, one_person, write_video
-from poser.train.loop import TrainConfig, fit
+from poser.train.augment import Augment
+from poser.train.config import TrainConfig
+from poser.train.loop import fit
 
 
 @dataclass

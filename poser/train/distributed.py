@@ -16,6 +16,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from poser.errors import PoserError
+from poser.inference.device import resolve_device
 
 
 @dataclass
@@ -28,14 +29,6 @@ class Dist:
     @property
     def is_main(self) -> bool:
         return self.rank == 0
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise PoserError("--device cuda: no CUDA device is available here (use --device cpu)")
-    return torch.device(name)
 
 
 def under_torchrun() -> bool:

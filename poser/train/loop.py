@@ -14,7 +14,7 @@ import os
 import signal
 import threading
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -29,63 +29,21 @@ from torch.utils.data import DataLoader, DistributedSampler
 from poser import __version__
 from poser.codec import MARGIN, MEAN, STD
 from poser.console import RateColumn, log, progress
-from poser.data.augment import Augment, make_batch
 from poser.data.cache import Cache, CacheDataset, CacheSpec, cache_dir
 from poser.data.prepare import prepare_split
 from poser.errors import PoserError
 from poser.evaluate.run import evaluate_cache
-from poser.inference.cascade import SUB_IMAGE, StageData, error_statistics, sample_crops
 from poser.inference.predictor import Predictor
-from poser.models.backbones import BACKBONES
 from poser.models.deeppose import DeepPose, create_model, load_stages
-from poser.models.heads import HEADS
-from poser.models.weights import load_state, read_meta, save_bundle, save_state
+from poser.models.weights import read_spec, save_model
 from poser.runs import append_jsonl, new_run_dir, read_jsonl, save_config
+from poser.spec import ModelSpec, StageSpec
 from poser.train import distributed
-from poser.train.losses import HEATMAP_WEIGHT, LOSSES, PoseLoss
-
-
-@dataclass
-class TrainConfig:
-    data: str = "data/coco"
-    out: str = "runs/train"
-    name: str | None = None
-    backbone: str = "resnet18"
-    input_size: int = 224
-    head: str = "integral"              # fc (DeepPose's: global pool + linear) or integral (heatmap soft-argmax)
-    loss: str = "auto"                  # l2 (DeepPose's), l1, smooth_l1, rle; auto: rle for fc, l1 for integral
-    heatmap_weight: float = HEATMAP_WEIGHT   # integral head: weight of the dense heatmap (KL) term
-    pretrained: str | None = None       # 'imagenet' or a local weights file
-    init: str | None = None             # a poser weights file whose stage one starts the whole model (fine-tune)
-    epochs: int = 90
-    batch_size: int = 64                # per process
-    lr: float = 1e-3
-    weight_decay: float = 1e-4
-    warmup_epochs: float = 1.0
-    grad_clip: float = 5.0
-    steps_per_epoch: int | None = None  # cap, for quick runs
-    workers: int | None = None          # loader processes per training process; None: auto
-    device: str = "auto"
-    amp: bool = True                    # CUDA only: bf16 where supported, else fp16 + GradScaler
-    channels_last: bool = True
-    seed: int = 0
-    cache_size: int = 256
-    train_split: str = "train"
-    val_split: str = "val"
-    val_batches: int | None = None      # cap on validation batches
-    aug: Augment = field(default_factory=Augment)
-    resume: str | None = None
-    run: str | None = None              # the run folder, once created
-    stage: int = 1                      # 2, 3, ...: a refinement stage of the cascade ...
-    from_run: str | None = None         # ... on top of this run folder / weights file (stages 1..stage-1)
-    sub_image: float = SUB_IMAGE        # refinement sub-image side, x torso diameter
-
-    @staticmethod
-    def from_dict(d: dict) -> TrainConfig:
-        d = dict(d)
-        d["aug"] = Augment(**d.get("aug", {}))
-        known = TrainConfig.__dataclass_fields__
-        return TrainConfig(**{k: v for k, v in d.items() if k in known})
+from poser.train.augment import Augment, make_batch
+from poser.train.config import TrainConfig, check_config, loss_kind
+from poser.train.losses import PoseLoss
+from poser.train.stages import StageData, error_statistics, sample_crops
+from poser.train.state import load_state, save_state
 
 
 class Objective(nn.Module):
@@ -99,24 +57,14 @@ class Objective(nn.Module):
         return self.loss(self.model(x), target, weight, visible)
 
 
-def weights_meta(cfg: TrainConfig, skeleton, epoch: int, metrics: dict | None = None) -> dict:
-    """What eval and annotate need to rebuild and run the model from the weights file alone."""
-    return {
-        "skeleton": skeleton.name, "joints": list(skeleton.joints), "backbone": cfg.backbone,
-        "input_size": cfg.input_size, "margin": MARGIN, "mean": list(MEAN), "std": list(STD),
-        "stage": cfg.stage, "head": cfg.head, "loss": loss_kind(cfg), "sigma_head": loss_kind(cfg) == "rle",
-        "epoch": epoch, "cache_size": cfg.cache_size,
-        "sub_image": cfg.sub_image if cfg.stage > 1 else None,
-        "poser_version": __version__, "metrics": metrics or {},
-        "trained_on": {"data": cfg.data, "split": cfg.train_split, "epochs": cfg.epochs},
-    }
-
-
-def loss_kind(cfg: TrainConfig) -> str:
-    """The coordinate loss: as asked, or by head (RLE for fc, L1 for integral: measured best)."""
-    if cfg.loss != "auto":
-        return cfg.loss
-    return "rle" if cfg.head == "fc" else "l1"
+def stage_spec(cfg: TrainConfig, skeleton, epoch: int, metrics: dict | None = None) -> StageSpec:
+    """What eval and annotate need to rebuild and run the network from the weights file alone."""
+    return StageSpec(
+        backbone=cfg.backbone, skeleton=skeleton.name, joints=tuple(skeleton.joints), input_size=cfg.input_size,
+        head=cfg.head, sigma_head=loss_kind(cfg) == "rle", margin=MARGIN, mean=MEAN, std=STD, stage=cfg.stage,
+        sub_image=cfg.sub_image if cfg.stage > 1 else None, cache_size=cfg.cache_size, loss=loss_kind(cfg),
+        epoch=epoch, metrics=metrics or {}, poser_version=__version__,
+        trained_on={"data": cfg.data, "split": cfg.train_split, "epochs": cfg.epochs})
 
 
 def stage_weights(from_run: str | Path, stage: int) -> Path:
@@ -129,10 +77,9 @@ def stage_weights(from_run: str | Path, stage: int) -> Path:
 
 
 def stage_architecture(from_run: str | Path, stage: int) -> dict:
-    """Backbone and input size of stage one, which refinement stages copy by default."""
-    meta = read_meta(stage_weights(from_run, stage))
-    first = meta.get("stages", [meta])[0]
-    return {"backbone": first["backbone"], "input_size": first["input_size"], "head": first.get("head", "fc")}
+    """Backbone, input size and head of stage one, which refinement stages copy by default."""
+    first = read_spec(stage_weights(from_run, stage)).first
+    return {"backbone": first.backbone, "input_size": first.input_size, "head": first.head}
 
 
 def previous_stages(cfg: TrainConfig, device: torch.device, skeleton) -> list[tuple[DeepPose, dict]]:
@@ -142,8 +89,8 @@ def previous_stages(cfg: TrainConfig, device: torch.device, skeleton) -> list[tu
     if len(stages) != cfg.stage - 1:
         raise PoserError(f"--from {path} holds a {len(stages)}-stage model; --stage {cfg.stage} builds on "
                          f"{cfg.stage - 1} stage(s)")
-    if stages[0][1]["skeleton"] != skeleton.name:
-        raise PoserError(f"--from {path} predicts {stages[0][1]['skeleton']} joints, the data is {skeleton.name}")
+    if stages[0][1].skeleton != skeleton.name:
+        raise PoserError(f"--from {path} predicts {stages[0][1].skeleton} joints, the data is {skeleton.name}")
     for m, _ in stages:
         m.requires_grad_(False)
     return stages
@@ -153,11 +100,10 @@ def init_from(model: DeepPose, cfg: TrainConfig, skeleton) -> None:
     """Fine-tuning: start the whole model (backbone and head) from stage one of a poser weights
     file of the same backbone, head and joints; the input size may differ (the network is
     convolutional and the head's heatmap follows the input)."""
-    src, meta = load_stages(Path(cfg.init), "cpu", 1)[0]
+    src, spec = load_stages(Path(cfg.init), "cpu", 1)[0]
     want = {"backbone": cfg.backbone, "head": cfg.head, "skeleton": skeleton.name,
             "sigma_head": loss_kind(cfg) == "rle"}
-    have = {"backbone": meta["backbone"], "head": meta.get("head", "fc"), "skeleton": meta["skeleton"],
-            "sigma_head": bool(meta.get("sigma_head"))}
+    have = {"backbone": spec.backbone, "head": spec.head, "skeleton": spec.skeleton, "sigma_head": spec.sigma_head}
     diff = [f"{k} {have[k]} (this run: {want[k]})" for k in want if have[k] != want[k]]
     if diff:
         raise PoserError(f"--init {cfg.init} does not fit this run: {', '.join(diff)}")
@@ -167,11 +113,11 @@ def init_from(model: DeepPose, cfg: TrainConfig, skeleton) -> None:
 def _stage_data(prev: list, cache: Cache, device: torch.device, batch_size: int, show: bool) -> StageData:
     """Run stages 1..s-1 over the training set once: their real predictions and the
     statistics of their errors, from which stage s draws its training sub-images."""
-    predictor = Predictor(*prev[0], device, refiners=prev[1:])
+    predictor = Predictor(prev, device)
     with progress("instances") as bar:
         task = bar.add_task(f"stage 1-{len(prev)} on train", total=len(cache), visible=show)
         p = predictor.predict_cache(cache, batch_size=batch_size, progress=lambda k: bar.advance(task, k))
-    return error_statistics(p["coords"], cache.keypoints, cache.skeleton)
+    return error_statistics(p.coords, cache.keypoints, cache.skeleton)
 
 
 def loader_workers(requested: int | None, d: distributed.Dist) -> int:
@@ -184,30 +130,6 @@ def loader_workers(requested: int | None, d: distributed.Dist) -> int:
         return 0
     local = int(os.environ.get("LOCAL_WORLD_SIZE", d.world))
     return max(1, min(8, (os.cpu_count() or 2) // local - 1))
-
-
-def check_config(cfg: TrainConfig) -> None:
-    """Fail in a second on options that would otherwise fail after the data is prepared."""
-    if cfg.backbone not in BACKBONES:
-        raise PoserError(f"unknown backbone {cfg.backbone!r} (known: {', '.join(BACKBONES)})")
-    if cfg.loss not in LOSSES + ("auto",):
-        raise PoserError(f"unknown loss {cfg.loss!r} (known: auto, {', '.join(LOSSES)})")
-    if cfg.head not in HEADS:
-        raise PoserError(f"unknown head {cfg.head!r} (known: {', '.join(HEADS)})")
-    if cfg.head != "fc" and loss_kind(cfg) == "rle":
-        raise PoserError("--loss rle needs the fc head's sigma output; the integral head trains with l1, "
-                         "smooth_l1 or l2 (plus its heatmap term)")
-    if cfg.pretrained and cfg.pretrained != "imagenet" and not Path(cfg.pretrained).is_file():
-        raise PoserError(f"--pretrained {cfg.pretrained}: no such file (use 'imagenet' or a weights file)")
-    if cfg.init and not Path(cfg.init).is_file():
-        raise PoserError(f"--init {cfg.init}: no such weights file")
-    if cfg.init and cfg.stage > 1:
-        raise PoserError("--init starts a stage-one model; a refinement stage starts from --from's last stage")
-    if cfg.stage > 1 and not cfg.from_run:
-        raise PoserError(f"--stage {cfg.stage} needs --from: the run folder (or weights file) of stages "
-                         f"1..{cfg.stage - 1}")
-    if not Path(cfg.data).is_dir():
-        raise PoserError(f"--data {cfg.data}: no such folder (make one with poser fetch-coco, fetch-lsp or synth)")
 
 
 def fit(cfg: TrainConfig) -> dict | None:
@@ -285,11 +207,29 @@ class Trainer:
 
 
 def setup(cfg: TrainConfig, d: distributed.Dist) -> Trainer:
-    """Data (prepared caches: rank 0 builds them, the others wait), model, loss, optimiser,
-    schedule, precision, and the run folder (new, or resumed from its saved state)."""
+    """Data, cascade stages, model, optimiser and the run folder (new, or resumed from its
+    saved state): one builder each."""
     torch.manual_seed(cfg.seed)
     np.random.seed(cfg.seed)
-    dev = d.device
+    train_ds, val_cache, steps = build_data(cfg, d)
+    prev, stage_data, aug = build_stages(cfg, d, train_ds)
+    objective, train_module = build_model(cfg, d, prev, train_ds.cache.skeleton)
+    opt, sched, scaler = build_optimizer(cfg, d, objective, steps)
+    if cfg.run is None and cfg.resume is None and d.is_main:
+        cfg = start_run(cfg)
+    run = Path(cfg.resume or cfg.run) if (cfg.resume or cfg.run) else None
+    t = Trainer(cfg=cfg, d=d, train_ds=train_ds, val_cache=val_cache, steps=steps, prev=prev,
+                stage_data=stage_data, aug=aug, objective=objective, train_module=train_module, opt=opt,
+                sched=sched, scaler=scaler, run=run)
+    if cfg.resume:
+        restore(t, load_state(run / "last.state.safetensors"))
+    done = read_jsonl(run / "metrics.jsonl") if d.is_main else []
+    t.t0 = time.time() - (done[-1]["time"] if done else 0.0)
+    return t
+
+
+def build_data(cfg: TrainConfig, d: distributed.Dist) -> tuple[CacheDataset, Cache, int]:
+    """The prepared caches (rank 0 builds them, the others wait) and the steps per epoch."""
     root, spec = Path(cfg.data), CacheSpec(size=cfg.cache_size)
     if d.is_main:
         for split in (cfg.train_split, cfg.val_split):
@@ -297,56 +237,61 @@ def setup(cfg: TrainConfig, d: distributed.Dist) -> Trainer:
                 raise PoserError(f"{root}: split {split!r} has no person instances to train or validate on")
     _barrier(d)
     train_ds = CacheDataset(cache_dir(root, cfg.train_split, spec))
-    skeleton = train_ds.cache.skeleton
     per_step = cfg.batch_size * d.world
     steps = len(train_ds) // per_step
     if steps == 0:
         raise PoserError(f"{len(train_ds)} training instances are fewer than one batch of {per_step}")
-    steps = min(steps, cfg.steps_per_epoch or steps)
-    prev, stage_data, aug = [], None, cfg.aug
-    if cfg.stage > 1:
-        prev = previous_stages(cfg, dev, skeleton)
-        stage_data = _stage_data(prev, train_ds.cache, dev, cfg.batch_size, d.is_main)
-        aug = replace(cfg.aug, half_body=0.0)    # sub-images are placed around joints, not bodies
+    return train_ds, Cache(cache_dir(root, cfg.val_split, spec)), min(steps, cfg.steps_per_epoch or steps)
 
+
+def build_stages(cfg: TrainConfig, d: distributed.Dist, train_ds: CacheDataset) -> tuple[list, StageData | None,
+                                                                                         Augment]:
+    """A refinement stage: the frozen stages before it, their error statistics on the training
+    set, and the augmentation its sub-images get (no half-body crops: they sit on joints)."""
+    if cfg.stage == 1:
+        return [], None, cfg.aug
+    prev = previous_stages(cfg, d.device, train_ds.cache.skeleton)
+    stage_data = _stage_data(prev, train_ds.cache, d.device, cfg.batch_size, d.is_main)
+    return prev, stage_data, replace(cfg.aug, half_body=0.0)
+
+
+def build_model(cfg: TrainConfig, d: distributed.Dist, prev: list, skeleton) -> tuple[Objective, nn.Module]:
+    """The network and its loss as one module, and that module as the processes train it."""
     kind = loss_kind(cfg)
     model = create_model(cfg.backbone, skeleton.num_joints, cfg.pretrained, sigma=kind == "rle", head=cfg.head)
-    last = prev[-1][1] if prev else {}
-    if prev and (last["backbone"], last.get("head", "fc"), bool(last.get("sigma_head"))) == (
+    if prev and (prev[-1][1].backbone, prev[-1][1].head, prev[-1][1].sigma_head) == (
             cfg.backbone, cfg.head, kind == "rle"):
         # A refinement stage starts from the previous stage's weights (its own copy): it already
         # knows what joints look like and only has to learn to look closer.
         model.load_state_dict(prev[-1][0].state_dict())
     if cfg.init and not cfg.resume:
         init_from(model, cfg, skeleton)
-    objective = Objective(model, PoseLoss(kind, heatmap_weight=cfg.heatmap_weight)).to(dev)
+    objective = Objective(model, PoseLoss(kind, heatmap_weight=cfg.heatmap_weight)).to(d.device)
     if cfg.channels_last:
         objective = objective.to(memory_format=torch.channels_last)
-    cuda = dev.type == "cuda"
-    train_module = DDP(objective, device_ids=[d.local_rank] if cuda else None) if d.world > 1 else objective
+    cuda = d.device.type == "cuda"
+    return objective, DDP(objective, device_ids=[d.local_rank] if cuda else None) if d.world > 1 else objective
+
+
+def build_optimizer(cfg: TrainConfig, d: distributed.Dist, objective: Objective, steps: int):
+    """AdamW, linear warm-up then cosine, and the fp16 gradient scaler (off unless CUDA lacks bf16)."""
     opt = torch.optim.AdamW(objective.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, _warmup_cosine(steps * cfg.epochs, int(cfg.warmup_epochs * steps)))
-    amp = cfg.amp and cuda
-    scaler = torch.amp.GradScaler("cuda", enabled=amp and not (cuda and torch.cuda.is_bf16_supported()))
+    cuda = d.device.type == "cuda"
+    scaler = torch.amp.GradScaler("cuda", enabled=cfg.amp and cuda and not torch.cuda.is_bf16_supported())
+    return opt, sched, scaler
 
-    if cfg.run is None and cfg.resume is None and d.is_main:
-        cfg = start_run(cfg)
-    run = Path(cfg.resume or cfg.run) if (cfg.resume or cfg.run) else None
-    t = Trainer(cfg, d, train_ds, Cache(cache_dir(root, cfg.val_split, spec)), steps, prev, stage_data, aug,
-                objective, train_module, opt, sched, scaler, run)
-    if cfg.resume:
-        st = load_state(run / "last.state.safetensors")
-        objective.load_state_dict(st["objective"])
-        opt.load_state_dict(st["optimizer"])
-        sched.load_state_dict(st["scheduler"])
-        scaler.load_state_dict(st["scaler"])
-        t.epoch, t.step, t.global_step, t.best = st["epoch"], st["step"], st["global_step"], st["best"]
-        torch.set_rng_state(st["rng"]["torch"])
-        if cuda and st["rng"].get("cuda"):
-            torch.cuda.set_rng_state_all(st["rng"]["cuda"])
-    done = read_jsonl(run / "metrics.jsonl") if d.is_main else []
-    t.t0 = time.time() - (done[-1]["time"] if done else 0.0)
-    return t
+
+def restore(t: Trainer, st: dict) -> None:
+    """Continue exactly where the saved state stopped: weights, optimiser, schedule, RNG."""
+    t.objective.load_state_dict(st["objective"])
+    t.opt.load_state_dict(st["optimizer"])
+    t.sched.load_state_dict(st["scheduler"])
+    t.scaler.load_state_dict(st["scaler"])
+    t.epoch, t.step, t.global_step, t.best = st["epoch"], st["step"], st["global_step"], st["best"]
+    torch.set_rng_state(st["rng"]["torch"])
+    if t.d.device.type == "cuda" and st["rng"].get("cuda"):
+        torch.cuda.set_rng_state_all(st["rng"]["cuda"])
 
 
 def _warmup_cosine(total: int, warm: int):
@@ -423,9 +368,8 @@ def _last_good(t: Trainer) -> str:
 def validate(t: Trainer, epoch: int) -> dict:
     """Rank 0: PCP / PDJ on the validation cache with every stage so far (the one validation
     path, `evaluate_cache`, which poser eval uses too)."""
-    now = (t.objective.model, weights_meta(t.cfg, t.skeleton, epoch + 1))
-    stages = list(t.prev) + [now]
-    predictor = Predictor(*stages[0], t.d.device, t.cfg.channels_last, refiners=stages[1:])
+    now = (t.objective.model, stage_spec(t.cfg, t.skeleton, epoch + 1))
+    predictor = Predictor(list(t.prev) + [now], t.d.device, t.cfg.channels_last)
     limit = t.cfg.val_batches * t.cfg.batch_size if t.cfg.val_batches else None
     _, m = evaluate_cache(predictor, t.val_cache, batch_size=t.cfg.batch_size, limit=limit)
     return {"epoch": epoch + 1, "step": t.global_step, "val_pcp": m["pcp"]["mean"], "val_pdj@0.2": m["pdj"]["at_0.2"],
@@ -435,12 +379,13 @@ def validate(t: Trainer, epoch: int) -> dict:
 def save_weights_files(t: Trainer, epoch: int, record: dict) -> None:
     """Rank 0: metrics.jsonl, last.safetensors and (when val PDJ@0.2 improves) best.safetensors."""
     append_jsonl(t.run / "metrics.jsonl", record)
-    meta = weights_meta(t.cfg, t.skeleton, epoch + 1, {k: record[k] for k in ("val_pcp", "val_pdj@0.2")})
-    bundle = [(m.state_dict(), mt) for m, mt in t.prev] + [(t.objective.model.state_dict(), meta)]
-    save_bundle(t.run / "last.safetensors", bundle)
+    now = stage_spec(t.cfg, t.skeleton, epoch + 1, {k: record[k] for k in ("val_pcp", "val_pdj@0.2")})
+    spec = ModelSpec(tuple(s for _, s in t.prev) + (now,))
+    states = [m.state_dict() for m, _ in t.prev] + [t.objective.model.state_dict()]
+    save_model(t.run / "last.safetensors", states, spec)
     if record["val_pdj@0.2"] > t.best or not (t.run / "best.safetensors").exists():
         t.best = max(t.best, record["val_pdj@0.2"])
-        save_bundle(t.run / "best.safetensors", bundle)
+        save_model(t.run / "best.safetensors", states, spec)
 
 
 def save_checkpoint(t: Trainer, epoch: int, step: int) -> None:

@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from poser.models.heads import heatmap_kl
+from poser.models.heads import IntegralHead
 
 
 def _mean(per_joint: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
@@ -126,3 +126,13 @@ class PoseLoss(nn.Module):
             total = total + self.hm_w * hm
             parts["heatmap"] = hm.detach()
         return total, parts
+
+
+def heatmap_kl(logits: torch.Tensor, target: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """Mean KL(Gaussian at target || softmax(logits)) over joints with weight > 0: the dense
+    term of the integral head. logits (N, K, h, w), target (N, K, 2), weight (N, K)."""
+    q = IntegralHead.encode(target.float(), logits.shape[-2:])
+    logp = torch.log_softmax(logits.float().flatten(2), -1)
+    qf = q.flatten(2)
+    kl = (qf * (torch.log(qf.clamp(min=1e-12)) - logp)).sum(-1)
+    return (kl * weight).sum() / weight.sum().clamp(min=1.0)

@@ -1,0 +1,89 @@
+"""`poser annotate`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from poser.annotate.run import AnnotateConfig
+from poser.cli.options import (
+    DetectorOpt,
+    DetectorWeightsOpt,
+    Device,
+    DeviceOpt,
+    JsonOpt,
+    MaxPeopleOpt,
+    OutOpt,
+    PersonThresholdOpt,
+    SearchOpt,
+    StagesOpt,
+    ThreadsOpt,
+    WeightsOpt,
+    app,
+    report_errors,
+    write_result,
+)
+from poser.console import results
+from poser.errors import PoserError
+from poser.threads import set_threads
+
+_C = AnnotateConfig     # every default below is its (one place)
+
+
+@app.command()
+@report_errors
+def annotate(
+    inputs: Annotated[list[str], typer.Argument(help="Images, folders (searched recursively) and videos.")],
+    weights: WeightsOpt = None,
+    boxes: Annotated[Path | None, typer.Option(
+        "--boxes", help="COCO-style detections [{bbox, score, file_name or image_id}] as person boxes.")] = None,
+    detector: DetectorOpt = None,
+    detector_weights: DetectorWeightsOpt = None,
+    person_threshold: PersonThresholdOpt = _C.person_threshold,
+    max_people: MaxPeopleOpt = _C.max_people,
+    detect_every: Annotated[int, typer.Option(
+        "--detect-every", min=1,
+        help="Video: run the detector every N frames (and whenever a person is lost).")] = _C.detect_every,
+    save_boxes: Annotated[Path | None, typer.Option(
+        "--save-boxes", help="Write the person boxes used (the detector's) in the --boxes format.")] = None,
+    min_score: Annotated[float, typer.Option(
+        "--min-score", help="Joints below are not drawn (faint below 2x).")] = _C.min_score,
+    smooth: Annotated[bool, typer.Option("--smooth", help="One-Euro filter on video keypoints.")] = False,
+    flip: Annotated[bool, typer.Option("--flip", help="Flip test: average with the mirrored crop.")] = False,
+    batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Images per model batch.")] = _C.batch_size,
+    no_draw: Annotated[bool, typer.Option("--no-draw", help="Only write keypoints.json.")] = False,
+    search: SearchOpt = _C.search_passes,
+    stages: StagesOpt = None,
+    device: DeviceOpt = Device.auto,
+    out: OutOpt = None,
+    name: Annotated[str | None, typer.Option("--name", help="Run name (default: exp1, exp2, ...).")] = None,
+    threads: ThreadsOpt = None,
+    json_out: JsonOpt = None,
+) -> None:
+    """Draw skeletons on images, folders and videos; write keypoint JSON."""
+    set_threads(threads)
+    from poser.annotate.run import annotate as run_annotate
+    from poser.inference.device import resolve_device
+    from poser.inference.predictor import Predictor, resolve_weights
+    from poser.runs import check_writable, new_run_dir
+
+    cfg = AnnotateConfig(inputs=inputs, boxes=str(boxes) if boxes else None,
+                         person_threshold=person_threshold, min_score=min_score, smooth=smooth, flip=flip,
+                         batch_size=batch_size, draw=not no_draw, search_passes=search,
+                         detector=detector, detector_weights=str(detector_weights) if detector_weights else None,
+                         max_people=max_people, detect_every=detect_every,
+                         save_boxes=str(save_boxes) if save_boxes else None)
+    if boxes and detector:
+        raise PoserError("give --boxes or --detector, not both")
+    predictor = Predictor.from_file(resolve_weights(weights), resolve_device(device.value), stages)
+    run = check_writable(Path(out)) if out else new_run_dir(Path("runs/annotate"), name)
+    res = run_annotate(cfg, predictor, run)
+    fps = res.frames / res.seconds if res.seconds else 0.0
+    results.print(f"annotated {res.frames} images/frames in {res.seconds:.1f} s ({fps:.1f}/s) -> {run} "
+                  f"(keypoints.json{'' if no_draw else ' and annotated copies'})", soft_wrap=True)
+    write_result(json_out, {"out": str(run), "frames": res.frames, "seconds": round(res.seconds, 2),
+                           "failed": res.failed, "warnings": res.warnings})
+    if res.failed:
+        raise PoserError(f"{len(res.failed)} input(s) failed (listed above); the others are in {run}")

@@ -1,0 +1,87 @@
+"""`poser eval`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from poser.cli.options import (
+    DataOpt,
+    DetectorOpt,
+    DetectorWeightsOpt,
+    Device,
+    DeviceOpt,
+    JsonOpt,
+    MaxPeopleOpt,
+    OutOpt,
+    PersonThresholdOpt,
+    SearchOpt,
+    StagesOpt,
+    ThreadsOpt,
+    WeightsOpt,
+    app,
+    report_errors,
+    write_result,
+)
+from poser.console import results
+from poser.evaluate.run import EvalConfig
+from poser.threads import set_threads
+
+_E = EvalConfig       # every default below is its (one place)
+
+
+@app.command("eval")
+@report_errors
+def eval_(
+    weights: WeightsOpt = None,
+    data: DataOpt = None,
+    split: Annotated[str, typer.Option("--split", help="Split to score.")] = _E.split,
+    flip: Annotated[bool, typer.Option("--flip", help="Average with the mirrored crop's prediction.")] = False,
+    pcp_threshold: Annotated[float, typer.Option(
+        "--pcp-threshold", min=0.0, help="PCP: x limb length.")] = _E.pcp_threshold,
+    boxes: Annotated[Path | None, typer.Option(
+        "--boxes", help="COCO detection results (person boxes) for COCO AP with detected boxes.")] = None,
+    detector: DetectorOpt = None,
+    detector_weights: DetectorWeightsOpt = None,
+    person_threshold: PersonThresholdOpt = _E.person_threshold,
+    max_people: MaxPeopleOpt = _E.max_people,
+    predictions: Annotated[Path | None, typer.Option(
+        "--predictions", help="Score these COCO keypoint results instead of a model.")] = None,
+    limit: Annotated[int | None, typer.Option("--limit", min=1, help="First N persons only.")] = None,
+    whole_image: Annotated[bool, typer.Option(
+        "--whole-image", help="No boxes: find the person from each whole photo (DeepPose's LSP protocol).")] = False,
+    search: SearchOpt = _E.search_passes,
+    stages: StagesOpt = None,
+    batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Crops per model batch.")] = _E.batch_size,
+    device: DeviceOpt = Device.auto,
+    out: OutOpt = None,
+    name: Annotated[str | None, typer.Option("--name", help="Run name (default: exp1, exp2, ...).")] = None,
+    threads: ThreadsOpt = None,
+    json_out: JsonOpt = None,
+) -> None:
+    """Evaluate a model: PCP, PDJ and COCO keypoint AP, as tables, JSON and plots."""
+    set_threads(threads)
+    from poser.evaluate.run import evaluate, report_tables
+    from poser.inference.predictor import resolve_weights
+
+    if weights is None and predictions is None:
+        weights = resolve_weights(None)       # the shipped reference model
+    if data is None:        # the dataset the model's skeleton comes from: data/lspet for LSP-14, else data/coco
+        from poser.models.weights import read_spec
+
+        skeleton = read_spec(Path(weights)).skeleton if weights else None
+        data = Path("data/lspet" if skeleton == "lsp14" else "data/coco")
+    cfg = EvalConfig(data=str(data), weights=str(weights) if weights else None, split=split,
+                     flip=flip, pcp_threshold=pcp_threshold, boxes=str(boxes) if boxes else None,
+                     person_threshold=person_threshold, predictions=str(predictions) if predictions else None,
+                     detector=detector, detector_weights=str(detector_weights) if detector_weights else None,
+                     max_people=max_people, out=str(out or "runs/eval"), name=name, device=device.value,
+                     batch_size=batch_size, limit=limit, stages=stages, whole_image=whole_image, search_passes=search)
+    report = evaluate(cfg)
+    for t in report_tables(report):
+        results.print(t)
+    results.print(f"run folder: {report['run']} (metrics.json, pdj_curve.png, pdj_per_joint.png, examples.png)",
+                  soft_wrap=True)
+    write_result(json_out, report)

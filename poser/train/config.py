@@ -1,0 +1,88 @@
+"""`TrainConfig`: one training run's settings, saved as the run's config.json (the defaults
+the command line shows are these), and the checks that fail in a second on a bad one."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from poser.errors import PoserError
+from poser.inference.cascade import SUB_IMAGE
+from poser.models.backbones import BACKBONES
+from poser.models.heads import HEADS
+from poser.train.augment import Augment
+from poser.train.losses import HEATMAP_WEIGHT, LOSSES
+
+
+@dataclass
+class TrainConfig:
+    data: str = "data/coco"
+    out: str = "runs/train"
+    name: str | None = None
+    backbone: str = "resnet18"
+    input_size: int = 224
+    head: str = "integral"              # fc (DeepPose's: global pool + linear) or integral (heatmap soft-argmax)
+    loss: str = "auto"                  # l2 (DeepPose's), l1, smooth_l1, rle; auto: rle for fc, l1 for integral
+    heatmap_weight: float = HEATMAP_WEIGHT   # integral head: weight of the dense heatmap (KL) term
+    pretrained: str | None = None       # 'imagenet' or a local weights file
+    init: str | None = None             # a poser weights file whose stage one starts the whole model (fine-tune)
+    epochs: int = 90
+    batch_size: int = 64                # per process
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    warmup_epochs: float = 1.0
+    grad_clip: float = 5.0
+    steps_per_epoch: int | None = None  # cap, for quick runs
+    workers: int | None = None          # loader processes per training process; None: auto
+    device: str = "auto"
+    amp: bool = True                    # CUDA only: bf16 where supported, else fp16 + GradScaler
+    channels_last: bool = True
+    seed: int = 0
+    cache_size: int = 256
+    train_split: str = "train"
+    val_split: str = "val"
+    val_batches: int | None = None      # cap on validation batches
+    aug: Augment = field(default_factory=Augment)
+    resume: str | None = None
+    run: str | None = None              # the run folder, once created
+    stage: int = 1                      # 2, 3, ...: a refinement stage of the cascade ...
+    from_run: str | None = None         # ... on top of this run folder / weights file (stages 1..stage-1)
+    sub_image: float = SUB_IMAGE        # refinement sub-image side, x torso diameter
+
+    @staticmethod
+    def from_dict(d: dict) -> TrainConfig:
+        d = dict(d)
+        d["aug"] = Augment(**d.get("aug", {}))
+        known = TrainConfig.__dataclass_fields__
+        return TrainConfig(**{k: v for k, v in d.items() if k in known})
+
+
+def loss_kind(cfg: TrainConfig) -> str:
+    """The coordinate loss: as asked, or by head (RLE for fc, L1 for integral: measured best)."""
+    if cfg.loss != "auto":
+        return cfg.loss
+    return "rle" if cfg.head == "fc" else "l1"
+
+
+def check_config(cfg: TrainConfig) -> None:
+    """Fail in a second on options that would otherwise fail after the data is prepared."""
+    if cfg.backbone not in BACKBONES:
+        raise PoserError(f"unknown backbone {cfg.backbone!r} (known: {', '.join(BACKBONES)})")
+    if cfg.loss not in LOSSES + ("auto",):
+        raise PoserError(f"unknown loss {cfg.loss!r} (known: auto, {', '.join(LOSSES)})")
+    if cfg.head not in HEADS:
+        raise PoserError(f"unknown head {cfg.head!r} (known: {', '.join(HEADS)})")
+    if cfg.head != "fc" and loss_kind(cfg) == "rle":
+        raise PoserError("--loss rle needs the fc head's sigma output; the integral head trains with l1, "
+                         "smooth_l1 or l2 (plus its heatmap term)")
+    if cfg.pretrained and cfg.pretrained != "imagenet" and not Path(cfg.pretrained).is_file():
+        raise PoserError(f"--pretrained {cfg.pretrained}: no such file (use 'imagenet' or a weights file)")
+    if cfg.init and not Path(cfg.init).is_file():
+        raise PoserError(f"--init {cfg.init}: no such weights file")
+    if cfg.init and cfg.stage > 1:
+        raise PoserError("--init starts a stage-one model; a refinement stage starts from --from's last stage")
+    if cfg.stage > 1 and not cfg.from_run:
+        raise PoserError(f"--stage {cfg.stage} needs --from: the run folder (or weights file) of stages "
+                         f"1..{cfg.stage - 1}")
+    if not Path(cfg.data).is_dir():
+        raise PoserError(f"--data {cfg.data}: no such folder (make one with poser fetch-coco, fetch-lsp or synth)")

@@ -1,0 +1,105 @@
+"""ModelSpec: every weights file poser ever shipped still loads and predicts what it did, and
+bad metadata is one line."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from poser.errors import PoserError
+from poser.inference.predictor import DEFAULT_WEIGHTS, Predictor
+from poser.models.weights import read_meta, read_spec, save_weights
+from poser.skeletons import LSP14
+from poser.spec import ModelSpec, StageSpec
+from poser.synth.dataset import one_person
+
+REPO = Path(__file__).resolve().parents[1]
+# Predictions of each shipped reference model (commit that shipped it), made before ModelSpec
+# existed, on one synthetic figure: a fixed box, the flip test, and the person search.
+FIXTURE = json.loads((Path(__file__).parent / "data" / "shipped_weights.json").read_text())
+
+
+def _shipped(commit: str, tmp_path: Path) -> Path:
+    if commit == "40034bb" and DEFAULT_WEIGHTS.is_file():
+        return DEFAULT_WEIGHTS          # the file shipped now
+    if shutil.which("git") is None or not (REPO / ".git").exists():
+        pytest.skip("no git history here to take the earlier shipped weights from")
+    out = tmp_path / f"{commit}.safetensors"
+    res = subprocess.run(["git", "-C", str(REPO), "show", f"{commit}:poser/weights/reference.safetensors"],
+                         capture_output=True)
+    if res.returncode != 0:
+        pytest.skip(f"commit {commit} is not in this clone's history (shallow clone?)")
+    out.write_bytes(res.stdout)
+    return out
+
+
+@pytest.mark.parametrize("commit", sorted(FIXTURE["files"]))
+def test_every_shipped_weights_file_loads_and_predicts_as_before(commit, tmp_path):
+    path = _shipped(commit, tmp_path)
+    spec = read_spec(path)
+    assert spec.to_meta() | read_meta(path) == spec.to_meta() | spec.to_meta()   # typed fields round-trip
+    img, _, _ = one_person(seed=FIXTURE["image"]["seed"], side=FIXTURE["image"]["side"])
+    rgb = cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+    want = FIXTURE["files"][commit]
+    p = Predictor.from_file(path)
+    box = np.array([FIXTURE["box"]])
+    assert np.abs(p.predict_image(rgb, box).coords[0] - want["box"]).max() < 0.05
+    assert np.abs(p.predict_image(rgb, box).score[0] - want["score"]).max() < 1e-3
+    assert np.abs(p.predict_image(rgb, box, flip=True).coords[0] - want["flip"]).max() < 0.05
+    assert np.abs(p.find_person([rgb], 3)[0].coords[0] - want["search"]).max() < 0.05
+
+
+def _meta(**kw) -> dict:
+    return {"backbone": "resnet18", "skeleton": "lsp14", "joints": list(LSP14.joints), "input_size": 128} | kw
+
+
+def test_old_metadata_takes_the_defaults_its_files_were_made_with():
+    s = StageSpec.from_meta(_meta())
+    assert (s.head, s.sigma_head, s.cache_size, s.decode_radius, s.margin, s.stage) == ("fc", False, 256, None,
+                                                                                        1.25, 1)
+    two = ModelSpec.from_meta({"stages": [_meta(head="integral"), _meta(head="integral", stage=2, sub_image=1.5)]})
+    assert len(two) == 2 and two.first.head == "integral" and two.stages[1].sub_image == 1.5
+    assert ModelSpec.from_meta(two.to_meta()) == two and two.to_meta()["stage"] == 2
+    assert ModelSpec.from_meta(_meta() | {"field_of_a_newer_poser": 1}).first == s     # unknown keys are ignored
+
+
+@pytest.mark.parametrize("bad, msg", [
+    ({"input_size": -5}, "input_size -5"), ({"input_size": 100000}, "input_size 100000"),
+    ({"input_size": "128"}, "input_size '128'"), ({"head": "mlp"}, "unknown head"),
+    ({"joints": ["a"]}, "joints do not match"), ({"skeleton": "dog"}, "unknown skeleton"),
+    ({"decode_radius": float("nan")}, "decode_radius"), ({"std": [0, 1, 1]}, "std"),
+])
+def test_bad_metadata_is_one_line_naming_the_file(tmp_path, bad, msg):
+    path = tmp_path / "w.safetensors"
+    save_weights(path, {}, _meta() | bad)
+    with pytest.raises(PoserError, match=msg) as e:
+        Predictor.from_file(path)
+    assert str(path) in str(e.value) and "\n" not in str(e.value)
+
+
+def test_metadata_that_is_not_json_is_one_line(tmp_path):
+    import torch
+    from safetensors.torch import save_file
+
+    path = tmp_path / "w.safetensors"
+    save_file({"a": torch.zeros(1)}, str(path), metadata={"format": "poser-weights/1", "meta": "{not json"})
+    with pytest.raises(PoserError, match="not JSON"):
+        read_spec(path)
+
+
+def test_inference_imports_no_training_data_synth_or_bench_code():
+    code = ("import sys, numpy as np, poser; m = poser.load(); m(np.zeros((120, 90, 3), np.uint8)); "
+            "print('\\n'.join(sorted(sys.modules)))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         cwd=REPO, check=True).stdout.split()
+    loaded = [m for m in out if m.startswith("poser.")]
+    assert "poser.inference.predictor" in loaded
+    banned = ("poser.train", "poser.data", "poser.synth", "poser.bench", "poser.evaluate", "poser.cli")
+    assert not [m for m in loaded if m.startswith(banned)], loaded
