@@ -65,13 +65,14 @@ class PoseModel:
 
 def load(weights: str | Path | None = None, device: str = "auto", *, stages: int | None = None,
          detector: str | None = None, detector_weights: str | Path | None = None,
-         person_threshold: float = 0.5, max_people: int = 20) -> PoseModel:
+         person_threshold: float = 0.5, max_people: int = 20, runtime: str = "auto",
+         precision: str = "auto") -> PoseModel:
     """A pose model from a weights file (default: the shipped reference model) on `device`
     ('auto': CUDA when available), with a person detector from `poser.detect.detectors` if named."""
     from poser.inference.device import resolve_device
 
     dev = resolve_device(device)
-    predictor = Predictor.from_file(resolve_weights(weights), dev, stages)
+    predictor = Predictor.from_file(resolve_weights(weights), dev, stages, runtime, precision)
     det = None
     if detector is not None:
         from poser.detect.detectors import create_detector

@@ -55,6 +55,8 @@ class AnnotateConfig:
     batch_size: int = 16
     draw: bool = True                   # write annotated copies (JSON is always written)
     search_passes: int = SEARCH_PASSES  # without boxes: person-search passes after the whole-image one
+    runtime: str = "auto"               # what runs the network (inference/runtime.py)
+    precision: str = "auto"
 
 
 @dataclass
@@ -199,7 +201,7 @@ def _annotate(cfg: AnnotateConfig, predictor: Predictor, out_dir: Path, boxes: P
     sk = predictor.skeleton
     write_json(out_dir / "keypoints.json", {
         "format": "poser-keypoints/1", "poser_version": __version__,
-        "model": predictor.spec.summary(),
+        "model": predictor.spec.summary() | {"runtime": predictor.runtime},
         "skeleton": {"name": sk.name, "joints": list(sk.joints), "limbs": [list(lb) for lb in sk.draw_limbs]},
         "items": res.records, "failed": res.failed, "warnings": res.warnings,
     }, indent=None)

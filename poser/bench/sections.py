@@ -380,3 +380,58 @@ def run(only: list[str] | None = None, data: Path | None = None, weights: Path |
             for r in BENCHES[name](data, weights, Path(tmp)):
                 rows.append({"section": name, **r})
     return rows
+
+
+@bench("runtime")
+def bench_runtime(data: Path | None, weights: Path | None, work: Path) -> list[dict]:
+    """The network's forward on every installed runtime x precision, batches of 1 and 16 crops
+    (normalised input, the head's raw outputs: what a runtime replaces), next to the crops/s
+    this CPU's fp32 matmul rate would allow at the network's FLOP per crop; torch.compile
+    beside them; then whole photos through the person search (1 + 3 passes) per runtime."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from poser.inference import runtime as rt
+    from poser.inference.predictor import DEFAULT_WEIGHTS, Predictor
+    from poser.inference.search import SEARCH_PASSES
+
+    path = weights or DEFAULT_WEIGHTS
+    ref = Predictor.from_file(path, runtime="torch")
+    size = ref.size
+    with FlopCounterMode(display=False) as fc, torch.no_grad():
+        ref.model(torch.zeros(1, 3, size, size))
+    flops = fc.get_total_flops()
+    limit = matmul_flops() / flops
+    what = f"{path.name} @{size} ({flops / 1e9:.2f} GFLOP/crop)"
+    nets = {"torch/fp32": ref.networks[0]}
+    try:
+        compiled = torch.compile(ref.model)
+        nets["torch.compile/fp32"] = rt.TorchNetwork(compiled, True)
+    except Exception as e:          # no compiler toolchain: say so, measure the rest
+        log.warning(f"torch.compile unavailable here: {e}")
+    for name in ("onnxruntime", "openvino"):
+        if not rt.installed(name):
+            log.warning(f"{name} is not installed: not measured")
+            continue
+        for prec in ("fp32", "bf16") if name == "openvino" and rt.bf16_cpu() else ("fp32",):
+            nets[f"{name}/{prec}"] = Predictor.from_file(path, runtime=name, precision=prec).networks[0]
+    rows = []
+    x = torch.rand(16, 3, size, size)
+    for label, net in nets.items():
+        for b in (1, 16):
+            try:
+                for _ in range(3):
+                    net(x[:b])
+            except Exception as e:      # torch.compile fails at its first call, not at torch.compile()
+                log.warning(f"{label}: {str(e).splitlines()[0][:120]}")
+                break
+            reps = max(2, int(48 / b))
+            rows.append(_row(f"{label}, batch {b}: {what}", _rate(reps * b, lambda n=net, b=b, r=reps: [
+                n(x[:b]) for _ in range(r)]), "crops/s", limit, "fp32 matmul rate / FLOP per crop"))
+    photos = [np.random.default_rng(i).integers(0, 255, (360, 640, 3), np.uint8) for i in range(16)]
+    for label in [k for k in nets if k.endswith("fp32") and "compile" not in k]:
+        p = ref if label == "torch/fp32" else Predictor.from_file(path, runtime=label.split("/")[0], precision="fp32")
+        p.find_person(photos[:2])
+        rate = _rate(32, lambda p=p: [p.find_person(photos) for _ in range(2)])
+        rows.append(_row(f"whole photos 640x360, person search 1 + {SEARCH_PASSES} passes, {label}", rate,
+                         "images/s"))
+    return rows

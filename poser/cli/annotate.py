@@ -17,6 +17,8 @@ from poser.cli.options import (
     MaxPeopleOpt,
     OutOpt,
     PersonThresholdOpt,
+    PrecisionOpt,
+    RuntimeOpt,
     SearchOpt,
     StagesOpt,
     ThreadsOpt,
@@ -57,6 +59,8 @@ def annotate(
     search: SearchOpt = _C.search_passes,
     stages: StagesOpt = None,
     device: DeviceOpt = Device.auto,
+    runtime: RuntimeOpt = _C.runtime,
+    precision: PrecisionOpt = _C.precision,
     out: OutOpt = None,
     name: Annotated[str | None, typer.Option("--name", help="Run name (default: exp1, exp2, ...).")] = None,
     threads: ThreadsOpt = None,
@@ -77,7 +81,8 @@ def annotate(
                          save_boxes=str(save_boxes) if save_boxes else None)
     if boxes and detector:
         raise PoserError("give --boxes or --detector, not both")
-    predictor = Predictor.from_file(resolve_weights(weights), resolve_device(device.value), stages)
+    predictor = Predictor.from_file(resolve_weights(weights), resolve_device(device.value), stages, runtime.value,
+                                    precision.value)
     run = check_writable(Path(out)) if out else new_run_dir(Path("runs/annotate"), name)
     res = run_annotate(cfg, predictor, run)
     fps = res.frames / res.seconds if res.seconds else 0.0

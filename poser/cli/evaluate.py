@@ -17,6 +17,8 @@ from poser.cli.options import (
     MaxPeopleOpt,
     OutOpt,
     PersonThresholdOpt,
+    PrecisionOpt,
+    RuntimeOpt,
     SearchOpt,
     StagesOpt,
     ThreadsOpt,
@@ -56,6 +58,8 @@ def eval_(
     stages: StagesOpt = None,
     batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Crops per model batch.")] = _E.batch_size,
     device: DeviceOpt = Device.auto,
+    runtime: RuntimeOpt = _E.runtime,
+    precision: PrecisionOpt = _E.precision,
     out: OutOpt = None,
     name: Annotated[str | None, typer.Option("--name", help="Run name (default: exp1, exp2, ...).")] = None,
     threads: ThreadsOpt = None,
@@ -78,6 +82,7 @@ def eval_(
                      person_threshold=person_threshold, predictions=str(predictions) if predictions else None,
                      detector=detector, detector_weights=str(detector_weights) if detector_weights else None,
                      max_people=max_people, out=str(out or "runs/eval"), name=name, device=device.value,
+                     runtime=runtime.value, precision=precision.value,
                      batch_size=batch_size, limit=limit, stages=stages, whole_image=whole_image, search_passes=search)
     report = evaluate(cfg)
     for t in report_tables(report):

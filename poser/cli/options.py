@@ -15,6 +15,7 @@ import typer
 from poser import __version__
 from poser.console import console, show_messages
 from poser.errors import PoserError
+from poser.inference.runtime import PRECISIONS, RUNTIMES
 from poser.threads import configure_openmp
 
 app = typer.Typer(
@@ -43,6 +44,14 @@ JsonOpt = Annotated[Path | None, typer.Option(
     "--json", help="Also write the command's result as JSON to FILE.")]
 DeviceOpt = Annotated[Device, typer.Option("--device", help="Where to run the model.")]
 SeedOpt = Annotated[int, typer.Option("--seed", help="Random seed (same seed, same result).")]
+Runtime = StrEnum("Runtime", {n: n for n in RUNTIMES})
+Precision = StrEnum("Precision", {n: n for n in PRECISIONS})
+RuntimeOpt = Annotated[Runtime, typer.Option(
+    "--runtime", help="What runs the network: auto (torch on CUDA; on the CPU the fastest installed of openvino, "
+    "onnxruntime that matches torch, else torch).")]
+PrecisionOpt = Annotated[Precision, typer.Option(
+    "--precision", help="CPU runtimes: auto (openvino bf16 where the CPU has it and it matches torch, else fp32), "
+    "fp32 or bf16 (openvino).")]
 
 
 def report_errors(fn: Callable) -> Callable:

@@ -19,6 +19,7 @@ from poser.cli.options import (
     write_result,
 )
 from poser.console import results
+from poser.errors import PoserError
 from poser.threads import set_threads
 
 
@@ -57,24 +58,54 @@ class Storage(StrEnum):
     int8 = "int8"
 
 
+class ExportFormat(StrEnum):
+    safetensors = "safetensors"
+    onnx = "onnx"
+    openvino = "openvino"
+
+
 @app.command()
 @report_errors
 def export(
     weights: Annotated[Path, typer.Argument(help="A weights file or cascade bundle (e.g. a run's best.safetensors).")],
-    dst: Annotated[Path, typer.Argument(help="The file to write.")],
+    dst: Annotated[Path, typer.Argument(help="The file to write (.safetensors, .onnx, or .xml for openvino).")],
+    fmt: Annotated[ExportFormat, typer.Option(
+        "--format", help="safetensors (re-stored, see --storage), onnx (dynamic batch, raw head outputs, the "
+        "model's spec in its metadata) or openvino (IR: .xml + .bin).")] = ExportFormat.safetensors,
     storage: Annotated[Storage, typer.Option(
-        "--storage", help="fp16 halves the file; int8 (per-channel) quarters its weight matrices.")] = Storage.fp16,
+        "--storage", help="safetensors: fp16 halves the file; int8 (per-channel) quarters its weight "
+        "matrices.")] = Storage.fp16,
     decode_radius: Annotated[float | None, typer.Option(
-        "--decode-radius", min=1.0, help="Integral head: decode within this many heatmap cells of the peak "
-        "(measure it with eval first) [default: the source's; none: the whole map].")] = None,
+        "--decode-radius", min=1.0, show_default=False, help="Integral head: decode within this many heatmap "
+        "cells of the peak (measure it with eval first). \\[default: the source's; none: the whole map]")] = None,
+    int8: Annotated[bool, typer.Option(
+        "--int8", help="openvino: int8 weights and activations (NNCF), calibrated on --calibration's "
+        "training crops; as <weights stem>.int8.xml beside the weights, --runtime auto finds it.")] = False,
+    calibration: Annotated[Path | None, typer.Option(
+        "--calibration", help="--int8: the dataset whose training split calibrates it.")] = None,
     json_out: JsonOpt = None,
 ) -> None:
-    """Store weights in fp16 or int8 to ship them smaller (model and metadata are unchanged)."""
+    """Export weights: smaller safetensors (fp16, int8), ONNX or OpenVINO IR."""
     from poser.models.weights import export_weights
 
-    res = export_weights(weights, dst, storage.value, decode_radius)
-    results.print(f"{dst}: {res['dst_bytes'] / 1e6:.1f} MB ({storage.value}; {weights} was "
-                  f"{res['src_bytes'] / 1e6:.1f} MB)", soft_wrap=True)
+    if int8 and (fmt != ExportFormat.openvino or calibration is None):
+        raise PoserError("--int8 exports OpenVINO IR (--format openvino) and needs --calibration DATA")
+    if int8:
+        from poser.train.quantize import export_int8
+
+        res = export_int8(weights, dst, calibration)
+        results.print(f"{', '.join(res['files'])}: openvino int8, calibrated on {res['calibration']['crops']} crops "
+                      f"of {calibration}", soft_wrap=True)
+    elif fmt == ExportFormat.safetensors:
+        res = export_weights(weights, dst, storage.value, decode_radius)
+        results.print(f"{dst}: {res['dst_bytes'] / 1e6:.1f} MB ({storage.value}; {weights} was "
+                      f"{res['src_bytes'] / 1e6:.1f} MB)", soft_wrap=True)
+    else:
+        from poser.inference.runtime import export_file
+
+        res = export_file(weights, dst, fmt.value, decode_radius)
+        results.print(f"{', '.join(res['files'])}: {fmt.value} ({res['stages']} stage(s), the spec in the "
+                      "file's metadata)", soft_wrap=True)
     write_result(json_out, res)
 
 

@@ -61,6 +61,8 @@ class EvalConfig:
     out: str = "runs/eval"
     name: str | None = None
     device: str = "auto"
+    runtime: str = "auto"               # what runs the network (inference/runtime.py)
+    precision: str = "auto"
     batch_size: int = 64
     limit: int | None = None            # first N instances only (quick checks)
     stages: int | None = None           # cascade: run only the first N stages
@@ -78,11 +80,12 @@ def evaluate(cfg: EvalConfig) -> dict:
     if cfg.weights:
         from poser.inference.device import resolve_device
 
-        predictor = Predictor.from_file(Path(cfg.weights), resolve_device(cfg.device), cfg.stages)
+        predictor = Predictor.from_file(Path(cfg.weights), resolve_device(cfg.device), cfg.stages, cfg.runtime,
+                                        cfg.precision)
     pred = predict(cfg, predictor, data)
     report = {"data": cfg.data, "split": cfg.split, "config": asdict(cfg),
               "model": {"predictions": cfg.predictions} if predictor is None
-              else {"weights": cfg.weights, **predictor.spec.summary()},
+              else {"weights": cfg.weights, **predictor.spec.summary(), "runtime": predictor.runtime},
               "protocol": protocol_name(cfg)} | score(cfg, data, pred)
     detections = None
     if data.ann_file is not None:

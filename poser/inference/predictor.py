@@ -22,6 +22,7 @@ import torch
 from poser import geometry as g
 from poser.codec import normalize_input, to_pixels
 from poser.errors import PoserError
+from poser.inference import runtime as rt
 from poser.inference.cascade import SUB_IMAGE, joint_boxes, pose_diameter
 from poser.inference.prediction import Prediction
 from poser.inference.search import SEARCH_PASSES, search_box, search_margin, whole_image_box
@@ -50,7 +51,8 @@ class Predictor:
                  channels_last: bool = True) -> None:
         self.device = torch.device(device)
         self.channels_last = channels_last
-        self.networks = [self._prepare(m) for m, _ in stages]
+        self.models: list[DeepPose | None] = [self._prepare(m) for m, _ in stages]
+        self.networks: list = [rt.TorchNetwork(m, channels_last) for m in self.models]   # what runs the forward
         self.spec = ModelSpec(tuple(s for _, s in stages))
         self.size = self.spec.input_size
         self.skeleton: Skeleton = get_skeleton(self.spec.skeleton)
@@ -60,21 +62,98 @@ class Predictor:
         return model.to(memory_format=torch.channels_last) if self.channels_last else model
 
     @classmethod
-    def from_file(cls, path: Path, device: str | torch.device = "cpu", stages: int | None = None) -> Predictor:
-        """A weights file or cascade bundle; `stages` runs only the first N stages."""
-        return cls(load_stages(path, device, stages), device)
+    def from_file(cls, path: Path, device: str | torch.device = "cpu", stages: int | None = None,
+                  runtime: str | None = None, precision: str = "auto") -> Predictor:
+        """A poser weights file or cascade bundle, or a model `poser export` wrote (.onnx, OpenVINO
+        .xml); `stages` runs only the first N stages; `runtime` as in inference/runtime.py (None:
+        torch for a weights file, 'auto' for an exported one; the commands pass 'auto')."""
+        path = Path(path)
+        if rt.is_exported(path):
+            return cls._from_export(path, stages, runtime or "auto", precision)
+        runtime = runtime or "torch"
+        pred = cls(load_stages(path, device, stages), device)
+        name = rt.choose(runtime, pred.device)
+        return pred if name == "torch" and runtime != "auto" else pred.with_runtime(runtime, precision, path)
+
+    @classmethod
+    def _from_export(cls, path: Path, stages: int | None, runtime: str, precision: str) -> Predictor:
+        spec = rt.exported_spec(path)
+        if stages is not None and stages > len(spec):
+            raise PoserError(f"--stages {stages}: {path} holds a {len(spec)}-stage model")
+        spec = spec.take(stages)
+        name = rt.choose(runtime, torch.device("cpu"), exported=path.suffix)
+        pred = cls.__new__(cls)
+        pred.device, pred.channels_last, pred.models = torch.device("cpu"), False, [None] * len(spec)
+        pred.spec, pred.size, pred.skeleton = spec, spec.input_size, get_skeleton(spec.skeleton)
+        pred.networks = [rt.build(name, p, precision) for p in rt.exported_stages(path)[:len(spec)]]
+        return pred
+
+    def with_runtime(self, runtime: str, precision: str, weights: Path) -> Predictor:
+        """The same model with its forward on `runtime` (exported from `weights` once, cached);
+        `auto` keeps torch on CUDA and, on the CPU, takes the fastest installed runtime whose
+        outputs match torch's (rt.parity), else torch."""
+        int8 = self._int8(runtime, precision, weights)
+        if int8 is not None:
+            return int8
+        if runtime != "auto":
+            candidates = [(rt.choose(runtime, self.device), precision)]
+        else:
+            candidates = rt.auto_candidates(self.device, precision)
+        for name, prec in candidates:
+            if name == "torch":
+                return self
+            onnx = rt.cached_onnx(weights, list(zip(self.models, self.spec.stages, strict=True)))
+            nets = [rt.build(name, p, prec) for p in onnx]
+            prec = nets[0].precision
+            diff = rt.known_parity(weights, name, prec)
+            if diff is None:
+                diff = rt.parity(self.networks, nets, self.spec)
+                rt.remember_parity(weights, name, prec, diff)
+            if diff <= rt.tolerance(prec) or runtime != "auto":
+                self.networks, self.channels_last = nets, False
+                return self
+        return self
+
+    def _int8(self, runtime: str, precision: str, weights: Path) -> Predictor | None:
+        """The int8 model quantized from these weights (`<stem>.int8.xml` beside them), when asked
+        for: 'auto' stays fp32, since the shipped model's int8 versions lost 0.004-0.012 PCP from
+        the whole photo depending on the calibration sample (README); None to go on with fp32."""
+        if precision != "int8":
+            return None
+        if self.device.type != "cpu" or runtime not in ("auto", "openvino"):
+            raise PoserError("--precision int8 runs on openvino on the CPU (--runtime auto or openvino, --device cpu)")
+        sibling = rt.int8_sibling(weights)
+        if sibling is None:
+            if precision == "int8":
+                raise PoserError(f"--precision int8: no int8 model quantized from {weights} beside it (make one: "
+                                 f"poser export {weights} {Path(weights).with_suffix('.int8.xml')} --format "
+                                 "openvino --int8 --calibration DATA)")
+            return None
+        nets = [rt.build("openvino", p, "int8") for p in rt.exported_stages(sibling)[: self.num_stages]]
+        if len(nets) < self.num_stages or rt.parity(self.networks, nets, self.spec) > rt.INT8_PARITY:
+            return None         # a sibling of another cascade depth, or broken: fp32 runs instead
+        self.networks, self.channels_last = nets, False
+        return self
+
+    @property
+    def runtime(self) -> str:
+        """Which runtime runs the forward, and at what precision: e.g. 'openvino/bf16'."""
+        return f"{self.networks[0].runtime}/{self.networks[0].precision}"
 
     def first_stages(self, n: int) -> Predictor:
         """The same model with only its first n stages (the networks are shared, not copied)."""
         if n == self.num_stages:
             return self
-        return Predictor(list(zip(self.networks[:n], self.spec.stages[:n], strict=True)), self.device,
-                         self.channels_last)
+        pred = Predictor.__new__(Predictor)
+        pred.__dict__.update(self.__dict__)
+        pred.models, pred.networks = self.models[:n], self.networks[:n]
+        pred.spec = ModelSpec(self.spec.stages[:n])
+        return pred
 
     @property
     def model(self) -> DeepPose:
-        """Stage one's network."""
-        return self.networks[0]
+        """Stage one's torch network (None for a model loaded from an exported file)."""
+        return self.models[0]
 
     @property
     def num_stages(self) -> int:
@@ -85,7 +164,7 @@ class Predictor:
     def _forward(self, s: int, crops: torch.Tensor) -> dict[str, torch.Tensor]:
         """crops (N, 3, S, S) float RGB in [0, 1] on the device -> stage s's raw head outputs."""
         spec = self.spec.stages[s]
-        return self.networks[s](normalize_input(crops, spec.mean, spec.std, self.channels_last))
+        return self.networks[s](normalize_input(crops, spec.mean, spec.std))
 
     def _stage(self, s: int, crop_fn, boxes: np.ndarray, owner: np.ndarray, flip: bool,
                chunk: int = 128) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

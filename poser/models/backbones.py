@@ -11,7 +11,6 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
-import torchvision
 from torch import nn
 from torch.nn import functional as F
 
@@ -61,6 +60,8 @@ def _deeppose() -> tuple[nn.Module, int]:
 
 
 def _resnet(name: str) -> tuple[nn.Module, int]:
+    import torchvision  # here, not at import: it costs ~2 s of every start, and lite0 does not need it
+
     m = getattr(torchvision.models, name)(weights=None)
     dim = m.fc.in_features
     m.fc = nn.Identity()  # keeps torchvision's state-dict keys, so ImageNet weights load as-is
@@ -68,6 +69,8 @@ def _resnet(name: str) -> tuple[nn.Module, int]:
 
 
 def _mobilenet(name: str) -> tuple[nn.Module, int]:
+    import torchvision
+
     m = getattr(torchvision.models, name)(weights=None)
     dim = m.classifier[0].in_features
     m.classifier = nn.Identity()
@@ -170,15 +173,17 @@ _TV_WEIGHTS = {
 def trunk(module: nn.Module) -> list[nn.Module]:
     """The backbone's layers in order, up to (not including) its global pooling: what a
     spatial head reads feature maps from."""
+    if isinstance(module, EfficientNetLite0):
+        return module.layers()
+    if isinstance(module, AlexNetDeepPose):
+        return list(module.features)[:-1]            # without the adaptive pool to 5 x 5
+    import torchvision
+
     if isinstance(module, torchvision.models.ResNet):
         return [module.conv1, module.bn1, module.relu, module.maxpool,
                 module.layer1, module.layer2, module.layer3, module.layer4]
     if isinstance(module, torchvision.models.MobileNetV3):
         return list(module.features)
-    if isinstance(module, EfficientNetLite0):
-        return module.layers()
-    if isinstance(module, AlexNetDeepPose):
-        return list(module.features)[:-1]            # without the adaptive pool to 5 x 5
     raise PoserError(f"no feature pyramid for {type(module).__name__}")
 
 
@@ -240,6 +245,8 @@ def _pretrained_state(name: str, pretrained: str) -> dict[str, torch.Tensor]:
     if pretrained == "imagenet":
         if name not in _TV_WEIGHTS:
             raise PoserError(f"no ImageNet weights are published for backbone {name!r}; pass a local file")
+        import torchvision
+
         weights = getattr(torchvision.models, _TV_WEIGHTS[name]).IMAGENET1K_V1
         try:
             state = weights.get_state_dict(progress=False)

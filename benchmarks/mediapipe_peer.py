@@ -1,0 +1,81 @@
+"""MediaPipe BlazePose as the peer, on the same photos poser is measured on.
+
+Runs in its own venv (MediaPipe is never a poser dependency):
+
+    python3 -m venv mpvenv && mpvenv/bin/pip install "mediapipe==0.10.14"
+    mpvenv/bin/python benchmarks/mediapipe_peer.py data/lspet/images --first 8001 --last 9000 \
+        --out runs/peer/mediapipe.json
+    poser eval --data data/lspet --predictions runs/peer/mediapipe.json
+
+Whole photo, no box (BlazePose's own person detector), `static_image_mode` (every photo on its
+own), model_complexity 1 ("full"). Writes COCO keypoint results in LSP-14 order, image_id = the
+photo's number (im08001 -> 8001, as poser's LSP reader numbers them), and prints images/s
+(photo decode included; the process start is in the caller's `time`).
+
+BlazePose's 33 landmarks -> LSP-14 (both name left/right as the person's own):
+right ankle 28, right knee 26, right hip 24, left hip 23, left knee 25, left ankle 27,
+right wrist 16, right elbow 14, right shoulder 12, left shoulder 11, left elbow 13,
+left wrist 15; neck = the shoulders' midpoint; head top (BlazePose has none) = the nose moved
+away from the neck by half the neck-to-nose distance. Neck and head top are approximations;
+the headline PCP (arms and legs) uses neither. A photo where BlazePose finds nobody gets no
+result (its person counts as missed).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+LSP_FROM_BLAZEPOSE = [28, 26, 24, 23, 25, 27, 16, 14, 12, 11, 13, 15]
+
+
+def to_lsp(lm: np.ndarray) -> np.ndarray:
+    """(33, 3) BlazePose landmarks (x px, y px, visibility) -> (14, 3) LSP-14 (x, y, score)."""
+    out = np.zeros((14, 3))
+    out[:12] = lm[LSP_FROM_BLAZEPOSE]
+    neck = (lm[11] + lm[12]) / 2
+    out[12] = neck
+    out[13, :2] = lm[0, :2] + 0.5 * (lm[0, :2] - neck[:2])
+    out[13, 2] = lm[0, 2]
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("images", type=Path)
+    ap.add_argument("--first", type=int, default=8001)
+    ap.add_argument("--last", type=int, default=9000)
+    ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument("--complexity", type=int, default=1)
+    args = ap.parse_args()
+    import mediapipe as mp
+
+    files = [args.images / f"im{n:05d}.jpg" for n in range(args.first, args.last + 1)]
+    results, t0 = [], time.perf_counter()
+    with mp.solutions.pose.Pose(static_image_mode=True, model_complexity=args.complexity) as pose:
+        for n, f in zip(range(args.first, args.last + 1), files, strict=True):
+            bgr = cv2.imread(str(f))
+            if bgr is None:
+                continue
+            h, w = bgr.shape[:2]
+            found = pose.process(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)).pose_landmarks
+            if found is None:
+                continue
+            lm = np.array([[p.x * w, p.y * h, p.visibility] for p in found.landmark])
+            kp = to_lsp(lm)
+            results.append({"image_id": n, "category_id": 1, "keypoints": [round(float(v), 2) for v in kp.ravel()],
+                            "score": float(kp[:, 2].mean())})
+    dt = time.perf_counter() - t0
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(results))
+    print(json.dumps({"images": len(files), "found": len(results), "seconds": round(dt, 2),
+                      "images_per_s": round(len(files) / dt, 2)}))
+
+
+if __name__ == "__main__":
+    main()

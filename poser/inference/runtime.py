@@ -1,0 +1,385 @@
+"""Runtimes: what runs a network's forward. The decode, crops and cascade stay the Predictor's;
+a runtime only turns a normalised batch (N, 3, S, S) into the head's raw outputs.
+
+- `torch`: eager PyTorch (CUDA, or the CPU in fp32 with channels_last).
+- `onnxruntime`: the network exported to ONNX, on ONNX Runtime's CPU provider.
+- `openvino`: the same ONNX graph compiled by OpenVINO for this CPU: fp32, or on request bf16
+  where the CPU has it (AMX / AVX-512 BF16): faster, but measured less accurate (README).
+
+`auto` picks torch on CUDA, else the fastest installed runtime on this CPU (measured: README,
+`poser bench --only runtime`) whose outputs match torch's on the same crops (`parity`), else
+torch. A poser weights file is exported on the fly, once: the ONNX graphs are cached on disk
+under a key of the weights' hash (`POSER_CACHE`, default ~/.cache/poser).
+
+Shapes: N crops, K joints, S input side.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import os
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from poser import __version__
+from poser.errors import PoserError
+from poser.files import atomic_path, write_json
+from poser.spec import ModelSpec, StageSpec
+
+RUNTIMES = ("auto", "torch", "onnxruntime", "openvino")
+PRECISIONS = ("auto", "fp32", "bf16", "int8")
+FASTEST_FIRST = ("onnxruntime", "openvino")     # measured on this CPU: README, bench runtime
+PACKAGES = {"onnxruntime": ("onnxruntime", "onnx"), "openvino": ("openvino", "openvino")}   # module, extra
+FP32_PARITY = 1e-3          # max |coords difference| in normalised crop coordinates, fp32 runtimes
+BF16_PARITY = 2e-2          # bf16 rounds activations to 8 bits of mantissa (about 1 px at 160: README)
+INT8_PARITY = 5e-2          # a sanity bound (the shipped int8 model: 0.022); its accuracy is measured as PCP
+META_KEY = "poser_meta"     # ONNX metadata_props / OpenVINO rt_info entry holding the stage's spec
+PRECISION_KEY = "poser_precision"   # OpenVINO rt_info: "int8" for a quantized model
+SOURCE_KEY = "poser_source"         # ... and the weights_key of the file it was quantized from
+OPSET = 17
+
+
+def installed(runtime: str) -> bool:
+    if runtime == "torch":
+        return True
+    return importlib.util.find_spec(PACKAGES[runtime][0]) is not None
+
+
+def require(runtime: str) -> None:
+    """A missing runtime package: one line naming the extra that installs it."""
+    if runtime not in RUNTIMES[1:]:
+        raise PoserError(f"unknown runtime {runtime!r} (one of {', '.join(RUNTIMES)})")
+    if not installed(runtime):
+        module, extra = PACKAGES[runtime]
+        raise PoserError(f"--runtime {runtime}: the {module} package is not installed "
+                         f"(pip install \"poser[{extra}]\")")
+
+
+def choose(runtime: str, device: torch.device, exported: str | None = None) -> str:
+    """The runtime `runtime` names, checked; 'auto' is `auto_order`'s first choice. `exported`:
+    the suffix of an exported file (.onnx runs on either CPU runtime, OpenVINO's .xml on its own)."""
+    allowed = {None: RUNTIMES[1:], ".onnx": ("onnxruntime", "openvino"), ".xml": ("openvino",)}[exported]
+    if runtime == "auto":
+        order = [r for r in auto_order(device) if r in allowed]
+        if not order:
+            need = "openvino" if exported == ".xml" else "onnx"
+            raise PoserError(f"an exported model needs {' or '.join(allowed)} (pip install \"poser[{need}]\")")
+        return order[0]
+    require(runtime)
+    if runtime != "torch" and device.type != "cpu":
+        raise PoserError(f"--runtime {runtime} runs on the CPU; use --device cpu (or --runtime torch on CUDA)")
+    if runtime not in allowed:
+        hint = "; --runtime torch needs a poser weights file (.safetensors)" if runtime == "torch" else ""
+        raise PoserError(f"an exported model ({exported}) runs on {' or '.join(allowed)}, not {runtime}{hint}")
+    return runtime
+
+
+def auto_order(device: torch.device) -> list[str]:
+    """What 'auto' tries, in order: torch on CUDA; else the installed CPU runtimes, fastest first."""
+    if device.type == "cuda":
+        return ["torch"]
+    return [r for r in FASTEST_FIRST if installed(r)] + ["torch"]
+
+
+def auto_candidates(device: torch.device, precision: str = "auto") -> list[tuple[str, str]]:
+    """(runtime, precision) pairs that 'auto' tries in order. Precision 'auto' is fp32: bf16 was
+    measured to cost the shipped model 0.011 PCP from the whole photo (README), over the 0.005
+    that poser allows, so it runs only when asked for (`--precision bf16`, OpenVINO)."""
+    prec = "fp32" if precision == "auto" else precision
+    return [(r, prec) for r in auto_order(device) if not (r == "onnxruntime" and prec == "bf16")]
+
+
+def build(runtime: str, path: Path, precision: str = "auto"):
+    """A network of `runtime` from an exported file, on this process's torch thread count."""
+    require(runtime)
+    threads = torch.get_num_threads()
+    if runtime == "onnxruntime":
+        if precision in ("bf16", "int8"):
+            raise PoserError(f"--precision {precision} runs on openvino only (ONNX Runtime runs fp32 here)")
+        return OnnxRuntimeNetwork(path, threads)
+    if runtime == "openvino":
+        if precision == "auto":
+            precision = "fp32"          # see auto_candidates
+        elif precision == "bf16" and not bf16_cpu():
+            raise PoserError("--precision bf16: this CPU has no native bf16 (AMX or AVX-512 BF16)")
+        return OpenVinoNetwork(path, threads, precision)
+    raise PoserError(f"--runtime {runtime}: runs from a poser weights file, not an exported model")
+
+
+def tolerance(precision: str) -> float:
+    return {"bf16": BF16_PARITY, "int8": INT8_PARITY}.get(precision, FP32_PARITY)
+
+
+def bf16_cpu() -> bool:
+    """Whether OpenVINO reports native bf16 on this CPU (AMX or AVX-512 BF16)."""
+    import openvino as ov
+
+    return "BF16" in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+
+
+# --- networks: normalised crops (N, 3, S, S) -> raw head outputs -------------------------------
+
+class TorchNetwork:
+    runtime, precision = "torch", "fp32"
+
+    def __init__(self, model: torch.nn.Module, channels_last: bool = True) -> None:
+        self.model, self.channels_last = model, channels_last
+
+    @torch.no_grad()
+    def __call__(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return self.model(x)
+
+
+class OnnxRuntimeNetwork:
+    runtime, precision = "onnxruntime", "fp32"
+
+    def __init__(self, path: Path, threads: int) -> None:
+        import onnxruntime as ort
+
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads, opts.inter_op_num_threads = threads, 1
+        try:
+            self.session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+        except Exception as e:      # ORT raises its own types for a corrupt or foreign file
+            raise PoserError(f"{path}: not a readable ONNX model ({_first_line(e)})") from None
+        self.names = [o.name for o in self.session.get_outputs()]
+        self.input = self.session.get_inputs()[0].name
+        self.path, self.side = path, self.session.get_inputs()[0].shape[-1]
+
+    def __call__(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        _check_side(self.path, self.side, x)
+        out = self.session.run(self.names, {self.input: np.ascontiguousarray(x.numpy(), np.float32)})
+        return {n: torch.from_numpy(v) for n, v in zip(self.names, out, strict=True)}
+
+
+class OpenVinoNetwork:
+    runtime = "openvino"
+
+    def __init__(self, path: Path, threads: int, precision: str) -> None:
+        import openvino as ov
+
+        core = ov.Core()
+        core.set_property({"CACHE_DIR": str(cache_root() / "openvino")})   # a second start skips compiling
+        config = {"INFERENCE_PRECISION_HINT": "bf16" if precision == "bf16" else "f32",
+                  "INFERENCE_NUM_THREADS": threads, "PERFORMANCE_HINT": "LATENCY"}
+        try:
+            model = core.read_model(str(path))
+            self.names = [o.get_any_name() for o in model.outputs]     # compiling may rename fused outputs
+            quantized = model.has_rt_info(PRECISION_KEY) and model.get_rt_info(PRECISION_KEY).astype(str) == "int8"
+            self.compiled = core.compile_model(model, "CPU", config)
+        except Exception as e:
+            raise PoserError(f"{path}: not a model OpenVINO can read ({_first_line(e)})") from None
+        if precision == "int8" and not quantized:
+            raise PoserError(f"{path}: not an int8 model (make one with poser export --int8)")
+        self.precision = "int8" if quantized else precision     # int8 layers stay int8, the rest runs fp32
+        self.request = self.compiled.create_infer_request()
+        self.path, self.side = path, model.inputs[0].get_partial_shape()[3].get_length()
+
+    def __call__(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        _check_side(self.path, self.side, x)
+        res = self.request.infer({0: np.ascontiguousarray(x.numpy(), np.float32)})
+        return {n: torch.from_numpy(np.array(res[o])) for n, o in zip(self.names, self.compiled.outputs, strict=True)}
+
+
+def _check_side(path: Path, side, x: torch.Tensor) -> None:
+    """An exported graph takes one input side; a file whose metadata says another is a defect
+    of the file, said in one line (not the runtime's shape error)."""
+    if isinstance(side, int) and x.shape[-1] != side:
+        raise PoserError(f"{path}: the exported network takes {side} px crops but its metadata says "
+                         f"{x.shape[-1]} (re-export it with poser export)")
+
+
+def _first_line(e: Exception) -> str:
+    return (str(e).strip().splitlines() or [type(e).__name__])[0][:160]
+
+
+# --- export --------------------------------------------------------------------------------
+
+def export_onnx(model: torch.nn.Module, spec: StageSpec, path: Path) -> Path:
+    """One network as ONNX: input `input` (N, 3, S, S) normalised, dynamic batch; outputs the
+    head's raw outputs by name; the stage's spec in the file's metadata (`poser_meta`)."""
+    import onnx
+
+    model = model.eval().float().to("cpu")
+    dummy = torch.zeros(2, 3, spec.input_size, spec.input_size)
+    with torch.no_grad():
+        names = list(model(dummy))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path) as tmp, warnings.catch_warnings():
+        # The trace fixes the input side (S); shape checks in the backbones trace as constants,
+        # which is right for that S. The batch stays dynamic.
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)
+        warnings.simplefilter("ignore", DeprecationWarning)     # the TorchScript exporter (it traces these nets)
+        torch.onnx.export(model, (dummy,), str(tmp), input_names=["input"], output_names=names,
+                          dynamic_axes={"input": {0: "n"}, **{k: {0: "n"} for k in names}},
+                          opset_version=OPSET, dynamo=False)
+        m = onnx.load(str(tmp))
+        entry = m.metadata_props.add()
+        entry.key, entry.value = META_KEY, json.dumps(spec.to_meta())
+        m.producer_name, m.producer_version = "poser", __version__
+        onnx.save(m, str(tmp))
+    return path
+
+
+def export_model(stages: list[tuple[torch.nn.Module, StageSpec]], dst: Path, fmt: str) -> list[Path]:
+    """A model as ONNX (`dst`, and `dst` with .stage2.onnx, ... for a cascade's later stages)
+    or as OpenVINO IR (dst.xml + dst.bin per stage, the spec in its rt_info)."""
+    dst = Path(dst)
+    out = []
+    for s, (model, spec) in enumerate(stages, start=1):
+        suffix = "" if s == 1 else f".stage{s}"
+        if fmt == "onnx":
+            out.append(export_onnx(model, spec, dst.with_name(f"{dst.stem}{suffix}.onnx")))
+        elif fmt == "openvino":
+            import openvino as ov
+
+            onnx_tmp = export_onnx(model, spec, dst.with_name(f".{dst.stem}{suffix}.tmp.onnx"))
+            try:
+                ir = ov.convert_model(str(onnx_tmp))
+                ir.set_rt_info(json.dumps(spec.to_meta()), META_KEY)
+                xml = dst.with_name(f"{dst.stem}{suffix}.xml")
+                ov.save_model(ir, str(xml), compress_to_fp16=False)
+                out.append(xml)
+            finally:
+                onnx_tmp.unlink(missing_ok=True)
+        else:
+            raise PoserError(f"unknown export format {fmt!r} (onnx, openvino, or safetensors via --storage)")
+    return out
+
+
+def export_file(weights: Path, dst: Path, fmt: str, decode_radius: float | None = None) -> dict:
+    """`poser export --format onnx|openvino`: a poser weights file as exported files."""
+    from poser.models.deeppose import load_stages
+
+    for module in ("onnx", "openvino") if fmt == "openvino" else ("onnx",):
+        if importlib.util.find_spec(module) is None:
+            raise PoserError(f"--format {fmt}: the {module} package is not installed (pip install \"poser[{fmt}]\")")
+    stages = load_stages(Path(weights), "cpu")
+    if decode_radius is not None:
+        from dataclasses import replace
+
+        stages = [(m, replace(s, decode_radius=decode_radius)) for m, s in stages]
+    files = export_model(stages, Path(dst), fmt)
+    return {"src": str(weights), "format": fmt, "files": [str(f) for f in files], "stages": len(stages)}
+
+
+def exported_spec(path: Path) -> ModelSpec:
+    """The spec inside an exported file (.onnx or OpenVINO .xml) and its later stages' siblings."""
+    specs = []
+    for p in exported_stages(path):
+        specs.append(StageSpec.from_meta(json.loads(_read_meta(p)), str(p)))
+    return ModelSpec(tuple(specs))
+
+
+def exported_stages(path: Path) -> list[Path]:
+    path = Path(path)
+    if not path.is_file():
+        raise PoserError(f"weights file not found: {path}")
+    out, s = [path], 2
+    while (nxt := path.with_name(f"{path.stem}.stage{s}{path.suffix}")).is_file():
+        out.append(nxt)
+        s += 1
+    return out
+
+
+def _read_meta(path: Path) -> str:
+    try:
+        if path.suffix == ".onnx":
+            import onnx
+
+            props = {p.key: p.value for p in onnx.load(str(path), load_external_data=False).metadata_props}
+        else:
+            import openvino as ov
+
+            model = ov.Core().read_model(str(path))
+            props = {META_KEY: model.get_rt_info(META_KEY).astype(str)} if model.has_rt_info(META_KEY) else {}
+    except PoserError:
+        raise
+    except Exception as e:
+        raise PoserError(f"{path}: not a readable {'ONNX' if path.suffix == '.onnx' else 'OpenVINO'} model "
+                         f"({_first_line(e)})") from None
+    if META_KEY not in props:
+        raise PoserError(f"{path}: an exported model without poser metadata (export it with poser export)")
+    return props[META_KEY]
+
+
+def int8_sibling(weights: Path) -> Path | None:
+    """`<weights stem>.int8.xml` beside a weights file, if it was quantized from these weights."""
+    path = Path(weights).with_name(f"{Path(weights).stem}.int8.xml")
+    if not path.is_file() or not installed("openvino"):
+        return None
+    import openvino as ov
+
+    try:
+        model = ov.Core().read_model(str(path))
+        ok = model.has_rt_info(SOURCE_KEY) and model.get_rt_info(SOURCE_KEY).astype(str) == weights_key(weights)
+    except Exception:       # an unreadable sibling is not used; the weights file still runs
+        return None
+    return path if ok else None
+
+
+def is_exported(path: Path) -> bool:
+    return Path(path).suffix in (".onnx", ".xml")
+
+
+# --- the on-disk cache of exports of poser weights files --------------------------------------
+
+def cache_root() -> Path:
+    return Path(os.environ.get("POSER_CACHE") or Path.home() / ".cache" / "poser")
+
+
+def weights_key(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return f"{h.hexdigest()[:20]}-{__version__}"
+
+
+def cached_onnx(weights: Path, stages: list[tuple[torch.nn.Module, StageSpec]]) -> list[Path]:
+    """The ONNX graphs of a weights file's stages, exported once into the cache."""
+    folder = cache_root() / "onnx" / weights_key(weights)
+    paths = [folder / f"stage{s}.onnx" for s in range(1, len(stages) + 1)]
+    for (model, spec), p in zip(stages, paths, strict=True):
+        if not p.is_file():
+            export_onnx(model, spec, p)
+    return paths
+
+
+def parity(reference: list, candidate: list, specs: ModelSpec, seed: int = 0) -> float:
+    """Max |coords difference| (normalised crop coordinates) between two runtimes' networks on
+    the same crops, over every stage. The raw `coords` output (the fc head's regression, the
+    integral head's whole-map expectation) is continuous in the input, so the difference
+    measures the runtime, not the instability of a flat heatmap's arg-max."""
+    worst = 0.0
+    g = torch.Generator().manual_seed(seed)
+    for ref, cand, spec in zip(reference, candidate, specs.stages, strict=True):
+        x = torch.randn(4, 3, spec.input_size, spec.input_size, generator=g)
+        worst = max(worst, float((ref(x)["coords"].float() - cand(x)["coords"].float()).abs().max()))
+    return worst
+
+
+def parity_record(weights: Path) -> Path:
+    return cache_root() / "onnx" / weights_key(weights) / "parity.json"
+
+
+def remember_parity(weights: Path, runtime: str, precision: str, diff: float) -> None:
+    path = parity_record(weights)
+    data = json.loads(path.read_text()) if path.is_file() else {}
+    data[f"{runtime}/{precision}"] = diff
+    write_json(path, data)
+
+
+def known_parity(weights: Path, runtime: str, precision: str) -> float | None:
+    path = parity_record(weights)
+    try:
+        return json.loads(path.read_text()).get(f"{runtime}/{precision}") if path.is_file() else None
+    except (OSError, ValueError):
+        return None

@@ -1,0 +1,173 @@
+"""Runtimes (inference/runtime.py): ONNX Runtime and OpenVINO give torch's keypoints on the same
+crops, exported files are self-describing, and bad files or missing packages are one line."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from poser.errors import PoserError
+from poser.inference import runtime as rt
+from poser.inference.predictor import DEFAULT_WEIGHTS, Predictor
+from poser.models.deeppose import create_model
+from poser.models.weights import save_model
+from poser.skeletons import LSP14
+from poser.spec import ModelSpec, StageSpec
+from poser.synth.dataset import one_person
+
+CPU_RUNTIMES = [r for r in ("onnxruntime", "openvino") if rt.installed(r)]
+needs_runtimes = pytest.mark.skipif(not CPU_RUNTIMES, reason="neither onnxruntime nor openvino is installed")
+
+
+@pytest.fixture(autouse=True)
+def _cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("POSER_CACHE", str(tmp_path / "cache"))
+
+
+@pytest.fixture(scope="module")
+def cascade(tmp_path_factory):
+    """A two-stage integral-head model with random weights, small and fast."""
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("w") / "cascade.safetensors"
+    one = StageSpec(backbone="mobilenet_v3_small", skeleton="lsp14", joints=LSP14.joints, input_size=64,
+                    head="integral", decode_radius=6.0)
+    two = StageSpec(**{**one.__dict__, "stage": 2, "sub_image": 1.5})
+    models = [create_model("mobilenet_v3_small", 14, head="integral").eval() for _ in range(2)]
+    save_model(path, [m.state_dict() for m in models], ModelSpec((one, two)))
+    return path
+
+
+def _photo() -> tuple[np.ndarray, np.ndarray]:
+    img, _, box = one_person(seed=3, side=240)
+    return cv2.cvtColor(img, cv2.COLOR_BGR2RGB), np.array([box])
+
+
+@needs_runtimes
+@pytest.mark.parametrize("runtime", CPU_RUNTIMES)
+def test_a_cascade_with_flip_through_each_runtime_matches_torch(cascade, runtime):
+    rgb, box = _photo()
+    ref = Predictor.from_file(cascade, runtime="torch")
+    run = Predictor.from_file(cascade, runtime=runtime, precision="fp32")
+    assert run.runtime == f"{runtime}/fp32" and run.num_stages == 2
+    for flip in (False, True):
+        a, b = ref.predict_image(rgb, box, flip), run.predict_image(rgb, box, flip)
+        side = box[0, 2:].max() * 1.25             # normalised crop coordinates -> px of stage one's crop
+        assert np.abs(a.stages - b.stages).max() < 1e-3 * side
+        assert np.abs(a.score - b.score).max() < 1e-3
+    assert rt.parity(ref.networks, run.networks, ref.spec) < rt.FP32_PARITY
+
+
+@pytest.mark.slow
+@needs_runtimes
+@pytest.mark.parametrize("runtime", CPU_RUNTIMES)
+def test_the_shipped_model_through_each_runtime_matches_torch(runtime):
+    rgb, box = _photo()
+    ref = Predictor.from_file(DEFAULT_WEIGHTS, runtime="torch")
+    run = Predictor.from_file(DEFAULT_WEIGHTS, runtime=runtime, precision="fp32")
+    assert rt.parity(ref.networks, run.networks, ref.spec) < rt.FP32_PARITY
+    a, b = ref.find_person([rgb]), run.find_person([rgb])
+    assert np.abs(a[0].coords - b[0].coords).max() < 0.5          # px, through 4 search passes
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not rt.installed("openvino") or not rt.bf16_cpu() if rt.installed("openvino") else True,
+                    reason="openvino with native bf16 needed")
+def test_bf16_stays_within_its_measured_bound():
+    ref = Predictor.from_file(DEFAULT_WEIGHTS, runtime="torch")
+    run = Predictor.from_file(DEFAULT_WEIGHTS, runtime="openvino", precision="bf16")
+    diff = rt.parity(ref.networks, run.networks, ref.spec)
+    assert 0 < diff < rt.BF16_PARITY            # not fp32 (it differs), and within ~1 px at 160
+
+
+@needs_runtimes
+def test_auto_takes_a_cpu_runtime_and_caches_the_export(cascade, tmp_path):
+    p = Predictor.from_file(cascade, runtime="auto")
+    assert p.runtime.split("/")[0] in CPU_RUNTIMES and p.runtime.endswith("/fp32")
+    onnx = sorted((tmp_path / "cache" / "onnx").glob("*/stage*.onnx"))
+    assert [f.name for f in onnx] == ["stage1.onnx", "stage2.onnx"]
+    record = json.loads(next((tmp_path / "cache" / "onnx").glob("*/parity.json")).read_text())
+    assert all(v < rt.FP32_PARITY for v in record.values())
+    mtime = onnx[0].stat().st_mtime_ns
+    Predictor.from_file(cascade, runtime="auto")            # the second start reuses the export
+    assert onnx[0].stat().st_mtime_ns == mtime
+
+
+@pytest.mark.slow
+@needs_runtimes
+@pytest.mark.parametrize("fmt, suffix", [("onnx", ".onnx"), ("openvino", ".xml")])
+def test_exported_files_rebuild_the_predictor_from_their_metadata(cascade, tmp_path, fmt, suffix):
+    if fmt == "openvino" and not rt.installed("openvino"):
+        pytest.skip("openvino not installed")
+    res = rt.export_file(cascade, tmp_path / f"m{suffix}", fmt)
+    assert len(res["files"]) == 2 and res["files"][1].endswith(f"m.stage2{suffix}")
+    spec = rt.exported_spec(tmp_path / f"m{suffix}")
+    ref = Predictor.from_file(cascade, runtime="torch")
+    assert spec == ref.spec                                   # as self-describing as the weights file
+    run = Predictor.from_file(tmp_path / f"m{suffix}")
+    rgb, box = _photo()
+    assert np.abs(run.predict_image(rgb, box, True).coords - ref.predict_image(rgb, box, True).coords).max() < 0.05
+    assert Predictor.from_file(tmp_path / f"m{suffix}", stages=1).num_stages == 1
+
+
+@needs_runtimes
+def test_bad_exported_files_and_missing_runtimes_are_one_line(cascade, tmp_path, monkeypatch):
+    bad = tmp_path / "bad.onnx"
+    bad.write_bytes(b"not an onnx file")
+    with pytest.raises(PoserError, match="not a readable ONNX model") as e:
+        Predictor.from_file(bad)
+    assert "\n" not in str(e.value)
+    with pytest.raises(PoserError, match="runs on onnxruntime or openvino, not torch"):
+        Predictor.from_file(rt.export_file(cascade, tmp_path / "m.onnx", "onnx")["files"][0], runtime="torch")
+    # metadata that lies about the input side: one line, not the runtime's shape error
+    import onnx
+
+    m = onnx.load(str(tmp_path / "m.onnx"))
+    meta = json.loads(m.metadata_props[0].value)
+    m.metadata_props[0].value = json.dumps(meta | {"input_size": 96})
+    onnx.save(m, str(tmp_path / "lie.onnx"))
+    rgb, box = _photo()
+    with pytest.raises(PoserError, match="takes 64 px crops"):
+        Predictor.from_file(tmp_path / "lie.onnx", runtime=CPU_RUNTIMES[0]).predict_image(rgb, box)
+    monkeypatch.setattr(rt, "installed", lambda r: r == "torch")
+    with pytest.raises(PoserError, match=r'pip install "poser\[openvino\]"'):
+        Predictor.from_file(cascade, runtime="openvino")
+    assert Predictor.from_file(cascade, runtime="auto").runtime == "torch/fp32"     # auto falls back
+
+
+def test_unknown_runtime_is_one_line(cascade):
+    with pytest.raises(PoserError, match="unknown runtime"):
+        Predictor.from_file(cascade, runtime="tensorrt")
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not rt.installed("openvino") or importlib.util.find_spec("nncf") is None,
+                    reason="openvino and nncf needed for int8")
+def test_int8_export_is_found_beside_its_weights_and_only_when_asked(synth_root, tmp_path):
+    from poser.train.quantize import export_int8
+
+    torch.manual_seed(0)
+    from poser.skeletons import COCO17
+
+    spec = StageSpec(backbone="mobilenet_v3_small", skeleton="coco17", joints=COCO17.joints, input_size=64,
+                     head="integral")
+    weights = tmp_path / "m.safetensors"
+    save_model(weights, [create_model("mobilenet_v3_small", 17, head="integral").eval().state_dict()],
+               ModelSpec((spec,)))
+    with pytest.raises(PoserError, match="no int8 model quantized from"):
+        Predictor.from_file(weights, runtime="auto", precision="int8")
+    res = export_int8(weights, tmp_path / "m.int8.xml", synth_root)
+    assert res["files"] == [str(tmp_path / "m.int8.xml")] and res["calibration"]["crops"][0] > 0
+    assert Predictor.from_file(weights, runtime="auto").runtime.endswith("/fp32")      # auto stays fp32
+    q = Predictor.from_file(weights, runtime="auto", precision="int8")
+    assert q.runtime == "openvino/int8"
+    ref = Predictor.from_file(weights)
+    assert rt.parity(ref.networks, q.networks, ref.spec) < rt.INT8_PARITY
+    save_model(weights, [create_model("mobilenet_v3_small", 17, head="integral").eval().state_dict()],
+               ModelSpec((spec,)))      # other weights: the old int8 file no longer belongs to them
+    with pytest.raises(PoserError, match="no int8 model quantized from"):
+        Predictor.from_file(weights, runtime="auto", precision="int8")
