@@ -91,6 +91,12 @@ def train(
         "--flip", min=0.0, max=1.0, help="Horizontal flip probability (0 for `poser synth` data).")] = _A.flip,
     loose: Annotated[float, typer.Option(
         "--loose", min=0.0, max=1.0, help="Share of loose crops (up to the whole photo).")] = _A.loose,
+    occlude: Annotated[float, typer.Option(
+        "--occlude", min=0.0, max=1.0, help="Share of crops with occluders on joints.")] = _A.occlude,
+    truncate: Annotated[float, typer.Option(
+        "--truncate", min=0.0, max=1.0, help="Share of crops cut at a frame edge.")] = _A.truncate,
+    degrade: Annotated[float, typer.Option(
+        "--degrade", min=0.0, max=1.0, help="Share of crops blurred, noised or darkened.")] = _A.degrade,
     cache_size: CacheSizeOpt = _T.cache_size,
     seed: SeedOpt = _T.seed,
     out: OutOpt = None,
@@ -126,7 +132,8 @@ def train(
             pretrained=pretrained, init=str(init) if init else None, epochs=epochs or _T.epochs,
             batch_size=batch_size, lr=lr, weight_decay=weight_decay, steps_per_epoch=steps_per_epoch,
             workers=workers, device=device.value, amp=amp, seed=seed, cache_size=cache_size,
-            aug=Augment(rotate=rotate, scale=scale, flip=flip, loose=loose),
+            aug=Augment(rotate=rotate, scale=scale, flip=flip, loose=loose, occlude=occlude, truncate=truncate,
+                        degrade=degrade),
         )
     check_config(cfg)
     spawn = (gpus > 1 or procs > 1) and not under_torchrun()

@@ -30,6 +30,10 @@ class Augment:
     color: float = 0.3         # brightness / contrast / saturation factors in 1 +- color
     loose: float = 0.3         # share of loose crops (between the person box and the whole photo) ...
     whole: float = 0.5         # ... of which this share is the whole photo, as the person search starts
+    # Everyday photos (issue 24): people partly hidden, cut by the frame, blurred, noisy, dark.
+    occlude: float = 0.0       # share of crops with 1-2 occluders (another crop's patch or noise) on a joint
+    truncate: float = 0.0      # share of crops cut at a frame edge (black beyond; joints there unlabelled)
+    degrade: float = 0.0       # share of crops blurred, noised or darkened (one of the three)
 
 
 def crop_matrices(
@@ -97,6 +101,71 @@ def _color(x: torch.Tensor, strength: float, rng: np.random.Generator) -> torch.
     return ((x - gray) * f[2] + gray).clamp(0, 1)                          # saturation
 
 
+def _occlude(x: torch.Tensor, kp: np.ndarray, has: np.ndarray, prob: float, rng: np.random.Generator) -> None:
+    """In place: for `prob` of the crops, 1-2 rectangles (0.12-0.35 of the side, aspect 1:2-2:1)
+    centred near a random labelled joint, filled with the same place of another crop of the
+    batch or with noise. The joints under them keep their labels: the model learns to guess
+    them from the rest of the body, as COCO labels occluded joints."""
+    n, _, s, _ = x.shape
+    donor = x.roll(1, 0).clone()
+    for i in np.flatnonzero(rng.random(n) < prob):
+        labelled = np.flatnonzero(has[i])
+        for _ in range(rng.integers(1, 3)):
+            c = kp[i, rng.choice(labelled), :2] if len(labelled) else rng.uniform(-0.3, 0.3, 2)
+            c = c + rng.normal(0, 0.05, 2)
+            area, aspect = rng.uniform(0.12, 0.35) ** 2, np.exp(rng.uniform(-0.7, 0.7))
+            w, h = np.sqrt(area * aspect) * s, np.sqrt(area / aspect) * s
+            cx, cy = (c + 0.5) * s
+            x0, x1 = int(max(0, cx - w / 2)), int(min(s, cx + w / 2))
+            y0, y1 = int(max(0, cy - h / 2)), int(min(s, cy + h / 2))
+            if x1 <= x0 or y1 <= y0:
+                continue
+            if rng.random() < 0.7:
+                x[i, :, y0:y1, x0:x1] = donor[i, :, y0:y1, x0:x1]
+            else:
+                x[i, :, y0:y1, x0:x1] = torch.rand(3, 1, 1, device=x.device) * torch.rand(
+                    1, y1 - y0, x1 - x0, device=x.device).add_(0.5).clamp_(max=1)
+
+
+def _truncate(x: torch.Tensor, kp: np.ndarray, has: np.ndarray, prob: float, rng: np.random.Generator) -> None:
+    """In place: for `prob` of the crops, a frame edge 15-45% into the crop from one side (the
+    bottom twice as often: legs cut by the frame are the commonest case). Beyond it the crop is
+    black, as beyond a photo's edge; joints there lose their labels (COCO leaves out-of-frame
+    joints unlabelled)."""
+    n, _, s, _ = x.shape
+    for i in np.flatnonzero(rng.random(n) < prob):
+        side, cut = rng.choice(4, p=[0.2, 0.2, 0.2, 0.4]), int(round(rng.uniform(0.15, 0.45) * s))
+        edge = 0.5 - cut / s                         # the frame edge, in normalised crop coordinates
+        if side == 0:                                # left
+            x[i, :, :, :cut], gone = 0, kp[i, :, 0] < -edge
+        elif side == 1:                              # right
+            x[i, :, :, s - cut:], gone = 0, kp[i, :, 0] > edge
+        elif side == 2:                              # top
+            x[i, :, :cut, :], gone = 0, kp[i, :, 1] < -edge
+        else:                                        # bottom
+            x[i, :, s - cut:, :], gone = 0, kp[i, :, 1] > edge
+        has[i] &= ~gone
+
+
+def _degrade(x: torch.Tensor, prob: float, rng: np.random.Generator) -> torch.Tensor:
+    """For `prob` of the crops one of: Gaussian blur (sigma 0.6-2 px), sensor noise (sigma
+    0.01-0.06), or low light (gamma 1.5-3, then x 0.5-1)."""
+    n = x.shape[0]
+    pick = np.flatnonzero(rng.random(n) < prob)
+    kind = rng.integers(0, 3, len(pick))
+    for i, k in zip(pick, kind, strict=True):
+        if k == 0:
+            from torchvision.transforms.functional import gaussian_blur
+
+            sigma = float(rng.uniform(0.6, 2.0))
+            x[i] = gaussian_blur(x[i: i + 1], [2 * int(3 * sigma) + 1] * 2, [sigma, sigma])[0]
+        elif k == 1:
+            x[i] = (x[i] + torch.randn_like(x[i]) * float(rng.uniform(0.01, 0.06))).clamp_(0, 1)
+        else:
+            x[i] = x[i].pow(float(rng.uniform(1.5, 3.0))) * float(rng.uniform(0.5, 1.0))
+    return x
+
+
 def make_batch(
     images: torch.Tensor, boxes: np.ndarray, keypoints: np.ndarray, size: int, skeleton: Skeleton,
     aug: Augment | None = None, rng: np.random.Generator | None = None, channels_last: bool = True,
@@ -116,11 +185,17 @@ def make_batch(
     x = g.warp_batch(images.float().div_(255), m, size)
     if aug is not None and aug.color > 0:
         x = _color(x, aug.color, rng)
-    x = normalize_input(x, channels_last=channels_last)
     kp = keypoints.copy()
     kp[..., :2] = encode_keypoints(m, keypoints[..., :2], size)
     kp[flip] = kp[flip][:, skeleton.flip_index]                            # left is right in a mirror
     has = kp[..., 2] > 0
+    if aug is not None and aug.truncate > 0:
+        _truncate(x, kp, has, aug.truncate, rng)
+    if aug is not None and aug.occlude > 0:
+        _occlude(x, kp, has, aug.occlude, rng)
+    if aug is not None and aug.degrade > 0:
+        x = _degrade(x, aug.degrade, rng)
+    x = normalize_input(x, channels_last=channels_last)
     inside = has & (np.abs(kp[..., :2]) <= 0.5).all(-1)
     weight = has
     if joint_mask is not None:       # (N, K): train only these joints' coordinates (cascade stages)

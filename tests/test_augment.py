@@ -1,0 +1,47 @@
+"""Everyday-photo augmentation (train/augment.py): occluders, frame-edge cuts, degraded images."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from poser.skeletons import COCO17
+from poser.train.augment import _degrade, _occlude, _truncate
+
+
+def _batch(n: int = 8, s: int = 64):
+    x = torch.rand(n, 3, s, s) * 0.5 + 0.25          # nothing black: black pixels come from the cut
+    kp = np.random.default_rng(0).uniform(-0.45, 0.45, (n, COCO17.num_joints, 2))
+    return x, kp, np.ones((n, COCO17.num_joints), bool)
+
+
+def test_truncation_blacks_out_beyond_an_edge_and_unlabels_the_joints_there():
+    x, kp, has = _batch()
+    _truncate(x, kp, has, 1.0, np.random.default_rng(1))
+    for i in range(len(x)):
+        black = (x[i] == 0).all(0)                     # (S, S)
+        cols, rows = black.all(0), black.all(1)
+        assert cols.any() or rows.any()                # a whole band of columns or rows is cut
+        s = x.shape[-1]
+        centre = (kp[i] + 0.5) * s
+        px = np.clip(centre.astype(int), 0, s - 1)
+        in_cut = black[px[:, 1], px[:, 0]].numpy()
+        assert not (has[i] & in_cut).any()             # no labelled joint in the black band
+        assert has[i].sum() >= 1 or in_cut.all()
+
+
+def test_occluders_cover_joints_but_keep_their_labels():
+    x, kp, has = _batch()
+    before = x.clone()
+    _occlude(x, kp, has, 1.0, np.random.default_rng(2))
+    changed = (x != before).any(1)                     # (N, S, S)
+    assert changed.flatten(1).any(1).all()             # every crop got an occluder
+    assert 0.01 < changed.float().mean() < 0.5 and has.all()
+
+
+def test_degradation_stays_an_image_and_zero_probability_changes_nothing():
+    x, kp, has = _batch()
+    out = _degrade(x.clone(), 1.0, np.random.default_rng(3))
+    assert out.min() >= 0 and out.max() <= 1 and (out != x).any(1).flatten(1).any(1).all()
+    same = _degrade(x.clone(), 0.0, np.random.default_rng(3))
+    assert torch.equal(same, x)
