@@ -3,6 +3,7 @@ import re
 import subprocess
 import sys
 
+import pytest
 from typer.testing import CliRunner
 
 from poser import __version__
@@ -36,6 +37,7 @@ def test_synth_command_writes_dataset_and_json(tmp_path):
     assert again.exit_code == 1 and "already exists" in again.output and "Traceback" not in again.output
 
 
+@pytest.mark.slow
 def test_installed_console_script_runs():
     # The real entry point, in a subprocess, as a user runs it.
     res = subprocess.run([sys.executable, "-m", "poser", "eval", "--weights", "missing.safetensors", "--data", "."],

@@ -2,6 +2,7 @@
 
 import os
 
+import pytest
 import torch
 
 from poser import threads
@@ -45,6 +46,7 @@ def test_openmp_spins_briefly_unless_the_user_chose(monkeypatch):
     assert "GOMP_SPINCOUNT" not in os.environ
 
 
+@pytest.mark.slow
 def test_bench_threads_workloads_measure_the_shipped_model():
     from poser.bench.sections import threads_workload
 

@@ -172,6 +172,7 @@ def test_losses_are_zero_or_minimal_at_the_target_and_mask_unlabelled_joints():
     assert losses[1] < losses[0] and losses[1] < losses[2]
 
 
+@pytest.mark.slow
 def test_realnvp_is_a_normalised_density():
     torch.manual_seed(0)
     flow = RealNVP()

@@ -115,7 +115,8 @@ def bench(
     only: Annotated[list[str] | None, typer.Option("--only", help="Run only this section (repeatable).")] = None,
     data: DataOpt = None,
     weights: Annotated[Path | None, typer.Option(
-        "--weights", help="Model for the annotate section [default: the shipped reference model].")] = None,
+        "--weights", help="Model for the annotate and runtime sections. \\[default: the shipped reference "
+        "model]")] = None,
     json_out: JsonOpt = None,
 ) -> None:
     """Measure throughput on this machine next to what limits it."""

@@ -43,6 +43,7 @@ from poser.inference.search import SEARCH_PASSES
 from poser.models.weights import read_spec
 from poser.runs import check_writable, new_run_dir
 from poser.skeletons import Skeleton
+from poser.spec import ModelSpec
 
 
 @dataclass
@@ -74,8 +75,8 @@ def evaluate(cfg: EvalConfig) -> dict:
     """Score a model (or saved predictions) on one split; writes the run folder, returns
     every number. Reads top to bottom: check every option, load the split, predict by the
     protocol asked, score, write."""
-    check(cfg)
-    data = load_split(cfg)
+    spec = check(cfg)
+    data = load_split(cfg, spec)
     predictor = None
     if cfg.weights:
         from poser.inference.device import resolve_device
@@ -98,7 +99,7 @@ def evaluate(cfg: EvalConfig) -> dict:
     return report
 
 
-def check(cfg: EvalConfig) -> None:
+def check(cfg: EvalConfig) -> ModelSpec | None:
     """Every option combination and input, before any work: one line each."""
     if cfg.weights is None and cfg.predictions is None:
         raise PoserError("nothing to score: give a model (--weights) or saved predictions (--predictions)")
@@ -125,6 +126,7 @@ def check(cfg: EvalConfig) -> None:
     if cfg.predictions and not Path(cfg.predictions).is_file():
         raise PoserError(f"--predictions {cfg.predictions}: no such file")
     check_writable(Path(cfg.out))
+    return spec
 
 
 @dataclass
@@ -142,14 +144,14 @@ class Split:
         return self.cache.skeleton
 
 
-def load_split(cfg: EvalConfig) -> Split:
+def load_split(cfg: EvalConfig, spec: ModelSpec | None) -> Split:
     """Prepare (or reuse) the split's cache: the crops the model was trained on (a 160 px model
     needs a 384 px cache, not 256)."""
     root = Path(cfg.data)
-    spec = CacheSpec(size=read_spec(Path(cfg.weights)).cache_size) if cfg.weights else CacheSpec()
-    if prepare_split(root, cfg.split, spec)["instances"] == 0:
+    cache_spec = CacheSpec(size=spec.cache_size) if spec is not None else CacheSpec()
+    if prepare_split(root, cfg.split, cache_spec)["instances"] == 0:
         raise PoserError(f"{root}: split {cfg.split!r} has no person instances to evaluate")
-    cache = Cache(cache_dir(root, cfg.split, spec))
+    cache = Cache(cache_dir(root, cfg.split, cache_spec))
     n = len(cache) if cfg.limit is None else min(cfg.limit, len(cache))
     ann = coco_split_files(root, cfg.split)
     sk = cache.skeleton

@@ -49,17 +49,19 @@ class Predictor:
 
     def __init__(self, stages: list[tuple[DeepPose, StageSpec]], device: str | torch.device = "cpu",
                  channels_last: bool = True) -> None:
-        self.device = torch.device(device)
-        self.channels_last = channels_last
-        self.models: list[DeepPose | None] = [self._prepare(m) for m, _ in stages]
-        self.networks: list = [rt.TorchNetwork(m, channels_last) for m in self.models]   # what runs the forward
-        self.spec = ModelSpec(tuple(s for _, s in stages))
-        self.size = self.spec.input_size
-        self.skeleton: Skeleton = get_skeleton(self.spec.skeleton)
+        device = torch.device(device)
+        models = [m.to(device).eval() for m, _ in stages]
+        if channels_last:
+            models = [m.to(memory_format=torch.channels_last) for m in models]
+        self._assemble(ModelSpec(tuple(s for _, s in stages)), [rt.TorchNetwork(m, channels_last) for m in models],
+                       models, device)
 
-    def _prepare(self, model: DeepPose) -> DeepPose:
-        model = model.to(self.device).eval()
-        return model.to(memory_format=torch.channels_last) if self.channels_last else model
+    def _assemble(self, spec: ModelSpec, networks: list, models: list, device: torch.device) -> None:
+        """The one place a Predictor's parts are set: its spec, what runs each stage's forward,
+        and the torch models behind them (None where the model came from an exported file)."""
+        self.spec, self.networks, self.models, self.device = spec, networks, models, device
+        self.size = spec.input_size
+        self.skeleton: Skeleton = get_skeleton(spec.skeleton)
 
     @classmethod
     def from_file(cls, path: Path, device: str | torch.device = "cpu", stages: int | None = None,
@@ -70,10 +72,8 @@ class Predictor:
         path = Path(path)
         if rt.is_exported(path):
             return cls._from_export(path, stages, runtime or "auto", precision)
-        runtime = runtime or "torch"
         pred = cls(load_stages(path, device, stages), device)
-        name = rt.choose(runtime, pred.device)
-        return pred if name == "torch" and runtime != "auto" else pred.with_runtime(runtime, precision, path)
+        return pred if (runtime or "torch") == "torch" else pred.with_runtime(runtime, precision, path)
 
     @classmethod
     def _from_export(cls, path: Path, stages: int | None, runtime: str, precision: str) -> Predictor:
@@ -83,18 +83,16 @@ class Predictor:
         spec = spec.take(stages)
         name = rt.choose(runtime, torch.device("cpu"), exported=path.suffix)
         pred = cls.__new__(cls)
-        pred.device, pred.channels_last, pred.models = torch.device("cpu"), False, [None] * len(spec)
-        pred.spec, pred.size, pred.skeleton = spec, spec.input_size, get_skeleton(spec.skeleton)
-        pred.networks = [rt.build(name, p, precision) for p in rt.exported_stages(path)[:len(spec)]]
+        pred._assemble(spec, [rt.build(name, p, precision) for p in rt.exported_stages(path)[:len(spec)]],
+                       [None] * len(spec), torch.device("cpu"))
         return pred
 
     def with_runtime(self, runtime: str, precision: str, weights: Path) -> Predictor:
         """The same model with its forward on `runtime` (exported from `weights` once, cached);
         `auto` keeps torch on CUDA and, on the CPU, takes the fastest installed runtime whose
-        outputs match torch's (rt.parity), else torch."""
-        int8 = self._int8(runtime, precision, weights)
-        if int8 is not None:
-            return int8
+        outputs match torch's (rt.parity, remembered in the cache), else torch."""
+        if precision == "int8":
+            return self._int8(runtime, weights)
         if runtime != "auto":
             candidates = [(rt.choose(runtime, self.device), precision)]
         else:
@@ -102,37 +100,38 @@ class Predictor:
         for name, prec in candidates:
             if name == "torch":
                 return self
+            known = rt.known_parity(weights, name, prec)
+            if runtime == "auto" and known is not None and known > rt.tolerance(prec):
+                continue                    # measured before: does not match torch, not worth building
             onnx = rt.cached_onnx(weights, list(zip(self.models, self.spec.stages, strict=True)))
             nets = [rt.build(name, p, prec) for p in onnx]
-            prec = nets[0].precision
-            diff = rt.known_parity(weights, name, prec)
-            if diff is None:
-                diff = rt.parity(self.networks, nets, self.spec)
-                rt.remember_parity(weights, name, prec, diff)
-            if diff <= rt.tolerance(prec) or runtime != "auto":
-                self.networks, self.channels_last = nets, False
+            if known is None:
+                known = rt.parity(self.networks, nets, self.spec)
+                rt.remember_parity(weights, name, prec, known)
+            if known <= rt.tolerance(prec) or runtime != "auto":
+                self.networks = nets
                 return self
         return self
 
-    def _int8(self, runtime: str, precision: str, weights: Path) -> Predictor | None:
-        """The int8 model quantized from these weights (`<stem>.int8.xml` beside them), when asked
-        for: 'auto' stays fp32, since the shipped model's int8 versions lost 0.004-0.012 PCP from
-        the whole photo depending on the calibration sample (README); None to go on with fp32."""
-        if precision != "int8":
-            return None
+    def _int8(self, runtime: str, weights: Path) -> Predictor:
+        """The int8 model quantized from these weights (`<stem>.int8.xml` beside them). Only when
+        asked for: 'auto' stays fp32, since the shipped model's int8 versions lost 0.005-0.012 PCP
+        from the whole photo depending on the calibration sample (README)."""
         if self.device.type != "cpu" or runtime not in ("auto", "openvino"):
             raise PoserError("--precision int8 runs on openvino on the CPU (--runtime auto or openvino, --device cpu)")
         sibling = rt.int8_sibling(weights)
         if sibling is None:
-            if precision == "int8":
-                raise PoserError(f"--precision int8: no int8 model quantized from {weights} beside it (make one: "
-                                 f"poser export {weights} {Path(weights).with_suffix('.int8.xml')} --format "
-                                 "openvino --int8 --calibration DATA)")
-            return None
+            raise PoserError(f"--precision int8: no int8 model quantized from {weights} beside it (make one: "
+                             f"poser export {weights} {Path(weights).with_suffix('.int8.xml')} --format "
+                             "openvino --int8 --calibration DATA)")
         nets = [rt.build("openvino", p, "int8") for p in rt.exported_stages(sibling)[: self.num_stages]]
-        if len(nets) < self.num_stages or rt.parity(self.networks, nets, self.spec) > rt.INT8_PARITY:
-            return None         # a sibling of another cascade depth, or broken: fp32 runs instead
-        self.networks, self.channels_last = nets, False
+        if len(nets) < self.num_stages:
+            raise PoserError(f"--precision int8: {sibling} holds {len(nets)} stage(s), the model {self.num_stages}")
+        diff = rt.parity(self.networks, nets, self.spec)
+        if diff > rt.INT8_PARITY:
+            raise PoserError(f"--precision int8: {sibling} differs from its weights by {diff:.3f} (over "
+                             f"{rt.INT8_PARITY}); re-export it")
+        self.networks = nets
         return self
 
     @property
@@ -145,9 +144,7 @@ class Predictor:
         if n == self.num_stages:
             return self
         pred = Predictor.__new__(Predictor)
-        pred.__dict__.update(self.__dict__)
-        pred.models, pred.networks = self.models[:n], self.networks[:n]
-        pred.spec = ModelSpec(self.spec.stages[:n])
+        pred._assemble(self.spec.take(n), self.networks[:n], self.models[:n], self.device)
         return pred
 
     @property

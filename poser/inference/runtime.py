@@ -16,6 +16,7 @@ Shapes: N crops, K joints, S input side.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import importlib.util
 import json
@@ -336,6 +337,13 @@ def cache_root() -> Path:
 
 
 def weights_key(path: Path) -> str:
+    """The cache key of a weights file: its sha256 (read once per file version) and poser's version."""
+    st = Path(path).stat()
+    return _weights_key(str(Path(path).resolve()), st.st_size, st.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=16)
+def _weights_key(path: str, size: int, mtime: int) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):

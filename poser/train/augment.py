@@ -107,8 +107,9 @@ def _occlude(x: torch.Tensor, kp: np.ndarray, has: np.ndarray, prob: float, rng:
     batch or with noise. The joints under them keep their labels: the model learns to guess
     them from the rest of the body, as COCO labels occluded joints."""
     n, _, s, _ = x.shape
-    donor = x.roll(1, 0).clone()
-    for i in np.flatnonzero(rng.random(n) < prob):
+    chosen = np.flatnonzero(rng.random(n) < prob)
+    donor = x[(chosen - 1) % n].clone() if len(chosen) else None     # each chosen crop's neighbour, before edits
+    for c_i, i in enumerate(chosen):
         labelled = np.flatnonzero(has[i])
         for _ in range(rng.integers(1, 3)):
             c = kp[i, rng.choice(labelled), :2] if len(labelled) else rng.uniform(-0.3, 0.3, 2)
@@ -121,7 +122,7 @@ def _occlude(x: torch.Tensor, kp: np.ndarray, has: np.ndarray, prob: float, rng:
             if x1 <= x0 or y1 <= y0:
                 continue
             if rng.random() < 0.7:
-                x[i, :, y0:y1, x0:x1] = donor[i, :, y0:y1, x0:x1]
+                x[i, :, y0:y1, x0:x1] = donor[c_i, :, y0:y1, x0:x1]
             else:
                 x[i, :, y0:y1, x0:x1] = torch.rand(3, 1, 1, device=x.device) * torch.rand(
                     1, y1 - y0, x1 - x0, device=x.device).add_(0.5).clamp_(max=1)

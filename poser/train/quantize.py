@@ -16,7 +16,6 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from poser.codec import normalize_input
 from poser.data.cache import Cache, CacheSpec, cache_dir
 from poser.data.datasets import open_dataset
 from poser.data.prepare import prepare_split
@@ -35,14 +34,17 @@ def calibration_crops(predictor: Predictor, root: Path, boxes: int = 256, photos
         raise PoserError(f"--calibration {root}: no training instances to calibrate on")
     cache, rng = Cache(cache_dir(root, "train", spec)), np.random.default_rng(seed)
     seen: list[list[np.ndarray]] = [[] for _ in range(predictor.num_stages)]
-    forward = predictor._forward
 
-    def record(s: int, crops: torch.Tensor):
-        st = predictor.spec.stages[s]
-        seen[s].append(normalize_input(crops, st.mean, st.std).cpu().numpy().copy())
-        return forward(s, crops)
+    class Recorder:             # a network that keeps what it is fed (the runtime mechanism)
+        def __init__(self, net, into: list) -> None:
+            self.net, self.into = net, into
 
-    predictor._forward = record
+        def __call__(self, x: torch.Tensor):
+            self.into.append(x.cpu().numpy().copy())
+            return self.net(x)
+
+    networks = predictor.networks
+    predictor.networks = [Recorder(n, s) for n, s in zip(networks, seen, strict=True)]
     try:
         idx = rng.choice(len(cache), min(boxes, len(cache)), replace=False)
         for a in range(0, len(idx), 32):
@@ -55,7 +57,7 @@ def calibration_crops(predictor: Predictor, root: Path, boxes: int = 256, photos
         for a in range(0, len(pick), 16):
             predictor.find_person(pick[a: a + 16])
     finally:
-        predictor._forward = forward
+        predictor.networks = networks
     return [np.concatenate(s) for s in seen]
 
 
