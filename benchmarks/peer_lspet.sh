@@ -10,7 +10,7 @@ OUT=runs/peer
 mkdir -p "$OUT/photos"
 for n in $(seq 8001 9000); do ln -f "data/lspet/images/im0$n.jpg" "$OUT/photos/" 2>/dev/null || cp "data/lspet/images/im0$n.jpg" "$OUT/photos/"; done
 timed() { local t0; t0=$(date +%s.%N); "$@" > /dev/null 2>&1; echo "$(date +%s.%N) - $t0" | bc; }
-for setting in "torch fp32" "auto auto" "auto int8"; do
+for setting in "torch fp32" "openvino fp32" "auto auto" "auto int8"; do
   set -- $setting
   rm -rf "$OUT/annotate-$1-$2"
   s=$(timed .venv/bin/poser annotate "$OUT/photos" --runtime "$1" --precision "$2" --out "$OUT/annotate-$1-$2")

@@ -27,7 +27,7 @@ def normalize_input(x: torch.Tensor, mean=MEAN, std=STD, channels_last: bool = F
     weights file says otherwise)."""
     m = torch.tensor(mean, device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
     s = torch.tensor(std, device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
-    x = (x - m) / s
+    x = x.sub(m).div_(s)           # one new tensor, not two: a share of CPU inference
     return x.contiguous(memory_format=torch.channels_last) if channels_last else x
 
 

@@ -164,3 +164,14 @@ def test_save_boxes_repeats_a_video_run_exactly(trained_run, tmp_path):
     first, again = ([it["persons"] for it in json.loads((tmp_path / d / "keypoints.json").read_text())["items"]]
                     for d in ("a", "b"))
     assert first == again and any(first)
+
+
+def test_auto_detector_is_the_fastest_measured_on_the_device():
+    from poser.detect.detectors import CPU_DETECTOR, DEFAULT_DETECTOR, DETECTORS, resolve_detector
+    from poser.errors import PoserError
+
+    assert resolve_detector("auto", "cpu") == CPU_DETECTOR == "ssdlite320_mobilenet_v3_large"
+    assert resolve_detector("auto", "cuda") == DEFAULT_DETECTOR
+    assert all(resolve_detector(n) == n for n in DETECTORS)
+    with pytest.raises(PoserError, match="known: auto, "):
+        resolve_detector("yolo")

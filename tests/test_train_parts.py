@@ -57,7 +57,7 @@ def test_integral_decode_finds_a_peak_and_scores_sharpness():
 
 
 def test_integral_decode_takes_the_expectation_around_the_stronger_mode():
-    from poser.models.heads import DECODE_RADIUS, IntegralHead
+    from poser.models.heads import DECODE_RADIUS, HEATMAP_SIGMA, SCORE_RADIUS, IntegralHead, heatmap_grid
 
     # Two modes, 60% at x=+0.3 and 40% at x=-0.3 (a left/right confusion): the whole map's
     # expectation lies between them (x = 0.06), on neither; the decode stays on the stronger.
@@ -69,13 +69,21 @@ def test_integral_decode_takes_the_expectation_around_the_stronger_mode():
     assert torch.allclose(dec["coords"], torch.tensor([[[0.3, 0.0]]]), atol=2e-3)
     whole = IntegralHead.decode({"heatmap": torch.log(prob), "visible": torch.zeros(1, 1)})   # no radius
     assert abs(float(whole["coords"][0, 0, 0]) - 0.06) < 0.01
-    # The window is a disc of DECODE_RADIUS cells around the peak, renormalised.
-    local = IntegralHead.local(torch.softmax(torch.randn(2, 3, 20, 24).flatten(2), -1).view(2, 3, 20, 24))
-    assert torch.allclose(local.sum((-2, -1)), torch.ones(2, 3))
-    peak = local.flatten(2).argmax(-1)
+    # The window is a disc of DECODE_RADIUS cells around the peak, renormalised: against the
+    # dense computation over the whole map, peaks at the map's edges included.
+    prob = torch.softmax(torch.randn(2, 3, 20, 24).flatten(2) * 3, -1).view(2, 3, 20, 24)
+    prob[0, 0, 0, 0] = prob[1, 2, 19, 23] = 1.0
+    peak = prob.flatten(2).argmax(-1)
     ys, xs = torch.meshgrid(torch.arange(20), torch.arange(24), indexing="ij")
-    far = ((ys - (peak // 24)[..., None, None]) ** 2 + (xs - (peak % 24)[..., None, None]) ** 2) > DECODE_RADIUS ** 2
-    assert (local[far] == 0).all() and (local[~far] > 0).all()
+    near = ((ys - (peak // 24)[..., None, None]) ** 2 + (xs - (peak % 24)[..., None, None]) ** 2) <= DECODE_RADIUS ** 2
+    dense = IntegralHead.expectation(prob * near / (prob * near).sum((-2, -1), keepdim=True))
+    assert torch.allclose(IntegralHead.local(prob), dense, atol=1e-6)
+    # The score's mass: the cells within SCORE_RADIUS sigmas of the estimate, also against dense.
+    coords = torch.rand(2, 3, 2) - 0.5
+    x, y = heatmap_grid(20, 24, "cpu")
+    d2 = ((x - coords[..., :1]) * 24)[..., None, :] ** 2 + ((y - coords[..., 1:]) * 20)[..., :, None] ** 2
+    dense_mass = (prob * (d2 <= (SCORE_RADIUS * HEATMAP_SIGMA) ** 2)).sum((-2, -1))
+    assert torch.allclose(IntegralHead.mass_near(prob, coords), dense_mass, atol=1e-6)
 
 
 def test_old_weights_files_with_top_level_head_tensors_still_load(tmp_path):

@@ -271,7 +271,7 @@ def bench_detect(data: Path | None, weights: Path | None, work: Path) -> list[di
     detector every N frames (run for its cost; the boxes it returns are the video's true
     ones), next to the single-person tracking rate."""
     from poser import geometry as g
-    from poser.annotate.run import AnnotateConfig, PersonBoxes, annotate
+    from poser.annotate.run import DETECT_EVERY, AnnotateConfig, PersonBoxes, annotate
     from poser.detect.detectors import DEFAULT_DETECTOR, DETECTORS, PersonDetector, build_detector
     from poser.inference.predictor import DEFAULT_WEIGHTS, Predictor
     from poser.synth.dataset import write_crossing_video
@@ -283,7 +283,7 @@ def bench_detect(data: Path | None, weights: Path | None, work: Path) -> list[di
         det([frame])
         rows.append(_row(f"detector {name} (batch 1)", _rate(3, lambda d=det: [d([frame]) for _ in range(3)]),
                          "images/s"))
-    predictor = Predictor.from_file(weights or DEFAULT_WEIGHTS)
+    predictor = Predictor.from_file(weights or DEFAULT_WEIGHTS, runtime="auto")     # annotate's default
     path = work / "two.mp4"
     truth = write_crossing_video(path, frames=60, size=(640, 360), rows=(10, 100), side=180)
     true_boxes = [g.keypoint_box(kp.astype(float), g.PERSON_BOX_MARGIN) for kp in truth]
@@ -296,10 +296,12 @@ def bench_detect(data: Path | None, weights: Path | None, work: Path) -> list[di
     single = annotate(AnnotateConfig(inputs=[str(path)], draw=False), predictor, work / "single")
     alone = single.frames / single.seconds
     rows.append(_row("annotate 640x360, one person (person search, no detector)", alone, "frames/s"))
-    for every in (1, 5, 10, 30):
+    runs = [(DEFAULT_DETECTOR, every) for every in (1, 5, 10, 30)]
+    runs += [(name, DETECT_EVERY) for name in DETECTORS if name != DEFAULT_DETECTOR]   # picks the CPU default
+    for name, every in runs:
         cfg = AnnotateConfig(inputs=[str(path)], draw=False, detect_every=every)
-        res = annotate(cfg, predictor, work / f"multi{every}", TimedTruth(cfg, predictor, detectors[DEFAULT_DETECTOR]))
-        rows.append(_row(f"annotate 640x360, 2 people, {DEFAULT_DETECTOR} every {every} frames",
+        res = annotate(cfg, predictor, work / f"multi-{name}-{every}", TimedTruth(cfg, predictor, detectors[name]))
+        rows.append(_row(f"annotate 640x360, 2 people, {name} every {every} frames",
                          res.frames / res.seconds, "frames/s", alone, "one person"))
     return rows
 
@@ -428,8 +430,9 @@ def bench_runtime(data: Path | None, weights: Path | None, work: Path) -> list[d
             rows.append(_row(f"{label}, batch {b}: {what}", _rate(reps * b, lambda n=net, b=b, r=reps: [
                 n(x[:b]) for _ in range(r)]), "crops/s", limit, "fp32 matmul rate / FLOP per crop"))
     photos = [np.random.default_rng(i).integers(0, 255, (360, 640, 3), np.uint8) for i in range(16)]
-    for label in [k for k in nets if k.endswith("fp32") and "compile" not in k]:
-        p = ref if label == "torch/fp32" else Predictor.from_file(path, runtime=label.split("/")[0], precision="fp32")
+    for label in [k for k in nets if "compile" not in k]:
+        rt_name, prec = label.split("/")
+        p = ref if label == "torch/fp32" else Predictor.from_file(path, runtime=rt_name, precision=prec)
         p.find_person(photos[:2])
         rate = _rate(32, lambda p=p: [p.find_person(photos) for _ in range(2)])
         rows.append(_row(f"whole photos 640x360, person search 1 + {SEARCH_PASSES} passes, {label}", rate,

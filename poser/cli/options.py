@@ -107,9 +107,11 @@ CacheSizeOpt = Annotated[int, typer.Option("--cache-size", min=64, help="Side of
 SearchOpt = Annotated[int, typer.Option(
     "--search", min=0, help="Person search without boxes: passes after the whole-image one.")]
 DetectorOpt = Annotated[str | None, typer.Option(
-    "--detector", help="Find people with a torchvision COCO detector: fasterrcnn_mobilenet_v3_large_fpn (fast), "
-    "fasterrcnn_mobilenet_v3_large_320_fpn (fastest), ssdlite320_mobilenet_v3_large, fasterrcnn_resnet50_fpn_v2 "
-    "(accurate). Weights are fetched once into torch's cache.")]
+    "--detector", help="Find people with a torchvision COCO detector: auto (the CPU's fastest, "
+    "ssdlite320_mobilenet_v3_large; on a GPU fasterrcnn_mobilenet_v3_large_fpn), "
+    "fasterrcnn_mobilenet_v3_large_fpn (800 px, small people), fasterrcnn_mobilenet_v3_large_320_fpn, "
+    "ssdlite320_mobilenet_v3_large, fasterrcnn_resnet50_fpn_v2 (accurate, slow). Weights are fetched once "
+    "into torch's cache.")]
 DetectorWeightsOpt = Annotated[Path | None, typer.Option(
     "--detector-weights", help="A local state dict for --detector (.safetensors or .pth) instead of the cache.")]
 MaxPeopleOpt = Annotated[int, typer.Option("--max-people", min=1, help="People per image or frame, best first.")]

@@ -25,7 +25,7 @@ from poser.errors import PoserError
 from poser.inference import runtime as rt
 from poser.inference.cascade import SUB_IMAGE, joint_boxes, pose_diameter
 from poser.inference.prediction import Prediction
-from poser.inference.search import SEARCH_PASSES, search_box, search_margin, whole_image_box
+from poser.inference.search import SEARCH_PASSES, moved, next_pass, search_box, search_margin, whole_image_box
 from poser.models.deeppose import DeepPose, load_stages
 from poser.models.heads import decode_outputs
 from poser.skeletons import Skeleton, get_skeleton
@@ -233,11 +233,17 @@ class Predictor:
                     flip: bool = False) -> list[Prediction]:
         """The one person in each whole image (H, W, 3) uint8 RGB, with no box given (the
         person search, inference/search.py): one Prediction per image, whose `boxes` is the
-        box of the last pass."""
+        box of the last pass. Images whose estimate has settled skip to the last pass."""
         res = self.predict_images(images, [whole_image_box(im) for im in images], flip)
-        for k in range(passes):
-            boxes = [search_box(r.coords[0], search_margin(k, passes))[None] for r in res]
-            res = self.predict_images(images, boxes, flip)
+        step: dict[int, int] = {i: 0 for i in range(len(images))} if passes > 0 else {}
+        while step:
+            todo = list(step)
+            boxes = [search_box(res[i].coords[0], search_margin(step[i], passes))[None] for i in todo]
+            for i, r in zip(todo, self.predict_images([images[i] for i in todo], boxes, flip), strict=True):
+                k = next_pass(step.pop(i), passes, moved(res[i].coords[0], r.coords[0]))
+                res[i] = r
+                if k is not None:
+                    step[i] = k
         return res
 
     def predict_cache(self, cache, flip: bool = False, batch_size: int = 64,

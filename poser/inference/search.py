@@ -3,7 +3,9 @@
 Predict with the whole image as the person box (DeepPose's own LSP protocol), then `passes`
 times again with the box of the predicted joints: grown wide at first, while the estimate is
 rough, and as training boxes are (`PERSON_BOX_MARGIN`) at the last pass, so the last crop is
-the kind the model was trained on.
+the kind the model was trained on. An image whose estimate has settled (moved less than
+`SETTLED` of the pose's size in a pass) goes straight to that last pass: a quarter fewer
+crops on LSP-Extended at the same PCP (measured: README).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from poser import geometry as g
 
 SEARCH_PASSES = 3           # passes after the whole-image one (measured: README)
 FIRST_MARGIN = 0.4          # the first searched box is grown this much a side ...
+SETTLED = 0.12              # mean joint move / pose diagonal under which a search skips to its last pass
 MIN_SIDE = 8.0              # px: a searched box is never thinner (a zero-size crop has no scale)
 
 
@@ -38,3 +41,17 @@ def search_box(coords: np.ndarray, margin: float = g.PERSON_BOX_MARGIN) -> np.nd
 def whole_image_box(image: np.ndarray) -> np.ndarray:
     """(1, 4) xywh: the whole image as the person box."""
     return np.array([[0.0, 0.0, image.shape[1], image.shape[0]]])
+
+
+def moved(before: np.ndarray, after: np.ndarray) -> float:
+    """How far a pass moved one pose's joints (K, 2): the mean move over the pose's diagonal."""
+    box = search_box(before, 0.0)
+    return float(np.linalg.norm(after - before, axis=-1).mean() / max(np.hypot(box[2], box[3]), 1e-6))
+
+
+def next_pass(k: int, passes: int, move: float) -> int | None:
+    """The pass after pass k of `passes` for an image whose last pass moved it `move`: the
+    next one, the last one once settled, None when k was the last."""
+    if k >= passes - 1:
+        return None
+    return passes - 1 if move < SETTLED else k + 1

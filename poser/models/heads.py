@@ -146,18 +146,16 @@ class IntegralHead(nn.Module):
 
     @staticmethod
     def local(prob: torch.Tensor, radius: float = DECODE_RADIUS) -> torch.Tensor:
-        """(N, K, h, w) probabilities -> the same, kept within `radius` cells of each map's peak
-        and renormalised. Training regresses the expectation over the whole map, but where a
-        map holds two modes (the left and the right wrist, say) that mean lies between them, on
-        neither; the local expectation keeps the soft-argmax's sub-cell precision around the
-        mode (measured: docs/reference-model.md)."""
-        n, k, h, w = prob.shape
+        """(N, K, h, w) probabilities -> (N, K, 2) their expectation within `radius` cells of
+        each map's peak, renormalised. Training regresses the expectation over the whole map,
+        but where a map holds two modes (the left and the right wrist, say) that mean lies
+        between them, on neither; the local expectation keeps the soft-argmax's sub-cell
+        precision around the mode (measured: docs/reference-model.md)."""
+        h, w = prob.shape[-2:]
         peak = prob.flatten(2).argmax(-1)
-        x, y = torch.arange(w, device=prob.device), torch.arange(h, device=prob.device)
-        dx2 = (x - (peak % w)[..., None]).float() ** 2                                  # (N, K, w)
-        dy2 = (y - torch.div(peak, w, rounding_mode="floor")[..., None]).float() ** 2   # (N, K, h)
-        p = prob * (dy2[..., :, None] + dx2[..., None, :] <= radius ** 2)
-        return p / p.sum((-2, -1), keepdim=True)     # the peak itself is always inside: sum > 0
+        vals, x, y = _window(prob, torch.div(peak, w, rounding_mode="floor"), peak % w, *_disc(radius, prob.device))
+        vals = vals / vals.sum(-1, keepdim=True)     # the peak itself is always inside: sum > 0
+        return torch.stack([(vals * x).sum(-1), (vals * y).sum(-1)], -1)
 
     @classmethod
     def decode(cls, out: dict[str, torch.Tensor], radius: float | None = None) -> dict[str, torch.Tensor]:
@@ -167,13 +165,45 @@ class IntegralHead(nn.Module):
         file says `decode_radius` (measured per model: a well-trained model's heatmaps gain from
         it, a weakly trained model's noisy peaks lose)."""
         prob = cls.softmax(out["heatmap"])
-        h, w = prob.shape[-2:]
-        coords = cls.expectation(cls.local(prob, radius) if radius else prob)
-        x, y = heatmap_grid(h, w, prob.device)
-        d2 = ((x - coords[..., :1]) * w)[..., None, :] ** 2 + ((y - coords[..., 1:]) * h)[..., :, None] ** 2
-        mass = (prob * (d2 <= (SCORE_RADIUS * HEATMAP_SIGMA) ** 2)).sum((-2, -1))
+        coords = cls.local(prob, radius) if radius else cls.expectation(prob)
         visible = torch.sigmoid(out["visible"].float())
-        return {"coords": coords, "score": visible * mass, "visible": visible}
+        return {"coords": coords, "score": visible * cls.mass_near(prob, coords), "visible": visible}
+
+    @staticmethod
+    def mass_near(prob: torch.Tensor, coords: torch.Tensor, radius: float = SCORE_RADIUS * HEATMAP_SIGMA
+                  ) -> torch.Tensor:
+        """(N, K) probability mass of the cells whose centres lie within `radius` cells of
+        `coords` (N, K, 2) normalised."""
+        h, w = prob.shape[-2:]
+        cx, cy = (coords[..., 0] + 0.5) * w - 0.5, (coords[..., 1] + 0.5) * h - 0.5    # in cell units
+        half = int(radius) + 1              # a square window holds every cell of the disc
+        d = torch.arange(-half, half + 1, device=prob.device)
+        dy, dx = (t.flatten() for t in torch.meshgrid(d, d, indexing="ij"))
+        vals, x, y = _window(prob, cy.round().long(), cx.round().long(), dy, dx)
+        d2 = ((x - coords[..., :1]) * w) ** 2 + ((y - coords[..., 1:]) * h) ** 2
+        return (vals * (d2 <= radius ** 2)).sum(-1)
+
+
+def _disc(radius: float, device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Cell offsets (dy, dx), each (D,), within `radius` cells of a cell."""
+    r = int(radius)
+    d = torch.arange(-r, r + 1, device=device)
+    dy, dx = (t.flatten() for t in torch.meshgrid(d, d, indexing="ij"))
+    keep = dy ** 2 + dx ** 2 <= radius ** 2
+    return dy[keep], dx[keep]
+
+
+def _window(prob: torch.Tensor, row: torch.Tensor, col: torch.Tensor, dy: torch.Tensor, dx: torch.Tensor
+            ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The cells at offsets (dy, dx) (D,) around cell (row, col) (N, K) of each map: their
+    probabilities (N, K, D), 0 off the map, and their centres x, y (N, K, D) normalised. A
+    window of ~100 cells instead of the whole map: decoding is a share of CPU inference."""
+    h, w = prob.shape[-2:]
+    rows, cols = row[..., None] + dy, col[..., None] + dx
+    inside = (rows >= 0) & (rows < h) & (cols >= 0) & (cols < w)
+    rows, cols = rows.clamp(0, h - 1), cols.clamp(0, w - 1)
+    vals = prob.flatten(2).gather(-1, rows * w + cols) * inside
+    return vals, (cols.to(prob.dtype) + 0.5) / w - 0.5, (rows.to(prob.dtype) + 0.5) / h - 0.5
 
 
 HEAD_TYPES: dict[str, type[FCHead] | type[IntegralHead]] = {"fc": FCHead, "integral": IntegralHead}

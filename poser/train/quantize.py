@@ -77,7 +77,7 @@ def export_int8(weights: Path, dst: Path, calibration: Path) -> dict:
     onnx = rt.cached_onnx(weights, list(zip(predictor.models, predictor.spec.stages, strict=True)))
     files = []
     for s, (path, x, spec) in enumerate(zip(onnx, crops, predictor.spec.stages, strict=True), start=1):
-        model = ov.Core().read_model(str(path))
+        model = rt.ov_core().read_model(str(path))
         data = nncf.Dataset([x[i: i + 1] for i in range(len(x))])
         q = nncf.quantize(model, data, subset_size=len(x), preset=nncf.QuantizationPreset.MIXED)
         q.set_rt_info(json.dumps(spec.to_meta()), rt.META_KEY)
