@@ -20,6 +20,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+from rich.markup import escape
 
 from poser import __version__
 from poser.console import log, progress
@@ -177,6 +178,7 @@ def annotate(cfg: AnnotateConfig, predictor: Predictor, out_dir: Path, boxes: Pe
 
 def _annotate(cfg: AnnotateConfig, predictor: Predictor, out_dir: Path, boxes: PersonBoxes) -> Result:
     sources, failed = collect(cfg.inputs)
+    keep_inputs(sources, out_dir)
     res = Result(failed=failed)
     for f in failed:
         _report(f)
@@ -186,16 +188,40 @@ def _annotate(cfg: AnnotateConfig, predictor: Predictor, out_dir: Path, boxes: P
     images = [s for s in sources if s.kind == "image"]
     videos = [s for s in sources if s.kind == "video"]
     t0 = time.perf_counter()
-    if images:
-        _images(cfg, predictor, images, boxes, out_dir, res)
-    for v in videos:
-        try:
-            _video(cfg, predictor, v, boxes, out_dir, res)
-        except Exception as e:      # one video failing (bad file, the model, the writer) spares the rest
-            msg = str(e) if isinstance(e, PoserError) else f"{type(e).__name__}: {e}"
-            res.failed.append({"source": str(v.path), "error": msg})
-            _report(res.failed[-1])
-    res.seconds = time.perf_counter() - t0
+    try:
+        if images:
+            _images(cfg, predictor, images, boxes, out_dir, res)
+        for v in videos:
+            try:
+                _video(cfg, predictor, v, boxes, out_dir, res)
+            except KeyboardInterrupt:
+                res.failed.append({"source": str(v.path), "error": "interrupted"})
+                raise
+            except Exception as e:      # one video failing (bad file, the model, the writer) spares the rest
+                msg = str(e) if isinstance(e, PoserError) else f"{type(e).__name__}: {e}"
+                res.failed.append({"source": str(v.path), "error": msg})
+                _report(res.failed[-1])
+    finally:        # interrupted too: what finished is written, and the interrupted input says so
+        res.seconds = time.perf_counter() - t0
+        _write_json(cfg, predictor, out_dir, boxes, res)
+    return res
+
+
+def keep_inputs(sources: list[Source], out_dir: Path) -> None:
+    """An output never replaces an input: a source whose output path is an input's (`--out` is
+    the inputs' own folder) is written beside it as `<name>.annotated<ext>`, and said once."""
+    inputs = {s.path.resolve() for s in sources}
+    moved = []
+    for s in sources:
+        if (out_dir / s.rel).resolve() in inputs:
+            s.rel = s.rel.with_name(f"{s.rel.stem}.annotated{s.rel.suffix}")
+            moved.append(s)
+    if moved:
+        log.warning(f"--out holds the inputs: {len(moved)} annotated cop{'y' if len(moved) == 1 else 'ies'} "
+                    f"written beside them as <name>.annotated<ext> (e.g. {moved[0].rel}); no input is replaced")
+
+
+def _write_json(cfg: AnnotateConfig, predictor: Predictor, out_dir: Path, boxes: PersonBoxes, res: Result) -> None:
     if cfg.save_boxes:
         write_json(Path(cfg.save_boxes), boxes.saved, indent=None)
     sk = predictor.skeleton
@@ -205,7 +231,6 @@ def _annotate(cfg: AnnotateConfig, predictor: Predictor, out_dir: Path, boxes: P
         "skeleton": {"name": sk.name, "joints": list(sk.joints), "limbs": [list(lb) for lb in sk.draw_limbs]},
         "items": res.records, "failed": res.failed, "warnings": res.warnings,
     }, indent=None)
-    return res
 
 
 def _report(f: dict) -> None:
@@ -228,39 +253,48 @@ def _images(cfg, predictor: Predictor, sources: list[Source], boxes, out_dir: Pa
         with atomic_path(dst) as tmp:
             tmp.write_bytes(buf.tobytes())
 
+    def run(chunk: list[Source], imgs: list[np.ndarray | None], io, writes: list) -> None:
+        ok = [(s, im) for s, im in zip(chunk, imgs, strict=True) if im is not None]
+        for s, im in zip(chunk, imgs, strict=True):
+            if im is None:
+                res.failed.append({"source": str(s.path), "error": "not a readable image"})
+                _report(res.failed[-1])
+            elif truncated_jpeg(s.path):
+                res.warnings.append({"source": str(s.path), "warning": "truncated JPEG: the part after the "
+                                     "cut decodes as grey, poses there are guesses"})
+                log.warning(f"{s.path}: {res.warnings[-1]['warning']}")
+        if boxes.only_search:   # no boxes: the person search, from each whole image
+            preds = predictor.find_person([im for _, im in ok], cfg.search_passes, cfg.flip)
+            box_scores = [None] * len(preds)
+        else:
+            bx = boxes.find([s for s, _ in ok], [im for _, im in ok])
+            preds = predictor.predict_images([im for _, im in ok], [b for b, _ in bx], cfg.flip)
+            box_scores = [bs for _, bs in bx]
+        for (s, im), bs, pred in zip(ok, box_scores, preds, strict=True):
+            h, w = im.shape[:2]
+            poses = Poses.from_prediction(pred, predictor.skeleton, bs)
+            res.records.append({"source": str(s.path), "type": "image", "frame": 0, "width": w, "height": h,
+                                "persons": poses.to_json(cfg.min_score)})
+            if cfg.draw:
+                writes.append(io.submit(write, s, im, poses))
+        res.frames += len(ok)
+
     chunks = [sources[i: i + cfg.batch_size] for i in range(0, len(sources), cfg.batch_size)]
     with progress("images") as bar, ThreadPoolExecutor(2) as io:
         task = bar.add_task("images", total=len(sources))
-        writes = []
+        writes: list = []
         pending = [io.submit(read, s) for s in chunks[0]]
         for c, chunk in enumerate(chunks):
-            imgs = [f.result() for f in pending]
-            if c + 1 < len(chunks):
-                pending = [io.submit(read, s) for s in chunks[c + 1]]
-            ok = [(s, im) for s, im in zip(chunk, imgs, strict=True) if im is not None]
-            for s, im in zip(chunk, imgs, strict=True):
-                if im is None:
-                    res.failed.append({"source": str(s.path), "error": "not a readable image"})
-                    _report(res.failed[-1])
-                elif truncated_jpeg(s.path):
-                    res.warnings.append({"source": str(s.path), "warning": "truncated JPEG: the part after the "
-                                         "cut decodes as grey, poses there are guesses"})
-                    log.warning(f"{s.path}: {res.warnings[-1]['warning']}")
-            if boxes.only_search:   # no boxes: the person search, from each whole image
-                preds = predictor.find_person([im for _, im in ok], cfg.search_passes, cfg.flip)
-                box_scores = [None] * len(preds)
-            else:
-                bx = boxes.find([s for s, _ in ok], [im for _, im in ok])
-                preds = predictor.predict_images([im for _, im in ok], [b for b, _ in bx], cfg.flip)
-                box_scores = [bs for _, bs in bx]
-            for (s, im), bs, pred in zip(ok, box_scores, preds, strict=True):
-                h, w = im.shape[:2]
-                poses = Poses.from_prediction(pred, predictor.skeleton, bs)
-                res.records.append({"source": str(s.path), "type": "image", "frame": 0, "width": w, "height": h,
-                                    "persons": poses.to_json(cfg.min_score)})
-                if cfg.draw:
-                    writes.append(io.submit(write, s, im, poses))
-            res.frames += len(ok)
+            try:
+                imgs = [f.result() for f in pending]
+                if c + 1 < len(chunks):
+                    pending = [io.submit(read, s) for s in chunks[c + 1]]
+                run(chunk, imgs, io, writes)
+            except KeyboardInterrupt:       # the batch being annotated is the interrupted input
+                done = {r["source"] for r in res.records}
+                res.failed += [{"source": str(s.path), "error": "interrupted"}
+                               for s in chunk if str(s.path) not in done]
+                raise
             bar.advance(task, len(chunk))
         for f in writes:
             f.result()
@@ -284,7 +318,7 @@ def _video(cfg, predictor: Predictor, s: Source, boxes: PersonBoxes, out_dir: Pa
     n, dt, recs = 0, 1.0 / fps, []
     try:
         with progress("frames") as bar:
-            task = bar.add_task(s.path.name, total=reader.total)
+            task = bar.add_task(escape(s.path.name), total=reader.total)
             for frame in reader:
                 rgb = cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
                 if tracker.wants_detection(n):      # in the model thread: it shares the cores with the model

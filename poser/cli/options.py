@@ -4,13 +4,17 @@ red line and a non-zero exit."""
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import signal
+import threading
 from collections.abc import Callable
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.text import Text
 
 from poser import __version__
 from poser.console import console, show_messages
@@ -55,24 +59,45 @@ PrecisionOpt = Annotated[Precision, typer.Option(
 
 
 def report_errors(fn: Callable) -> Callable:
-    """PoserError -> one red line on stderr and its exit code; Ctrl-C -> exit 130."""
+    """PoserError -> one red line on stderr and its exit code; Ctrl-C or SIGTERM -> exit 130,
+    after the command's own cleanup (SIGTERM is raised as KeyboardInterrupt in the command, so
+    what finished is kept and partial files are removed on both signals)."""
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         try:
-            return fn(*args, **kwargs)
+            with _sigterm_interrupts():
+                return fn(*args, **kwargs)
         except PoserError as e:
-            console.print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
+            console.print(Text.assemble(("error: ", "bold red"), str(e)), highlight=False, soft_wrap=True)
             raise typer.Exit(e.exit_code) from None
         except KeyboardInterrupt:
             console.print("[bold red]interrupted[/]")
             raise typer.Exit(130) from None
         except OSError as e:        # a folder that is not writable, an --out that is a file, a full disk
             where = f"{e.filename}: " if e.filename else ""
-            console.print(f"[bold red]error:[/] {where}{e.strerror or e}", highlight=False, soft_wrap=True)
+            console.print(Text.assemble(("error: ", "bold red"), f"{where}{e.strerror or e}"), highlight=False,
+                          soft_wrap=True)
             raise typer.Exit(1) from None
 
     return wrapper
+
+
+@contextlib.contextmanager
+def _sigterm_interrupts():
+    """SIGTERM raises KeyboardInterrupt in the main thread while a command runs."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def stop(signum, frame):
+        raise KeyboardInterrupt
+
+    old = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, old)
 
 
 def write_result(path: Path | None, result: dict) -> None:
@@ -80,7 +105,7 @@ def write_result(path: Path | None, result: dict) -> None:
         from poser.files import write_json
 
         write_json(path, result)
-        console.print(f"JSON written to {path}")
+        console.print(f"JSON written to {path}", markup=False)
 
 
 def _version(value: bool) -> None:

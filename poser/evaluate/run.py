@@ -166,6 +166,7 @@ class Predicted:
     score: np.ndarray               # (N, K)
     results: list[dict]
     stages: np.ndarray | None = None    # (N, S, K, 2) for a cascade with ground-truth boxes
+    matching: dict | None = None        # saved or searched predictions: how many matched (match_predictions)
 
 
 def protocol_name(cfg: EvalConfig) -> str:
@@ -181,11 +182,11 @@ def predict(cfg: EvalConfig, predictor: Predictor | None, data: Split) -> Predic
     the ground-truth boxes (the prepared crops)."""
     if predictor is None:
         results = _read_results(Path(cfg.predictions), data.skeleton)
-        return Predicted(*match_predictions(results, data.ids, data.gt, data.skeleton), results)
+        return _matched(results, data)
     if cfg.whole_image:
         results = search_photos(predictor, data.root, cfg.split, data.ids, cfg.search_passes, cfg.flip,
                                 cfg.batch_size)
-        return Predicted(*match_predictions(results, data.ids, data.gt, data.skeleton), results)
+        return _matched(results, data)
     with progress("instances") as bar:
         task = bar.add_task("predict", total=len(data.ids))
         p = predictor.predict_cache(data.cache, cfg.flip, cfg.batch_size, len(data.ids),
@@ -193,6 +194,15 @@ def predict(cfg: EvalConfig, predictor: Predictor | None, data: Split) -> Predic
     coords = cache_to_image(data.cache, p.coords)
     stages = np.stack([cache_to_image(data.cache, p.stages[:, s]) for s in range(p.stages.shape[1])], 1)
     return Predicted(coords, p.score, coco_results(data.ids, coords, p.score), stages)
+
+
+def _matched(results: list[dict], data: Split) -> Predicted:
+    coords, sc, info = match_predictions(results, data.ids, data.gt, data.skeleton)
+    if info["dropped_non_finite"] or info["unmatched"]:
+        log.warning(f"predictions: {info['matched']} of {info['predictions']} matched to a person; "
+                    f"{info['unmatched']} more than the people of their image (left over, best scored kept), "
+                    f"{info['dropped_non_finite']} with no finite joint or score (dropped)")
+    return Predicted(coords, sc, results, matching=info)
 
 
 def score(cfg: EvalConfig, data: Split, pred: Predicted) -> dict:
@@ -206,6 +216,8 @@ def score(cfg: EvalConfig, data: Split, pred: Predicted) -> dict:
     out["counted"] = {"images": int(len(np.unique(data.ids))), "instances": int(len(data.ids)),
                       "joints": out["pdj"]["joints_counted"], "limbs": out["pcp"]["limbs_counted"],
                       "instances_without_torso": out["pdj"]["instances_without_torso"]}
+    if pred.matching is not None:
+        out["counted"]["predictions"] = pred.matching
     return out
 
 
@@ -273,32 +285,45 @@ def _is_int(v: object) -> bool:
 
 
 def match_predictions(results: list[dict], image_ids: np.ndarray, gt: np.ndarray,
-                      sk: Skeleton) -> tuple[np.ndarray, np.ndarray]:
-    """Give each ground-truth person the prediction of its image that lies closest to it
-    (mean joint error over its labelled joints, greedily, each prediction used once).
-    Persons left without one get NaN coordinates: they count as wrong."""
+                      sk: Skeleton) -> tuple[np.ndarray, np.ndarray, dict]:
+    """Give the ground-truth persons of each image its predictions one to one, best scored
+    first (as COCO matches): each prediction in score order takes the closest person (mean
+    error over the person's labelled joints) not yet taken. More guesses than people cannot
+    raise a score: the extras are left over, counted in the returned dict. A prediction with
+    no finite joint or a non-finite score is dropped first (counted too). Persons left
+    without one get NaN coordinates: they count as wrong."""
     by_image = defaultdict(list)
+    dropped = 0
     for r in results:
-        by_image[int(r["image_id"])].append(np.asarray(r["keypoints"], np.float64).reshape(-1, 3))
+        kp = np.asarray(r["keypoints"], np.float64).reshape(-1, 3)
+        sc = float(r.get("score", 1.0))
+        if not (np.isfinite(kp[:, :2]).all(-1).any() and np.isfinite(sc)):
+            dropped += 1
+            continue
+        by_image[int(r["image_id"])].append((sc, kp))
     n, k = len(gt), sk.num_joints
     pred, score = np.full((n, k, 2), np.nan), np.zeros((n, k))
     rows = defaultdict(list)
     for i, iid in enumerate(image_ids):
         rows[int(iid)].append(i)
+    used = 0
     for iid, gi in rows.items():
-        cands = by_image.get(iid, [])
-        if not cands:
-            continue
-        P = np.stack(cands)                                        # (M, K, 3)
-        G = gt[gi]                                                 # (G, K, 3)
+        cands = sorted(by_image.get(iid, []), key=lambda c: -c[0])      # best scored first; stable
+        G = gt[gi]                                                       # (G, K, 3)
         lab = G[..., 2] > 0
-        d = np.linalg.norm(G[:, None, :, :2] - P[None, :, :, :2], axis=-1)
-        cost = np.where(lab[:, None], d, 0).sum(-1) / np.maximum(lab.sum(-1), 1)[:, None]
-        for _ in range(min(len(gi), len(P))):
-            a, b = np.unravel_index(np.argmin(cost), cost.shape)
-            pred[gi[a]], score[gi[a]] = P[b, :, :2], P[b, :, 2]
-            cost[a, :], cost[:, b] = np.inf, np.inf
-    return pred, score
+        free = np.ones(len(gi), bool)
+        for _, P in cands:
+            if not free.any():
+                break
+            d = np.linalg.norm(G[:, :, :2] - P[None, :, :2], axis=-1)   # (G, K); a NaN joint is far
+            cost = np.where(lab, np.nan_to_num(d, nan=1e9), 0).sum(-1) / np.maximum(lab.sum(-1), 1)
+            a = int(np.argmin(np.where(free, cost, np.inf)))
+            pred[gi[a]], score[gi[a]] = P[:, :2], P[:, 2]
+            free[a] = False
+            used += 1
+    info = {"predictions": len(results), "matched": used, "unmatched": len(results) - dropped - used,
+            "dropped_non_finite": dropped}
+    return pred, score, info
 
 
 def evaluate_cache(predictor: Predictor, cache: Cache, flip: bool = False, batch_size: int = 64,

@@ -83,6 +83,15 @@ class FrameReader:
         self.thread.join(timeout)
 
 
+def frame_count(path: Path) -> int:
+    """The frames a video file says it holds (0 for a file no reader opens)."""
+    cap = cv2.VideoCapture(str(path))
+    try:
+        return int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) if cap.isOpened() else 0
+    finally:
+        cap.release()
+
+
 class FrameWriter:
     """Draws and encodes frames on a background thread into `tmp` (an mp4 at `fps`);
     `put((frame, *args))` hands one over, `draw(frame, *args)` runs on the thread. `close()`
@@ -141,12 +150,20 @@ class FrameWriter:
             raise PoserError("the video writer stopped")
 
     def close(self) -> None:
-        """Finish: everything handed over is written; raises the writer's error if any."""
+        """Finish: everything handed over is written; raises the writer's error if any, and
+        when the file does not hold every frame (OpenCV's writer only logs a failed write, a
+        full disk among them): a video is complete or it is not kept."""
         if self.thread.is_alive():
             self.put(_END)
             self.thread.join()
         if self.error is not None:
             self._raise()
+        if self.enabled and self.written:
+            readable = frame_count(self.tmp)
+            if readable < self.written:
+                self.tmp.unlink(missing_ok=True)
+                raise PoserError(f"the annotated video could not be written completely ({readable} of "
+                                 f"{self.written} frames readable back: disk full?); nothing kept")
 
     def abort(self, timeout: float = 5.0) -> None:
         self.stop.set()

@@ -25,6 +25,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     DownloadColumn,
@@ -78,7 +79,7 @@ def download(
     f.dest.parent.mkdir(parents=True, exist_ok=True)
     part = _part(f.dest)
     resumed = part.exists() and part.stat().st_size > 0
-    task = bar.add_task(f.dest.name, total=f.size) if bar else None
+    task = bar.add_task(escape(f.dest.name), total=f.size) if bar else None
     attempt, last_error = 0, ""
     while True:
         try:

@@ -1,0 +1,135 @@
+"""Defects of the fault audit (issue 25), each reproduced as the audit found it: nothing lost,
+nothing overwritten, no traceback."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import cv2
+from typer.testing import CliRunner
+
+from poser.cli import app
+from poser.synth.dataset import one_person, write_video
+
+runner = CliRunner()
+
+
+def _leftovers(folder) -> list[str]:
+    return sorted(p.name for p in folder.rglob("*") if ".part" in p.name)
+
+
+def test_annotating_into_the_inputs_folder_never_replaces_a_photo(tmp_path):
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for name, seed in (("a.jpg", 1), ("b.jpg", 2)):
+        cv2.imwrite(str(photos / name), one_person(seed=seed)[0])
+    before = {p.name: p.read_bytes() for p in photos.iterdir()}
+    res = runner.invoke(app, ["annotate", str(photos / "a.jpg"), str(photos / "b.jpg"), "--out", str(photos)])
+    assert res.exit_code == 0, res.output
+    assert all((photos / n).read_bytes() == b for n, b in before.items())        # the sources, untouched
+    assert (photos / "a.annotated.jpg").is_file() and (photos / "b.annotated.jpg").is_file()
+    assert "no input is replaced" in res.output
+    items = json.loads((photos / "keypoints.json").read_text())["items"]
+    assert sorted(i["source"] for i in items) == [str(photos / "a.jpg"), str(photos / "b.jpg")]
+
+
+def test_a_video_the_writer_could_not_finish_is_not_kept(tmp_path, monkeypatch):
+    """As on a full disk: OpenCV's writer logs each failed frame and raises nothing."""
+    import poser.video.io as vio
+
+    real = cv2.VideoWriter
+
+    class FullDisk:
+        def __init__(self, *args):
+            self.w, self.n = real(*args), 0
+
+        def isOpened(self):     # noqa: N802 (OpenCV's name)
+            return self.w.isOpened()
+
+        def write(self, frame):
+            self.n += 1
+            if self.n <= 5:     # then the disk is full: frames are dropped without an error
+                self.w.write(frame)
+
+        def release(self):
+            self.w.release()
+
+    write_video(tmp_path / "clip.mp4", 20, (256, 160), 10.0, seed=3, step=0, side=128, origin=(40, 16))
+    monkeypatch.setattr(vio.cv2, "VideoWriter", FullDisk)
+    cv2.imwrite(str(tmp_path / "p.png"), one_person(seed=4)[0])
+    out = tmp_path / "out"
+    res = runner.invoke(app, ["annotate", str(tmp_path / "clip.mp4"), str(tmp_path / "p.png"), "--out", str(out)])
+    assert res.exit_code != 0 and "could not be written completely" in res.output and "Traceback" not in res.output
+    assert not (out / "clip.mp4").exists() and _leftovers(out) == []
+    kp = json.loads((out / "keypoints.json").read_text())
+    assert [f["source"] for f in kp["failed"]] == [str(tmp_path / "clip.mp4")]
+    assert [i["source"] for i in kp["items"]] == [str(tmp_path / "p.png")] and (out / "p.png").is_file()
+
+
+def test_sigterm_keeps_what_finished_marks_the_interrupted_and_cleans_partials(tmp_path):
+    cv2.imwrite(str(tmp_path / "img.png"), one_person(seed=5)[0])
+    write_video(tmp_path / "short.mp4", 6, (256, 160), 10.0, seed=6, step=0, side=128, origin=(40, 16))
+    write_video(tmp_path / "long.mp4", 1500, (256, 160), 25.0, seed=7, step=0, side=128, origin=(40, 16))
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-c", "from poser.cli import main; main()", "annotate", str(tmp_path / "img.png"),
+           str(tmp_path / "short.mp4"), str(tmp_path / "long.mp4"), "--out", str(out), "--threads", "1"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=os.environ | {"COLUMNS": "200"})
+    deadline = time.time() + 120
+    while not list(out.glob(".long.partial.mp4")) and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.1)
+    time.sleep(0.5)
+    assert proc.poll() is None, proc.stdout.read().decode()        # still on the long video
+    t0 = time.time()
+    proc.send_signal(signal.SIGTERM)
+    output = proc.communicate(timeout=30)[0].decode()
+    assert proc.returncode == 130 and time.time() - t0 < 10, output
+    kp = json.loads((out / "keypoints.json").read_text())
+    done = {i["source"] for i in kp["items"]}
+    assert done == {str(tmp_path / "img.png"), str(tmp_path / "short.mp4")}
+    assert kp["failed"] == [{"source": str(tmp_path / "long.mp4"), "error": "interrupted"}]
+    assert (out / "short.mp4").is_file() and not (out / "long.mp4").exists()
+    assert _leftovers(out) == [] and "Traceback" not in output
+
+
+def test_paths_and_messages_print_literally_never_as_rich_markup(tmp_path):
+    res = runner.invoke(app, ["annotate", str(tmp_path / "x.png"), "--weights", str(tmp_path / "nope[/]x.safetensors")])
+    assert res.exit_code == 1 and "nope[/]x.safetensors" in res.output and "Traceback" not in res.output
+    cv2.imwrite(str(tmp_path / "p.png"), one_person(seed=4)[0])
+    out = tmp_path / "out" / "a[/]b"
+    res = runner.invoke(app, ["annotate", str(tmp_path / "p.png"), "--out", str(out)])
+    assert res.exit_code == 0 and "a[/]b" in res.output.replace("\n", ""), res.output
+    assert (out / "p.png").is_file()
+
+
+def test_nan_rows_and_extra_guesses_cannot_win_the_matching():
+    import numpy as np
+
+    from poser.evaluate.run import match_predictions
+    from poser.skeletons import LSP14
+
+    rng = np.random.default_rng(0)
+    k = LSP14.num_joints
+    gt = np.concatenate([rng.uniform(0, 200, (3, k, 2)), np.ones((3, k, 1))], -1)
+    ids = np.array([1, 1, 2])                    # image 1 holds two people, image 2 one
+
+    def row(iid, xy, score):
+        kp = np.concatenate([xy, np.ones((k, 1))], -1)
+        return {"image_id": iid, "score": score, "keypoints": kp.ravel().tolist()}
+
+    correct = [row(i, g[:, :2], 0.9) for i, g in zip(ids.tolist(), gt, strict=True)]
+    nan_rows = [row(i, np.full((k, 2), np.nan), 1.0) for i in (1, 2)]
+    pred, _, info = match_predictions(nan_rows + correct, ids, gt, LSP14)
+    assert np.allclose(pred, gt[..., :2]) and info["dropped_non_finite"] == 2 and info["matched"] == 3
+    # 100 low-scored guesses an image beside the right answers: the answers keep every person
+    guesses = [row(i, rng.uniform(0, 200, (k, 2)), 0.1) for i in (1, 2) for _ in range(100)]
+    pred, _, info = match_predictions(guesses + correct, ids, gt, LSP14)
+    assert np.allclose(pred, gt[..., :2]) and info["unmatched"] == 200
+    # guesses alone, all scored alike: as good as the first ones, never the closest of 100
+    alone, _, _ = match_predictions(guesses, ids, gt, LSP14)
+    first, _, _ = match_predictions([guesses[0], guesses[1], guesses[100]], ids, gt, LSP14)
+    assert np.allclose(alone, first)
