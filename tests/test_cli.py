@@ -63,3 +63,16 @@ def test_library_draws_no_progress_bars_unless_asked(tmp_path, capsys):
         assert "synth" in capsys.readouterr().err
     finally:
         console.show_messages(bars=was)
+
+
+def test_every_help_shows_its_defaults_none_eaten_as_markup():
+    """A '[default: ...]' written in a help string is Rich markup unless escaped: it vanished
+    and left 'Loader processes .' behind."""
+    names = [c.name or c.callback.__name__.replace("_", "-") for c in app.registered_commands]
+    for name in names:
+        res = runner.invoke(app, [name, "--help"], env={"COLUMNS": "300"})
+        assert res.exit_code == 0, (name, res.output)
+        text = re.sub(r"\s+", " ", re.sub(r"[│╭╮╰╯─]", " ", res.output))
+        assert not re.search(r"\w \.( |$)", text), (name, re.findall(r".{40}\w \.(?: |$)", text))
+    out = re.sub(r"\s+", " ", runner.invoke(app, ["train", "--help"], env={"COLUMNS": "300"}).output)
+    assert "[default: 0 on the CPU" in out and "[default: OMP_NUM_THREADS" in out and "[default: 90;" in out

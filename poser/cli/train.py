@@ -80,7 +80,7 @@ def train(
     weight_decay: Annotated[float, typer.Option("--weight-decay", help="AdamW weight decay.")] = _T.weight_decay,
     steps_per_epoch: Annotated[int | None, typer.Option("--steps-per-epoch", help="Cap, for quick runs.")] = None,
     workers: Annotated[int | None, typer.Option(
-        "--workers", min=0, help="Loader processes [default: 0 on the CPU, up to 8 per GPU].")] = None,
+        "--workers", min=0, help="Loader processes \\[default: 0 on the CPU, up to 8 per GPU].")] = None,
     device: DeviceOpt = Device.auto,
     gpus: Annotated[int, typer.Option("--gpus", min=1, help="GPUs on this machine: one process each (DDP).")] = 1,
     procs: Annotated[int, typer.Option("--procs", min=1, help="CPU processes (DDP over gloo).")] = 1,
