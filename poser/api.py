@@ -16,7 +16,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from poser.detect.boxes import select
+from poser.detect.boxes import check_boxes, select
 from poser.errors import PoserError
 from poser.imageio import read_rgb
 from poser.inference.poses import Poses
@@ -42,8 +42,10 @@ class PoseModel:
         `rgb=True` for RGB, as PIL and most other libraries give). `boxes` (N, 4) xywh person
         boxes; without them the detector (if loaded) or the person search (one person)."""
         img = self._rgb(image, rgb)
+        if not isinstance(search, int) or isinstance(search, bool) or search < 0:
+            raise PoserError(f"search: passes after the whole-image one, an integer >= 0; got {search!r}")
         if boxes is not None:
-            boxes = np.asarray(boxes, np.float64).reshape(-1, 4)
+            boxes = check_boxes(boxes)           # the --boxes reader's rules
             return Poses.from_prediction(self.predictor.predict_image(img, boxes, flip), self.skeleton)
         if self.detector is not None:
             b, scores = select(self.detector([img])[0], self.person_threshold, self.max_people)
@@ -58,8 +60,8 @@ class PoseModel:
                 raise PoserError(f"{image}: not a readable image")
             return img
         img = np.asarray(image)
-        if img.dtype != np.uint8 or img.ndim != 3 or img.shape[2] != 3:
-            raise PoserError(f"expected an (H, W, 3) uint8 image, got {img.dtype} {img.shape}")
+        if img.dtype != np.uint8 or img.ndim != 3 or img.shape[2] != 3 or 0 in img.shape:
+            raise PoserError(f"expected an (H, W, 3) uint8 image, H and W >= 1; got {img.dtype} {img.shape}")
         return np.ascontiguousarray(img) if rgb else cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
 
 

@@ -133,3 +133,26 @@ def test_nan_rows_and_extra_guesses_cannot_win_the_matching():
     alone, _, _ = match_predictions(guesses, ids, gt, LSP14)
     first, _, _ = match_predictions([guesses[0], guesses[1], guesses[100]], ids, gt, LSP14)
     assert np.allclose(alone, first)
+
+
+def test_python_api_refuses_bad_boxes_images_and_options_in_one_line():
+    import numpy as np
+    import pytest
+
+    import poser
+    from poser.errors import PoserError
+
+    model = poser.load(runtime="torch")
+    img = one_person(seed=4)[0]
+    for bad in ([np.nan, 0, 50, 50], [0, 0, 0, 50], [0, 0, -5, 50], [0, 0, 1e12, 1e12], [0, 0, np.inf, 5],
+                np.zeros(5), "abc"):
+        with pytest.raises(PoserError, match="^boxes: "):
+            model(img, boxes=bad)
+    good = model(img, boxes=[10, 10, 100, 200])             # a (4,) box is one person
+    assert good.keypoints.shape[0] == 1 and np.isfinite(good.keypoints).all()
+    with pytest.raises(PoserError, match="uint8 image"):
+        model(np.zeros((0, 0, 3), np.uint8))
+    with pytest.raises(PoserError, match="^search: "):
+        model(img, search=-1)
+    with pytest.raises(PoserError, match="tpu"):
+        poser.load(device="tpu")

@@ -42,7 +42,30 @@ def valid_box(d: object) -> bool:
     b, s = d.get("bbox"), d.get("score", 1.0)
     if not isinstance(b, list | tuple) or len(b) != 4 or not all(_number(v) for v in b) or not _number(s):
         return False
-    return b[2] > 0 and b[3] > 0 and max(abs(v) for v in b) < MAX_COORD
+    return box_ok(b)
+
+
+def box_ok(b) -> bool:
+    """4 finite numbers x, y, w, h within any image (|v| < 1e6 px), w and h positive."""
+    return bool(np.isfinite(b).all() and b[2] > 0 and b[3] > 0 and np.abs(b).max() < MAX_COORD)
+
+
+def check_boxes(boxes) -> np.ndarray:
+    """Person boxes handed in from Python ((4,) or (N, 4) xywh) -> (N, 4) float64, or a
+    one-line PoserError naming the first box that `--boxes` would also have refused."""
+    try:
+        arr = np.asarray(boxes, np.float64)
+    except (TypeError, ValueError):
+        raise PoserError(f"boxes: expected numbers, an (N, 4) array of x, y, w, h; got "
+                         f"{type(boxes).__name__}") from None
+    if arr.ndim not in (1, 2) or arr.shape[-1] != 4 or (arr.ndim == 1 and arr.size != 4):
+        raise PoserError(f"boxes: expected shape (N, 4) (x, y, w, h per person) or (4,), got {arr.shape}")
+    arr = arr.reshape(-1, 4)
+    for i, b in enumerate(arr):
+        if not box_ok(b):
+            raise PoserError(f"boxes: box {i} {b.tolist()} is not a person box (finite x, y, positive w, h, "
+                             f"all under {MAX_COORD:.0e} px)")
+    return arr
 
 
 def _number(v: object) -> bool:
