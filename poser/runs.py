@@ -3,12 +3,15 @@ weights and state. Only rank 0 writes."""
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import re
 from pathlib import Path
 
 from poser.console import log
-from poser.files import strict_json, write_json
+from poser.errors import PoserError
+from poser.files import strict_json, write_bytes, write_json
 
 
 def new_run_dir(root: Path, name: str | None = None) -> Path:
@@ -50,10 +53,50 @@ def append_jsonl(path: Path, record: dict) -> None:
 
 
 def read_jsonl(path: Path) -> list[dict]:
+    """The records of a JSON-lines file; a last line cut short (a process killed while
+    appending) is left out."""
     if not Path(path).is_file():
         return []
-    return [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
+    lines = [line for line in Path(path).read_text().splitlines() if line.strip()]
+    rows = []
+    for i, line in enumerate(lines):
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:
+            if i < len(lines) - 1:
+                raise PoserError(f"{path}: line {i + 1} is not JSON") from None
+    return rows
 
 
 def save_config(run: Path, config: dict) -> None:
     write_json(run / "config.json", config)
+
+
+@contextlib.contextmanager
+def run_lock(run: Path):
+    """Hold `run`'s lock file while a process trains into it: a second `train --resume` of
+    the same run is refused in one line instead of both writing the same epochs."""
+    run.mkdir(parents=True, exist_ok=True)
+    f = open(run / ".lock", "a+")
+    try:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise PoserError(f"{run} is in use: another poser train is writing to it (wait for it, or "
+                             "stop it first)") from None
+        yield
+    finally:
+        f.close()
+
+
+def tidy_run(run: Path, epochs_done: int) -> None:
+    """Before a resume: remove what a process killed mid-save left (`.*.part` files) and the
+    metrics lines of epochs the saved state does not hold (they are trained again)."""
+    for tmp in run.glob(".*.part"):
+        tmp.unlink(missing_ok=True)
+    path = run / "metrics.jsonl"
+    lines = [x for x in path.read_text().splitlines() if x.strip()] if path.is_file() else []
+    keep = [r for r in read_jsonl(path) if r.get("epoch", 0) <= epochs_done]
+    if len(keep) != len(lines):
+        write_bytes(run / "metrics.jsonl", "".join(json.dumps(strict_json(r), allow_nan=False) + "\n"
+                                                   for r in keep).encode())

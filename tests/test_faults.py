@@ -11,6 +11,7 @@ import sys
 import time
 
 import cv2
+import torch
 from typer.testing import CliRunner
 
 from poser.cli import app
@@ -156,3 +157,33 @@ def test_python_api_refuses_bad_boxes_images_and_options_in_one_line():
         model(img, search=-1)
     with pytest.raises(PoserError, match="tpu"):
         poser.load(device="tpu")
+
+
+def test_a_run_resumed_twice_at_once_is_refused_and_a_killed_save_is_tidied(synth_root, tmp_path):
+    from poser.runs import read_jsonl, run_lock
+
+    args = ["train", "--data", str(synth_root), "--backbone", "mobilenet_v3_small", "--input-size", "64",
+            "--epochs", "1", "--batch-size", "8", "--steps-per-epoch", "2", "--workers", "0", "--out", str(tmp_path)]
+    assert runner.invoke(app, args).exit_code == 0
+    run = tmp_path / "exp1"
+    with run_lock(run):                 # another process is training into it
+        res = runner.invoke(app, ["train", "--resume", str(run), "--epochs", "2"])
+    assert res.exit_code == 1 and "is in use" in res.output and len(read_jsonl(run / "metrics.jsonl")) == 1
+    # kill -9 during epoch 2's save: its metrics line written, its state not; a temp file left
+    line = (run / "metrics.jsonl").read_text().splitlines()[0].replace('"epoch": 1', '"epoch": 2')
+    with open(run / "metrics.jsonl", "a") as f:
+        f.write(line + "\n" + line[:30])                   # and a line cut in half
+    (run / ".last.safetensors.x1y2.part").write_bytes(b"half a file")
+    # the run's thread count is recorded and a resume trains with it, whatever is free now
+    cfg = json.loads((run / "config.json").read_text())
+    assert cfg["threads"] >= 1
+    (run / "config.json").write_text(json.dumps(cfg | {"threads": 1}))
+    before = torch.get_num_threads()
+    try:
+        res = runner.invoke(app, ["train", "--resume", str(run), "--epochs", "2"])
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
+    assert res.exit_code == 0, res.output
+    assert [r["epoch"] for r in read_jsonl(run / "metrics.jsonl")] == [1, 2]
+    assert _leftovers(run) == []

@@ -99,6 +99,7 @@ def test_resume_after_an_interruption_gives_the_same_weights(synth_root, tmp_pat
     assert [r["step"] for r in rb] == [3, 6]
     assert ra[0]["train_loss"] == rb[0]["train_loss"] and ra[0]["val_pdj@0.2"] == rb[0]["val_pdj@0.2"]
     assert ra[1]["val_pdj@0.2"] == rb[1]["val_pdj@0.2"]
+    assert ra[1]["train_loss"] == pytest.approx(rb[1]["train_loss"], rel=1e-5)   # the whole epoch's, not 2 of 3 steps
     meta = read_meta(cut / "last.safetensors")
     assert meta["head"] == head and meta["loss"] == ("l1" if head == "integral" else "rle")
 

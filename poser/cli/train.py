@@ -106,7 +106,7 @@ def train(
     json_out: JsonOpt = None,
 ) -> None:
     """Train a DeepPose model (CPU, one GPU, --gpus N or torchrun)."""
-    set_threads(threads)
+    used = set_threads(threads)
     from poser.train.distributed import launch, under_torchrun
     from poser.train.loop import fit, resume_run, run_summary, stage_architecture, start_run, summary_table
 
@@ -119,6 +119,8 @@ def train(
                              f"{', '.join(fixed)} cannot change; only --epochs, --device, --gpus, --procs and "
                              "--workers can (start a new run to change the rest)")
         cfg = resume_run(resume, epochs, device=device.value, workers=workers)
+        if cfg.threads:                 # the run's own thread count: CPU sums, so the weights, depend on it
+            set_threads(cfg.threads)
     else:
         base = {"backbone": _T.backbone, "input_size": _T.input_size, "head": _T.head}
         if stage > 1 and from_run is not None:          # stage networks copy stage one's architecture
@@ -133,7 +135,7 @@ def train(
             batch_size=batch_size, lr=lr, weight_decay=weight_decay, steps_per_epoch=steps_per_epoch,
             workers=workers, device=device.value, amp=amp, seed=seed, cache_size=cache_size,
             aug=Augment(rotate=rotate, scale=scale, flip=flip, loose=loose, occlude=occlude, truncate=truncate,
-                        degrade=degrade),
+                        degrade=degrade), threads=used,
         )
     check_config(cfg)
     spawn = (gpus > 1 or procs > 1) and not under_torchrun()

@@ -48,6 +48,7 @@ class TrainConfig:
     stage: int = 1                      # 2, 3, ...: a refinement stage of the cascade ...
     from_run: str | None = None         # ... on top of this run folder / weights file (stages 1..stage-1)
     sub_image: float = SUB_IMAGE        # refinement sub-image side, x torso diameter
+    threads: int | None = None          # CPU threads of torch, recorded at the start: a resume reuses them
 
     @staticmethod
     def from_dict(d: dict) -> TrainConfig:

@@ -7,6 +7,7 @@ processes (DDP over gloo) and under torchrun; `distributed.init` is the only dif
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import math
@@ -36,14 +37,14 @@ from poser.evaluate.run import evaluate_cache
 from poser.inference.predictor import Predictor
 from poser.models.deeppose import DeepPose, create_model, load_stages
 from poser.models.weights import read_spec, save_model
-from poser.runs import append_jsonl, new_run_dir, read_jsonl, save_config
+from poser.runs import append_jsonl, new_run_dir, read_jsonl, run_lock, save_config, tidy_run
 from poser.spec import ModelSpec, StageSpec
 from poser.train import distributed
 from poser.train.augment import Augment, make_batch
 from poser.train.config import TrainConfig, check_config, loss_kind
 from poser.train.losses import PoseLoss
 from poser.train.stages import StageData, error_statistics, sample_crops
-from poser.train.state import load_state, save_state
+from poser.train.state import load_state, save_state, state_epochs
 
 
 class Objective(nn.Module):
@@ -138,6 +139,16 @@ def fit(cfg: TrainConfig) -> dict | None:
     validate, save."""
     check_config(cfg)
     d = distributed.init(cfg.device)
+    lock = run_lock(Path(cfg.resume)) if cfg.resume and d.is_main else contextlib.nullcontext()
+    try:
+        with lock:
+            return _fit(cfg, d)
+    finally:
+        distributed.cleanup()
+
+
+def _fit(cfg: TrainConfig, d: distributed.Dist) -> dict | None:
+    """The loop: set up, then per epoch train, validate, save."""
     stop, bar = None, None
     try:
         t = setup(cfg, d)
@@ -168,7 +179,6 @@ def fit(cfg: TrainConfig) -> dict | None:
             stop.restore()
         if bar:
             bar.stop()
-        distributed.cleanup()
 
 
 @dataclass
@@ -194,6 +204,8 @@ class Trainer:
     global_step: int = 0
     best: float = -1.0
     t0: float = 0.0                     # time counts across resumes
+    loss_sum: float = 0.0               # the epoch's losses before a mid-epoch resume ...
+    loss_steps: int = 0                 # ... so its train_loss is the whole epoch's
 
     @property
     def skeleton(self):
@@ -223,6 +235,8 @@ def setup(cfg: TrainConfig, d: distributed.Dist) -> Trainer:
                 sched=sched, scaler=scaler, run=run)
     if cfg.resume:
         restore(t, load_state(run / "last.state.safetensors"))
+        if d.is_main:
+            tidy_run(run, t.epoch)
     done = read_jsonl(run / "metrics.jsonl") if d.is_main else []
     t.t0 = time.time() - (done[-1]["time"] if done else 0.0)
     return t
@@ -289,6 +303,7 @@ def restore(t: Trainer, st: dict) -> None:
     t.sched.load_state_dict(st["scheduler"])
     t.scaler.load_state_dict(st["scaler"])
     t.epoch, t.step, t.global_step, t.best = st["epoch"], st["step"], st["global_step"], st["best"]
+    t.loss_sum, t.loss_steps = float(st.get("loss_sum", 0.0)), int(st.get("loss_steps", 0))
     torch.set_rng_state(st["rng"]["torch"])
     if t.d.device.type == "cuda" and st["rng"].get("cuda"):
         torch.cuda.set_rng_state_all(st["rng"]["cuda"])
@@ -352,11 +367,13 @@ def train_one_epoch(t: Trainer, epoch: int, bar: Progress | None, stop: _StopReq
                 info = f"loss {float(losses[-1]):.4f}  lr {t.sched.get_last_lr()[0]:.2e}"
             bar.update(task, advance=1, info=info)
         if stop.agreed(d):
+            t.loss_sum, t.loss_steps = t.loss_sum + float(torch.stack(losses).sum()), t.loss_steps + len(losses)
             save_checkpoint(t, epoch, i + 1)
             raise _interrupted(t.run, f"epoch {epoch + 1}, step {i + 1}")
-    t.step = 0
-    return {"train_loss": float(torch.stack(losses).mean()) if losses else float("nan"),
-            "samples_per_s": round(seen / max(1e-9, time.time() - t_epoch), 1)}
+    n = t.loss_steps + len(losses)
+    mean = (t.loss_sum + float(torch.stack(losses).sum())) / n if losses else float("nan")
+    t.step, t.loss_sum, t.loss_steps = 0, 0.0, 0
+    return {"train_loss": mean, "samples_per_s": round(seen / max(1e-9, time.time() - t_epoch), 1)}
 
 
 def _last_good(t: Trainer) -> str:
@@ -398,7 +415,7 @@ def save_checkpoint(t: Trainer, epoch: int, step: int) -> None:
     save_state(t.run / "last.state.safetensors", {
         "objective": t.objective.state_dict(), "optimizer": t.opt.state_dict(), "scheduler": t.sched.state_dict(),
         "scaler": t.scaler.state_dict(), "epoch": epoch, "step": step, "global_step": t.global_step,
-        "best": t.best, "rng": rng,
+        "best": t.best, "rng": rng, "loss_sum": t.loss_sum, "loss_steps": t.loss_steps,
     })
 
 
@@ -483,7 +500,7 @@ def resume_run(run: Path, epochs: int | None = None, device: str | None = None,
     if not cfg_file.is_file() or not (run / "last.state.safetensors").is_file():
         raise PoserError(f"--resume {run}: not a run folder with a saved state")
     cfg = TrainConfig.from_dict(json.loads(cfg_file.read_text()))
-    done = len(read_jsonl(run / "metrics.jsonl"))
+    done = state_epochs(run / "last.state.safetensors")     # not metrics.jsonl: a killed save can leave a line more
     if (epochs or cfg.epochs) <= done:
         raise PoserError(f"--resume {run}: {done} epochs are already done; pass a larger --epochs")
     if epochs is not None and epochs != cfg.epochs:

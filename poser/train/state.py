@@ -62,3 +62,14 @@ def load_state(path: Path) -> dict:
         return _unflatten(json.loads(md["outline"]), load_file(str(path)))
     except (SafetensorError, OSError, ValueError, KeyError) as e:
         raise PoserError(f"{path}: unreadable training state ({e})") from None
+
+
+def state_epochs(path: Path) -> int:
+    """The epochs a saved training state holds, from its metadata alone (no tensors read)."""
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            md = f.metadata() or {}
+        top = dict(json.loads(md["outline"])["__dict__"])
+        return int(top["epoch"])
+    except (SafetensorError, OSError, ValueError, KeyError, TypeError) as e:
+        raise PoserError(f"{path}: unreadable training state ({e})") from None
