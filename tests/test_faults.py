@@ -187,3 +187,23 @@ def test_a_run_resumed_twice_at_once_is_refused_and_a_killed_save_is_tidied(synt
     assert res.exit_code == 0, res.output
     assert [r["epoch"] for r in read_jsonl(run / "metrics.jsonl")] == [1, 2]
     assert _leftovers(run) == []
+
+
+def test_bad_ids_options_and_urls_are_one_line_never_a_traceback(tmp_path, synth_root):
+    cv2.imwrite(str(tmp_path / "a.png"), one_person(seed=4)[0])
+    box = {"bbox": [1, 2, 30, 40], "score": 0.9}
+    for entry in ({"image_id": "abc"}, {"file_name": 123}, {"file_name": "a.png", "frame": "x"}):
+        (tmp_path / "b.json").write_text(json.dumps([entry | box]))
+        res = runner.invoke(app, ["annotate", str(tmp_path / "a.png"), "--boxes", str(tmp_path / "b.json"),
+                                  "--out", str(tmp_path / "o")])
+        assert res.exit_code == 1 and "no valid detection" in res.output, (entry, res.output)
+        assert isinstance(res.exception, SystemExit)              # not a ValueError / TypeError
+    base = ["train", "--data", str(synth_root), "--out", str(tmp_path / "t")]
+    for opt, val, msg in (("--lr", "nan", "finite"), ("--lr", "-1", "above 0"), ("--rotate", "nan", "finite"),
+                          ("--steps-per-epoch", "0", "at least 1")):
+        res = runner.invoke(app, [*base, opt, val])
+        assert res.exit_code == 1 and opt in res.output and msg in res.output, (opt, val, res.output)
+        assert isinstance(res.exception, SystemExit)
+    for url in ("notaurl", "file:///tmp"):
+        res = runner.invoke(app, ["fetch-coco", "--base-url", url, "--data", str(tmp_path / "c")])
+        assert res.exit_code == 1 and "not an http:// or https:// address" in res.output, res.output

@@ -36,8 +36,15 @@ def select(dets: list[dict], threshold: float = 0.0, max_people: int | None = No
 
 def valid_box(d: object) -> bool:
     """A detection dict with 4 finite numbers within any image (|v| < 1e6 px), a positive
-    width and height, and a finite numeric score."""
+    width and height, a finite numeric score, and where given a string file_name, an integer
+    image_id and an integer frame >= 0."""
     if not isinstance(d, dict):
+        return False
+    if "file_name" in d and not isinstance(d["file_name"], str):
+        return False
+    if "image_id" in d and not _integer(d["image_id"]):
+        return False
+    if d.get("frame") is not None and not (_integer(d["frame"]) and d["frame"] >= 0):
         return False
     b, s = d.get("bbox"), d.get("score", 1.0)
     if not isinstance(b, list | tuple) or len(b) != 4 or not all(_number(v) for v in b) or not _number(s):
@@ -66,6 +73,10 @@ def check_boxes(boxes) -> np.ndarray:
             raise PoserError(f"boxes: box {i} {b.tolist()} is not a person box (finite x, y, positive w, h, "
                              f"all under {MAX_COORD:.0e} px)")
     return arr
+
+
+def _integer(v: object) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
 
 
 def _number(v: object) -> bool:
@@ -127,7 +138,7 @@ def read_detections(path: Path, threshold: float = 0.0, max_people: int | None =
         raise PoserError(f"--boxes {path}: not a JSON list of detections (a {type(dets).__name__})")
     ok = [valid_box(d) for d in dets]
     if dets and not any(ok):
-        raise PoserError(f"--boxes {path}: no valid detection (each needs bbox [x, y, w, h] with w, h > 0 "
-                         f"and a numeric score); found {str(dets[0])[:80]}")
+        raise PoserError(f"--boxes {path}: no valid detection (each needs bbox [x, y, w, h] with w, h > 0, "
+                         f"a numeric score, a string file_name or an integer image_id); found {str(dets[0])[:80]}")
     return Detections([d for d, good in zip(dets, ok, strict=True) if good], threshold, max_people,
                       [i for i, good in enumerate(ok) if not good])

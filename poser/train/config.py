@@ -3,6 +3,7 @@ the command line shows are these), and the checks that fail in a second on a bad
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -85,5 +86,30 @@ def check_config(cfg: TrainConfig) -> None:
     if cfg.stage > 1 and not cfg.from_run:
         raise PoserError(f"--stage {cfg.stage} needs --from: the run folder (or weights file) of stages "
                          f"1..{cfg.stage - 1}")
+    _check_numbers(cfg)
     if not Path(cfg.data).is_dir():
         raise PoserError(f"--data {cfg.data}: no such folder (make one with poser fetch-coco, fetch-lsp or synth)")
+
+
+def _check_numbers(cfg: TrainConfig) -> None:
+    """Finite numbers in range, said by option name (torch's own errors name neither)."""
+    positive = {"--lr": cfg.lr, "--batch-size": cfg.batch_size, "--epochs": cfg.epochs}
+    at_least_0 = {"--weight-decay": cfg.weight_decay, "--heatmap-weight": cfg.heatmap_weight,
+                  "--rotate": cfg.aug.rotate}
+    fractions = {"--scale": cfg.aug.scale, "--loose": cfg.aug.loose, "--flip": cfg.aug.flip,
+                 "--occlude": cfg.aug.occlude, "--truncate": cfg.aug.truncate,
+                 "--degrade": cfg.aug.degrade}
+    for name, v in positive.items():
+        if not (math.isfinite(v) and v > 0):
+            raise PoserError(f"{name} {v}: must be a finite number above 0")
+    for name, v in at_least_0.items():
+        if not (math.isfinite(v) and v >= 0):
+            raise PoserError(f"{name} {v}: must be a finite number >= 0")
+    for name, v in fractions.items():
+        if not (math.isfinite(v) and 0 <= v <= 1):
+            raise PoserError(f"{name} {v}: must be a probability in [0, 1]")
+    if cfg.aug.scale >= 1:
+        raise PoserError(f"--scale {cfg.aug.scale}: must be below 1 (crops of side x U(1 - scale, 1 + scale))")
+    if cfg.steps_per_epoch is not None and cfg.steps_per_epoch < 1:
+        raise PoserError(f"--steps-per-epoch {cfg.steps_per_epoch}: must be at least 1 (leave it out for whole "
+                         "epochs)")

@@ -36,6 +36,15 @@ COCO_SPLITS = ("train", "val")
 
 
 
+def check_url(url: str, what: str) -> None:
+    """An http(s) address with a host, or a one-line error before anything is fetched."""
+    from urllib.parse import urlparse
+
+    u = urlparse(url)
+    if u.scheme not in ("http", "https") or not u.netloc:
+        raise PoserError(f"{what} {url}: not an http:// or https:// address")
+
+
 def fetch_coco(
     root: Path, base_url: str = COCO_URL, splits: tuple[str, ...] = COCO_SPLITS, prepare: bool = True,
     prepare_only: bool = False, keep_zips: bool = False, spec: CacheSpec = CacheSpec(),
@@ -46,6 +55,7 @@ def fetch_coco(
     for s in splits:
         if s not in COCO_SPLITS:
             raise PoserError(f"unknown COCO split {s!r} (use train, val)")
+    check_url(base_url, "--base-url")
     official = base_url.rstrip("/") == COCO_URL
     summary: dict = {"root": str(root), "files": {}, "splits": {}}
     if not prepare_only:
