@@ -207,3 +207,27 @@ def test_bad_ids_options_and_urls_are_one_line_never_a_traceback(tmp_path, synth
     for url in ("notaurl", "file:///tmp"):
         res = runner.invoke(app, ["fetch-coco", "--base-url", url, "--data", str(tmp_path / "c")])
         assert res.exit_code == 1 and "not an http:// or https:// address" in res.output, res.output
+
+
+def test_video_records_carry_timestamps_and_a_truncated_video_is_flagged(tmp_path):
+    import numpy as np
+
+    write_video(tmp_path / "v.mp4", 5, (256, 160), 10.0, seed=1, step=0, side=128, origin=(40, 16))
+    img = one_person(seed=2, side=128)[0]
+    vw = cv2.VideoWriter(str(tmp_path / "cut.avi"), cv2.VideoWriter_fourcc(*"MJPG"), 10.0, (256, 160))
+    for _ in range(40):
+        canvas = np.full((160, 256, 3), 127, np.uint8)
+        canvas[16:144, 40:168] = img
+        vw.write(canvas)
+    vw.release()
+    data = (tmp_path / "cut.avi").read_bytes()
+    (tmp_path / "cut.avi").write_bytes(data[: len(data) // 2])         # its header still says 40 frames
+    out = tmp_path / "out"
+    res = runner.invoke(app, ["annotate", str(tmp_path / "v.mp4"), str(tmp_path / "cut.avi"), "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    kp = json.loads((out / "keypoints.json").read_text())
+    v = [i for i in kp["items"] if i["source"].endswith("v.mp4")]
+    assert [round(i["time_ms"]) for i in v] == [0, 100, 200, 300, 400]
+    n = sum(i["source"].endswith("cut.avi") for i in kp["items"])
+    assert 0 < n < 40 and kp["warnings"][0]["source"].endswith("cut.avi")
+    assert f"only {n} of the 40 frames" in kp["warnings"][0]["warning"] and "truncated" in res.output

@@ -315,7 +315,7 @@ def _video(cfg, predictor: Predictor, s: Source, boxes: PersonBoxes, out_dir: Pa
                          enabled=cfg.draw)
     tracker = Tracker(1 if searching else cfg.max_people, cfg.detect_every if boxes.periodic(s) else None,
                       cfg.smooth)
-    n, dt, recs = 0, 1.0 / fps, []
+    n, recs, last_ms = 0, [], None
     try:
         with progress("frames") as bar:
             task = bar.add_task(escape(s.path.name), total=reader.total)
@@ -326,10 +326,14 @@ def _video(cfg, predictor: Predictor, s: Source, boxes: PersonBoxes, out_dir: Pa
                 b, ids = tracker.boxes(), [t.id for t in tracker.tracks]
                 box_scores = np.array([t.score for t in tracker.tracks])
                 pred = predictor.predict_image(rgb, b, cfg.flip)      # every person of the frame in one batch
+                # the frame's own time step (a variable-frame-rate video's frames are not 1 / fps apart)
+                dt = (reader.time_ms - last_ms) / 1000 if last_ms is not None and reader.time_ms > last_ms else 1 / fps
+                last_ms = reader.time_ms
                 pred = pred.with_coords(tracker.update(pred.coords, pred.score, (w, h), cfg.min_score, dt))
                 poses = Poses.from_prediction(pred, predictor.skeleton, box_scores, ids)
                 recs.append({"source": str(s.path), "type": "video", "frame": n, "width": w, "height": h,
-                             "fps": fps, "persons": poses.to_json(cfg.min_score)})
+                             "fps": fps, "time_ms": round(reader.time_ms, 3),
+                             "persons": poses.to_json(cfg.min_score)})
                 writer.put((frame, poses))
                 n += 1
                 bar.advance(task)
@@ -344,5 +348,9 @@ def _video(cfg, predictor: Predictor, s: Source, boxes: PersonBoxes, out_dir: Pa
         raise PoserError("video has no frames")
     if cfg.draw:
         writer.tmp.replace(dst)
+    if reader.total and n < reader.total:   # a cut file decodes its first part and ends without an error
+        res.warnings.append({"source": str(s.path), "warning": f"only {n} of the {reader.total} frames its header "
+                             "announces could be decoded (a truncated file?); the rest is missing"})
+        log.warning(f"{s.path}: {res.warnings[-1]['warning']}")
     res.records += recs                     # only a complete video enters the JSON
     res.frames += n

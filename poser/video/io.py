@@ -38,7 +38,8 @@ def _put(q: queue.Queue, item, stop: threading.Event) -> bool:
 
 
 class FrameReader:
-    """Decodes a video on a background thread into a bounded queue (iterate for BGR frames).
+    """Decodes a video on a background thread into a bounded queue (iterate for BGR frames;
+    `time_ms` is then the frame's own timestamp, right for variable-frame-rate videos too).
     `close()` stops the thread wherever it is, also when nobody reads any more."""
 
     def __init__(self, path: Path, depth: int = 32) -> None:
@@ -50,6 +51,7 @@ class FrameReader:
         self.fps = fps if 0 < fps < 1000 else 25.0
         self.size = int(self.cap.get(cv2.CAP_PROP_FRAME_WIDTH)), int(self.cap.get(cv2.CAP_PROP_FRAME_HEIGHT))
         self.total = int(self.cap.get(cv2.CAP_PROP_FRAME_COUNT)) or None
+        self.time_ms = 0.0
         self.queue: queue.Queue = queue.Queue(maxsize=depth)
         self.stop = threading.Event()
         self.thread = threading.Thread(target=self._run, daemon=True)
@@ -60,7 +62,7 @@ class FrameReader:
         try:
             while not self.stop.is_set():
                 ok, frame = self.cap.read()
-                if not ok or not _put(self.queue, frame, self.stop):
+                if not ok or not _put(self.queue, (frame, float(self.cap.get(cv2.CAP_PROP_POS_MSEC))), self.stop):
                     break
         finally:
             self.cap.release()
@@ -76,7 +78,8 @@ class FrameReader:
                 continue
             if item is _END:
                 return
-            yield item
+            frame, self.time_ms = item
+            yield frame
 
     def close(self, timeout: float = 5.0) -> None:
         self.stop.set()
