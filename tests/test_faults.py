@@ -231,3 +231,25 @@ def test_video_records_carry_timestamps_and_a_truncated_video_is_flagged(tmp_pat
     n = sum(i["source"].endswith("cut.avi") for i in kp["items"])
     assert 0 < n < 40 and kp["warnings"][0]["source"].endswith("cut.avi")
     assert f"only {n} of the 40 frames" in kp["warnings"][0]["warning"] and "truncated" in res.output
+
+
+def test_eval_can_keep_its_cache_outside_the_data_and_checks_json_first(tmp_path):
+    from poser.synth.dataset import SynthConfig, generate
+
+    data = tmp_path / "ds"
+    generate(data, SynthConfig(images=6, seed=1))
+    import shutil
+
+    shutil.rmtree(data / "cache", ignore_errors=True)
+    ann = json.loads((data / "annotations" / "person_keypoints_val.json").read_text())
+    gt = [{"image_id": a["image_id"], "score": 1.0, "keypoints": a["keypoints"]} for a in ann["annotations"]]
+    (tmp_path / "gt.json").write_text(json.dumps(gt))
+    (tmp_path / "out").mkdir()
+    args = ["eval", "--data", str(data), "--predictions", str(tmp_path / "gt.json"), "--out", str(tmp_path / "r")]
+    res = runner.invoke(app, [*args, "--json", str(tmp_path / "out")])          # a folder: refused before work
+    said = " ".join(res.output.replace("│", " ").split())
+    assert res.exit_code == 2 and "is a folder" in said and not (tmp_path / "r").exists()
+    res = runner.invoke(app, [*args, "--cache", str(tmp_path / "c"), "--json", str(tmp_path / "out" / "r.json")])
+    assert res.exit_code == 0, res.output
+    assert (tmp_path / "c" / "val-256" / "meta.json").is_file() and not (data / "cache").exists()
+    assert json.loads((tmp_path / "out" / "r.json").read_text())["pcp"]["mean"] == 1.0

@@ -56,6 +56,9 @@ def eval_(
         "--whole-image", help="No boxes: find the person from each whole photo (DeepPose's LSP protocol).")] = False,
     search: SearchOpt = _E.search_passes,
     stages: StagesOpt = None,
+    cache: Annotated[Path | None, typer.Option(
+        "--cache", help="Folder for the prepared crops of this dataset \\[default: DATA/cache]; for read-only "
+        "data.")] = None,
     batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Crops per model batch.")] = _E.batch_size,
     device: DeviceOpt = Device.auto,
     runtime: RuntimeOpt = _E.runtime,
@@ -83,7 +86,8 @@ def eval_(
                      detector=detector, detector_weights=str(detector_weights) if detector_weights else None,
                      max_people=max_people, out=str(out or "runs/eval"), name=name, device=device.value,
                      runtime=runtime.value, precision=precision.value,
-                     batch_size=batch_size, limit=limit, stages=stages, whole_image=whole_image, search_passes=search)
+                     batch_size=batch_size, limit=limit, stages=stages, whole_image=whole_image, search_passes=search,
+                     cache=str(cache) if cache else None)
     report = evaluate(cfg)
     for t in report_tables(report):
         results.print(t)

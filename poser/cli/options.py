@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import os
 import signal
 import threading
 from collections.abc import Callable
@@ -44,8 +45,20 @@ DataOpt = Annotated[Path | None, typer.Option(
 WeightsOpt = Annotated[Path | None, typer.Option(
     "--weights", help="A poser weights file (.safetensors) or cascade bundle.")]
 OutOpt = Annotated[Path | None, typer.Option("--out", help="Output folder.")]
+def _json_file(path: Path | None) -> Path | None:
+    """--json is checked before the command runs, not after it: a folder, or a file that
+    cannot be created there, is a usage error at once."""
+    if path is not None:
+        if path.is_dir():
+            raise typer.BadParameter(f"{path} is a folder; give a file name, e.g. {path / 'result.json'}")
+        parent = path.parent if str(path.parent) else Path(".")
+        if parent.exists() and not (parent.is_dir() and os.access(parent, os.W_OK)):
+            raise typer.BadParameter(f"cannot write {path}: {parent} is not a writable folder")
+    return path
+
+
 JsonOpt = Annotated[Path | None, typer.Option(
-    "--json", help="Also write the command's result as JSON to FILE.")]
+    "--json", help="Also write the command's result as JSON to FILE.", callback=_json_file)]
 DeviceOpt = Annotated[Device, typer.Option("--device", help="Where to run the model.")]
 SeedOpt = Annotated[int, typer.Option("--seed", help="Random seed (same seed, same result).")]
 Runtime = StrEnum("Runtime", {n: n for n in RUNTIMES})

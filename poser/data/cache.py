@@ -46,8 +46,10 @@ class CacheSpec:
     context: float = 3.0    # grow the crop to hold the whole photo, up to this x the box's longer side
 
 
-def cache_dir(root: Path, split: str, spec: CacheSpec) -> Path:
-    return Path(root) / "cache" / f"{split}-{spec.size}"
+def cache_dir(root: Path, split: str, spec: CacheSpec, cache_root: Path | None = None) -> Path:
+    """Where a split's cache lives: `<root>/cache/<split>-<size>`, or under `cache_root` (a
+    writable folder of this dataset's own, for read-only data)."""
+    return (Path(cache_root) if cache_root else Path(root) / "cache") / f"{split}-{spec.size}"
 
 
 def _build_chunk(job: tuple) -> dict:

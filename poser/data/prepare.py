@@ -11,12 +11,14 @@ from poser.data.cache import CACHE_VERSION, CacheSpec, build_cache, cache_dir
 from poser.data.datasets import open_dataset, source_file
 
 
-def prepare_split(root: Path, split: str, spec: CacheSpec, force: bool = False) -> dict:
-    """Build (or reuse) the training cache of one split; returns its counts."""
+def prepare_split(root: Path, split: str, spec: CacheSpec, force: bool = False,
+                  cache_root: Path | None = None) -> dict:
+    """Build (or reuse) the training cache of one split (under `cache_root` if given, see
+    `cache_dir`); returns its counts."""
     src = source_file(root, split)
     st = src.stat()
     source = {"file": src.name, "split": split, "bytes": st.st_size, "mtime": int(st.st_mtime)}
-    out = cache_dir(root, split, spec)
+    out = cache_dir(root, split, spec, cache_root)
     if not force and (out / "meta.json").is_file():
         meta = json.loads((out / "meta.json").read_text())
         if (meta.get("version") == CACHE_VERSION and meta.get("source") == source

@@ -68,6 +68,7 @@ class EvalConfig:
     limit: int | None = None            # first N instances only (quick checks)
     stages: int | None = None           # cascade: run only the first N stages
     whole_image: bool = False           # no boxes: the person search from each whole photo
+    cache: str | None = None            # the prepared crops' folder (default: <data>/cache; for read-only data)
     search_passes: int = SEARCH_PASSES  # ... with this many passes after the whole-image one
 
 
@@ -149,9 +150,9 @@ def load_split(cfg: EvalConfig, spec: ModelSpec | None) -> Split:
     needs a 384 px cache, not 256)."""
     root = Path(cfg.data)
     cache_spec = CacheSpec(size=spec.cache_size) if spec is not None else CacheSpec()
-    if prepare_split(root, cfg.split, cache_spec)["instances"] == 0:
+    if prepare_split(root, cfg.split, cache_spec, cache_root=cfg.cache)["instances"] == 0:
         raise PoserError(f"{root}: split {cfg.split!r} has no person instances to evaluate")
-    cache = Cache(cache_dir(root, cfg.split, cache_spec))
+    cache = Cache(cache_dir(root, cfg.split, cache_spec, cfg.cache))
     n = len(cache) if cfg.limit is None else min(cfg.limit, len(cache))
     ann = coco_split_files(root, cfg.split)
     sk = cache.skeleton
