@@ -274,6 +274,7 @@ def _read_results(path: Path, sk: Skeleton) -> list[dict]:
         if not (_is_int(r["image_id"]) and all(_is_number(v) for v in kp) and _is_number(r.get("score", 1.0))):
             raise PoserError(f"--predictions {path}: entry {i} has values of the wrong type (image_id must be an "
                              f"integer, keypoints and score numbers): {str(r)[:80]}")
+        r.setdefault("category_id", 1)          # keypoint results are people; COCO's scorer needs the field
     return results
 
 
