@@ -275,3 +275,38 @@ def test_fetch_lsp_real_lspet(lspet, tmp_path):
     s = json.loads((tmp_path / "s.json").read_text())
     assert s["layout"] == "lspet" and s["images"] == 9000
     assert s["splits"]["train"]["instances"] == 8000 and s["splits"]["val"]["instances"] == 1000
+
+
+def test_a_zip_bomb_is_no_space_before_a_byte_is_written_and_the_zip_is_kept(tmp_path, monkeypatch):
+    """A small zip whose member unpacks to more than the disk has free: refused up front as
+    'no space' (never 'corrupt'), nothing extracted, and fetch keeps the good download."""
+    bomb = tmp_path / "bomb.zip"
+    with zipfile.ZipFile(bomb, "w", zipfile.ZIP_DEFLATED) as z:
+        z.writestr("annotations/big.json", b"\0" * (64 << 20))          # 64 MiB of zeros: 65 KB zipped
+    import shutil
+
+    monkeypatch.setattr(fetch_mod.shutil, "disk_usage", lambda p: shutil._ntuple_diskusage(1 << 40, 0, 32 << 20))
+    root = tmp_path / "root"
+    root.mkdir()
+    with pytest.raises(fetch_mod.NoSpace, match="unpack to 0.07 GB.*0.03 GB free; nothing was extracted"):
+        extract_zip(bomb, root)
+    assert not (root / "annotations").exists() and not extracted(root, "bomb.zip") and bomb.is_file()
+
+
+def test_fetch_lsp_downloads_are_keyed_by_url_and_an_unsafe_one_is_deleted(tmp_path):
+    src = tmp_path / "src" / "lspet_dataset"
+    src.mkdir(parents=True)
+    make_lsp_folder(src, "lspet", n=12)
+    files = sorted(p for p in src.rglob("*") if p.is_file())
+    good = _zip({f"lspet_dataset/{p.relative_to(src)}": p.read_bytes() for p in files})
+    evil = _zip({"../evil.txt": b"x"})
+    srv = FileServer({"a/lspet.zip": good, "b/lspet.zip": evil})
+    data = tmp_path / "data"
+    try:
+        fetch_lsp(f"{srv.url}/a/lspet.zip", dest=tmp_path / "one", data_root=data, backoff=0.01, prepare=False)
+        with pytest.raises(PoserError, match="unsafe entry.*download was deleted"):       # not a.zip's copy
+            fetch_lsp(f"{srv.url}/b/lspet.zip", dest=tmp_path / "two", data_root=data, backoff=0.01, prepare=False)
+    finally:
+        srv.close()
+    assert [r[1] for r in srv.requests if r[0] == "GET"] == ["a/lspet.zip", "b/lspet.zip"]
+    assert len(list((data / ".downloads").glob("*lspet.zip"))) == 1 and not (tmp_path / "evil.txt").exists()

@@ -10,6 +10,7 @@ only after everything is in place.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import http.client
 import os
@@ -197,6 +198,10 @@ def _unsafe(name: str) -> bool:
     return p.startswith("/") or bool(re.match(r"^[A-Za-z]:", p)) or ".." in PurePosixPath(p).parts
 
 
+class NoSpace(PoserError):
+    """The disk cannot hold what a zip unpacks to: the zip itself is good (keep it)."""
+
+
 def extracted(root: Path, zip_name: str) -> bool:
     return (root / MARKERS / f"extracted-{zip_name}").exists()
 
@@ -223,11 +228,15 @@ def extract_zip(zip_path: Path, root: Path) -> list[str]:
                                  "nothing was extracted")
             if stat.S_ISLNK(info.external_attr >> 16):
                 raise PoserError(f"{zip_path.name}: entry {info.filename!r} is a symbolic link; nothing was extracted")
+        total = sum(i.file_size for i in infos)        # zipfile never writes more than these sizes
+        free = shutil.disk_usage(next(p for p in (root, *root.parents) if p.exists())).free
+        if total > free:    # a zip bomb, or just a full disk: said before a byte is written
+            raise NoSpace(f"{zip_path.name}: its entries unpack to {total / 1e9:.2f} GB and {root} has "
+                          f"{free / 1e9:.2f} GB free; nothing was extracted, the download is kept")
         tmp = root / MARKERS / f"extract-{zip_path.name}.part"
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
         try:
-            total = sum(i.file_size for i in infos)
             with _progress() as bar:
                 task = bar.add_task(f"extract {zip_path.name}", total=total)
                 for info in infos:
@@ -239,7 +248,13 @@ def extract_zip(zip_path: Path, root: Path) -> list[str]:
                     with zf.open(info) as src, open(target, "wb") as dst:  # CRC checked on read
                         shutil.copyfileobj(src, dst, CHUNK)
                     bar.advance(task, info.file_size)
-        except (zipfile.BadZipFile, zlib.error, EOFError, OSError, NotImplementedError) as e:
+        except OSError as e:
+            shutil.rmtree(tmp, ignore_errors=True)
+            if e.errno == errno.ENOSPC:
+                raise NoSpace(f"{zip_path.name}: no space left on the disk of {root} while extracting; nothing "
+                              "was extracted, the download is kept") from None
+            raise PoserError(f"{zip_path.name}: extracting failed ({e}); nothing was marked extracted") from None
+        except (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError) as e:
             shutil.rmtree(tmp, ignore_errors=True)
             raise PoserError(f"{zip_path.name}: corrupt zip ({e}); nothing was marked extracted") from None
     # "./" (an entry some zip tools write for the archive's own folder) has no parts: not a top.

@@ -3,6 +3,7 @@ preparation step (training cache) both end with."""
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import tempfile
@@ -10,6 +11,7 @@ from pathlib import Path
 
 from poser.data.cache import CacheSpec
 from poser.data.fetch.download import (
+    NoSpace,
     RemoteFile,
     check_disk_space,
     download,
@@ -79,6 +81,8 @@ def fetch_coco(
             for f in todo:
                 try:
                     extract_zip(f.dest, root)
+                except NoSpace:
+                    raise                            # a good zip on a full disk: kept, for the next run
                 except PoserError as e:
                     f.dest.unlink(missing_ok=True)   # ours, and useless: the next run downloads again
                     raise PoserError(f"{e}; the download was deleted, run again to fetch it anew") from None
@@ -110,7 +114,8 @@ def fetch_lsp(
         tmp = Path(tmp)
         if source.startswith(("http://", "https://")):
             name = Path(source.split("?")[0]).name or "lsp.zip"
-            zpath = data_root / ".downloads" / name
+            # keyed by the whole URL: another address's file of the same name is another file
+            zpath = data_root / ".downloads" / f"{hashlib.sha256(source.encode()).hexdigest()[:12]}-{name}"
             summary["download"] = download(RemoteFile(source, zpath), backoff=backoff)
             src_path = zpath
         else:
@@ -118,7 +123,15 @@ def fetch_lsp(
             if not src_path.exists():
                 raise PoserError(f"--from {source}: no such file or folder")
         if src_path.is_file():
-            extract_zip(src_path, tmp / "x")
+            try:
+                extract_zip(src_path, tmp / "x")
+            except NoSpace:
+                raise
+            except PoserError as e:
+                if "download" not in summary:
+                    raise
+                src_path.unlink(missing_ok=True)     # ours, refused (unsafe or corrupt): never reused
+                raise PoserError(f"{e}; the download was deleted") from None
             folder = _find_lsp_folder(tmp / "x")
         else:
             folder = _find_lsp_folder(src_path)
