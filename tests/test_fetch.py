@@ -311,3 +311,49 @@ def test_fetch_lsp_downloads_are_keyed_by_url_and_an_unsafe_one_is_deleted(tmp_p
     assert [r[1] for r in srv.requests if r[0] == "GET"] == ["a/lspet.zip", "b/lspet.zip"]
     left = [f.read_bytes() for f in (data / ".downloads").glob("*")] if (data / ".downloads").exists() else []
     assert evil not in left and not (tmp_path / "evil.txt").exists()
+
+
+def test_ctrl_c_stops_a_download_within_a_second_and_keeps_the_part(tmp_path):
+    import signal
+    import time
+
+    class Slow(BaseHTTPRequestHandler):     # 8 MB at 640 KB/s: 12 s to the end of the file
+        def log_message(self, *args):
+            pass
+
+        def do_GET(self):
+            self.send_response(200)
+            self.send_header("Content-Length", str(8 << 20))
+            self.end_headers()
+            try:
+                for _ in range(128):
+                    self.wfile.write(b"\0" * (64 << 10))
+                    time.sleep(0.1)
+            except (BrokenPipeError, ConnectionResetError):
+                pass
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Slow)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{httpd.server_address[1]}/big.zip"
+    timer = threading.Timer(1.0, os.kill, (os.getpid(), signal.SIGINT))      # a real Ctrl-C
+    t0 = time.time()
+    timer.start()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            fetch_mod.download_all([RemoteFile(url, tmp_path / "big.zip")], backoff=0.01)
+    finally:
+        httpd.shutdown()
+    assert time.time() - t0 < 3.0                    # not at the end of the file (12 s)
+    part = tmp_path / "big.zip.part"
+    assert part.is_file() and 0 < part.stat().st_size < 8 << 20 and not (tmp_path / "big.zip").exists()
+
+
+def test_refused_connections_and_non_http_urls_fail_at_once(tmp_path):
+    import time
+
+    t0 = time.time()
+    with pytest.raises(PoserError, match="connection refused"):
+        download(RemoteFile("http://127.0.0.1:1/x.zip", tmp_path / "x.zip"), backoff=1.0)
+    with pytest.raises(PoserError, match="not an http"):
+        download(RemoteFile("file:///etc/passwd", tmp_path / "y.zip"), backoff=1.0)
+    assert time.time() - t0 < 5          # no 61 s of retries

@@ -17,8 +17,9 @@ import os
 import re
 import shutil
 import stat
-import time
+import threading
 import urllib.error
+import urllib.parse
 import urllib.request
 import zipfile
 import zlib
@@ -72,11 +73,14 @@ def remote_size(url: str, timeout: float = 30) -> int | None:
 
 def download(
     f: RemoteFile, bar: Progress | None = None, retries: int = 6, backoff: float = 1.0,
-    timeout: float = 60.0,
+    timeout: float = 60.0, stop: threading.Event | None = None,
 ) -> str:
-    """Fetch `f.url` to `f.dest`; returns 'present', 'downloaded' or 'resumed'."""
+    """Fetch `f.url` to `f.dest`; returns 'present', 'downloaded' or 'resumed'. Setting `stop`
+    (Ctrl-C in download_all) ends it within a chunk, the `.part` kept for a resume."""
     if f.dest.exists():
         return "present"
+    if urllib.parse.urlparse(f.url).scheme not in ("http", "https"):
+        raise PoserError(f"{f.url}: not an http:// or https:// address")
     f.dest.parent.mkdir(parents=True, exist_ok=True)
     part = _part(f.dest)
     resumed = part.exists() and part.stat().st_size > 0
@@ -84,7 +88,7 @@ def download(
     attempt, last_error = 0, ""
     while True:
         try:
-            total = _fetch_once(f.url, part, bar, task, timeout)
+            total = _fetch_once(f.url, part, bar, task, timeout, stop)
             break
         except _Retryable as e:
             last_error = str(e)
@@ -93,12 +97,16 @@ def download(
                 raise PoserError(f"{f.url}: HTTP {e.code} {e.reason}") from None
             last_error = f"HTTP {e.code}"
         except (TimeoutError, urllib.error.URLError, http.client.HTTPException, ConnectionError) as e:
-            last_error = str(getattr(e, "reason", e)) or type(e).__name__
+            reason = getattr(e, "reason", e)
+            if isinstance(reason, ConnectionRefusedError):      # nobody listens there: retrying cannot help
+                raise PoserError(f"{f.url}: connection refused (no server at that address and port)") from None
+            last_error = str(reason) or type(e).__name__
         attempt += 1
         if attempt > retries:
             raise PoserError(f"{f.url}: giving up after {retries} retries ({last_error}); "
                              f"run again to resume from {part.stat().st_size if part.exists() else 0} bytes")
-        time.sleep(min(30.0, backoff * 2 ** (attempt - 1)))
+        if (stop or threading.Event()).wait(min(30.0, backoff * 2 ** (attempt - 1))):
+            raise KeyboardInterrupt
     _verify(f, part, total)
     os.replace(part, f.dest)
     return "resumed" if resumed else "downloaded"
@@ -108,7 +116,8 @@ class _Retryable(Exception):
     pass
 
 
-def _fetch_once(url: str, part: Path, bar: Progress | None, task, timeout: float) -> int:
+def _fetch_once(url: str, part: Path, bar: Progress | None, task, timeout: float,
+                stop: threading.Event | None = None) -> int:
     """One request: continue `part` from its current size. Returns the full file size."""
     start = part.stat().st_size if part.exists() else 0
     headers = {"User-Agent": f"poser/{__version__}"}
@@ -139,13 +148,15 @@ def _fetch_once(url: str, part: Path, bar: Progress | None, task, timeout: float
         with open(part, mode) as out:
             while True:
                 try:
-                    chunk = resp.read(CHUNK)
+                    chunk = resp.read1(CHUNK)     # what has arrived: a stop is seen within a read
                 except http.client.IncompleteRead as e:
                     out.write(e.partial)
                     raise _Retryable("connection closed early") from None
                 if not chunk:
                     break
                 out.write(chunk)
+                if stop is not None and stop.is_set():      # Ctrl-C: what came is kept in .part
+                    raise KeyboardInterrupt
                 if bar is not None:
                     bar.advance(task, len(chunk))
     got = part.stat().st_size
@@ -171,14 +182,19 @@ def download_all(files: list[RemoteFile], workers: int = 3, backoff: float = 1.0
     attempted; failures are reported together after the others finish."""
     status: dict[str, str] = {}
     errors: list[str] = []
+    stop = threading.Event()
     with _progress() as bar, ThreadPoolExecutor(max(1, workers)) as ex:
-        futures = {ex.submit(download, f, bar, backoff=backoff): f for f in files}
-        for fut, f in futures.items():
-            try:
-                status[f.dest.name] = fut.result()
-            except PoserError as e:
-                errors.append(str(e))
-                status[f.dest.name] = "failed"
+        futures = {ex.submit(download, f, bar, backoff=backoff, stop=stop): f for f in files}
+        try:
+            for fut, f in futures.items():
+                try:
+                    status[f.dest.name] = fut.result()
+                except PoserError as e:
+                    errors.append(str(e))
+                    status[f.dest.name] = "failed"
+        except BaseException:       # Ctrl-C here: the workers stop within a chunk, not at their file's end
+            stop.set()
+            raise
     if errors:
         raise PoserError("; ".join(errors))
     return status
