@@ -11,6 +11,7 @@ import sys
 import time
 
 import cv2
+import numpy as np
 import torch
 from typer.testing import CliRunner
 
@@ -253,3 +254,46 @@ def test_eval_can_keep_its_cache_outside_the_data_and_checks_json_first(tmp_path
     assert res.exit_code == 0, res.output
     assert (tmp_path / "c" / "val-256" / "meta.json").is_file() and not (data / "cache").exists()
     assert json.loads((tmp_path / "out" / "r.json").read_text())["pcp"]["mean"] == 1.0
+
+
+def test_silent_failures_now_say_so(tmp_path, synth_root):
+    from poser.data.coco import read_coco
+    from poser.synth.dataset import SynthConfig, generate
+
+    data = tmp_path / "ds"
+    generate(data, SynthConfig(images=6, seed=2))
+    ann_file = data / "annotations" / "person_keypoints_train.json"
+    ann = json.loads(ann_file.read_text())
+    kp = ann["annotations"][0]["keypoints"]
+    first = next(j for j in range(17) if kp[3 * j + 2] > 0)
+    kp[3 * first] = float("nan")                               # a NaN joint marked labelled
+    ann_file.write_text(json.dumps(ann))
+    inst = read_coco(ann_file, data / "train")
+    labelled = inst.keypoints[..., 2] > 0
+    assert inst.skipped["non_finite_joints"] == 1 and np.isfinite(inst.keypoints[..., :2][labelled]).all()
+    # eval --boxes whose entries match no photo of the split: said, not silently all-missed
+    (tmp_path / "b.json").write_text(json.dumps([{"image_id": 999999, "bbox": [1, 2, 30, 40], "score": 0.9}]))
+    res = runner.invoke(app, ["eval", "--data", str(synth_root), "--weights", str(_coco_model(tmp_path)),
+                              "--boxes", str(tmp_path / "b.json"), "--out", str(tmp_path / "r")])
+    assert "has no detection for any photo" in " ".join(res.output.split()), res.output
+    # --resume of a run whose config.json is not JSON: one line
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.json").write_text("{not json")
+    (run / "last.state.safetensors").write_bytes(b"x")
+    res = runner.invoke(app, ["train", "--resume", str(run)])
+    assert res.exit_code == 1 and "not a readable training config" in res.output
+    assert isinstance(res.exception, SystemExit)
+
+
+def _coco_model(tmp_path):
+    from poser.models.deeppose import create_model
+    from poser.models.weights import save_model
+    from poser.skeletons import COCO17
+    from poser.spec import ModelSpec, StageSpec
+
+    path = tmp_path / "coco.safetensors"
+    spec = StageSpec(backbone="mobilenet_v3_small", skeleton="coco17", joints=COCO17.joints, input_size=64,
+                     head="integral")
+    save_model(path, [create_model("mobilenet_v3_small", 17, head="integral").eval().state_dict()], ModelSpec((spec,)))
+    return path

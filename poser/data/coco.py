@@ -83,7 +83,15 @@ def read_coco(
         if not isinstance(kp, list) or len(kp) != 3 * k:
             skipped["bad_keypoints"] += 1
             continue
-        kp = np.asarray(kp, dtype=np.float32).reshape(k, 3)
+        try:
+            kp = np.asarray(kp, dtype=np.float32).reshape(k, 3)
+        except (TypeError, ValueError):         # null or a string among the values
+            skipped["bad_keypoints"] += 1
+            continue
+        bad = (kp[:, 2] > 0) & ~np.isfinite(kp[:, :2]).all(-1) | ~np.isfinite(kp[:, 2])
+        if bad.any():       # a NaN joint would poison the loss (and blame --lr): it is unlabelled
+            kp[bad] = 0
+            skipped["non_finite_joints"] += int(bad.sum())
         if int((kp[:, 2] > 0).sum()) < min_keypoints:
             skipped["no_keypoints"] += 1
             continue

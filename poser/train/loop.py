@@ -499,7 +499,10 @@ def resume_run(run: Path, epochs: int | None = None, device: str | None = None,
     cfg_file = run / "config.json"
     if not cfg_file.is_file() or not (run / "last.state.safetensors").is_file():
         raise PoserError(f"--resume {run}: not a run folder with a saved state")
-    cfg = TrainConfig.from_dict(json.loads(cfg_file.read_text()))
+    try:
+        cfg = TrainConfig.from_dict(json.loads(cfg_file.read_text()))
+    except (ValueError, TypeError, AttributeError) as e:     # not JSON, or not a config's fields
+        raise PoserError(f"--resume {run}: config.json is not a readable training config ({e})") from None
     done = state_epochs(run / "last.state.safetensors")     # not metrics.jsonl: a killed save can leave a line more
     if (epochs or cfg.epochs) <= done:
         raise PoserError(f"--resume {run}: {done} epochs are already done; pass a larger --epochs")
