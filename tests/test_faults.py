@@ -297,3 +297,16 @@ def _coco_model(tmp_path):
                      head="integral")
     save_model(path, [create_model("mobilenet_v3_small", 17, head="integral").eval().state_dict()], ModelSpec((spec,)))
     return path
+
+
+def test_joints_off_a_tiny_image_are_never_visible():
+    import poser
+
+    model = poser.load(runtime="torch")
+    for img in (np.full((1, 1, 3), 127, np.uint8), np.full((3, 200, 3), 127, np.uint8)):
+        poses = model(img)
+        k = poses.keypoints[0]
+        off = (k[:, 0] < -0.5) | (k[:, 0] > img.shape[1] - 0.5) | (k[:, 1] < -0.5) | (k[:, 1] > img.shape[0] - 0.5)
+        assert off.any() and (poses.visible[0][off] == 0).all() and (poses.scores[0][off] == 0).all()
+        record = poses.to_json()[0]
+        assert not any(record["visible"][j] for j, o in zip(model.skeleton.joints, off, strict=True) if o)

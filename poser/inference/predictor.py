@@ -227,7 +227,13 @@ class Predictor:
             arr = np.stack([g.warp_image(images[owner[r]], mi, size) for r, mi in zip(rows, m, strict=True)])
             return torch.from_numpy(arr).to(self.device).permute(0, 3, 1, 2).float().div_(255)
 
-        return self._predict(crops, np.concatenate(boxes), flip).split(counts)
+        preds = self._predict(crops, np.concatenate(boxes), flip).split(counts)
+        for im, pr in zip(images, preds, strict=True):      # a joint off the image cannot be seen in it
+            h, w = im.shape[:2]
+            x, y = pr.coords[..., 0], pr.coords[..., 1]
+            off = ~((x >= -0.5) & (x <= w - 0.5) & (y >= -0.5) & (y <= h - 0.5))
+            pr.visible[off], pr.score[off] = 0.0, 0.0
+        return preds
 
     def find_person(self, images: list[np.ndarray], passes: int = SEARCH_PASSES,
                     flip: bool = False) -> list[Prediction]:
