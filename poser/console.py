@@ -57,6 +57,16 @@ def show_messages(bars: bool = True) -> None:
     log.propagate = False
 
 
+def messages_shown() -> bool:
+    """Whether this process shows the library's messages (the CLI asked): spawned training
+    processes ask the same in rank 0, so `train --procs N` shows its run, epochs and bar."""
+    return any(isinstance(h, _ConsoleHandler) for h in log.handlers)
+
+
+def bars_shown() -> bool:
+    return _bars["show"]
+
+
 class RateColumn(ProgressColumn):
     """Items per second in the task's own unit (images/s, samples/s, frames/s)."""
 

@@ -105,7 +105,7 @@ def test_resume_after_an_interruption_gives_the_same_weights(synth_root, tmp_pat
 
 
 @pytest.mark.slow
-def test_two_cpu_processes_under_ddp_end_with_identical_weights(synth_root, tmp_path):
+def test_two_cpu_processes_under_ddp_end_with_identical_weights(synth_root, tmp_path, capfd):
     res = runner.invoke(app, ["train", "--data", str(synth_root), "--device", "cpu", "--procs", "2", "--backbone",
                               "mobilenet_v3_small", "--input-size", "64", "--epochs", "1", "--batch-size", "8",
                               "--steps-per-epoch", "2", "--workers", "0", "--out", str(tmp_path), "--name", "ddp"])
@@ -115,6 +115,8 @@ def test_two_cpu_processes_under_ddp_end_with_identical_weights(synth_root, tmp_
     assert len(rows) == 1 and rows[0]["replicas_identical"] is True and rows[0]["step"] == 2
     assert read_meta(tmp_path / "ddp" / "last.safetensors")["epoch"] == 1
     assert "trained:" in res.output and "ddp" in res.output
+    said = capfd.readouterr().err           # rank 0's messages, as one process shows them
+    assert "run folder" in said and "2 process(es)" in said and "epoch 1:" in said
     with pytest.raises(PoserError, match="--procs is for CPU"):
         launch(fit, _tiny(synth_root, tmp_path), procs=2, device="cuda" if torch.cuda.is_available() else "meta")
 

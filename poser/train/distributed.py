@@ -62,9 +62,13 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _worker(local: int, world: int, port: int, fn, args) -> None:
+def _worker(local: int, world: int, port: int, fn, args, show: tuple[bool, bool] = (False, False)) -> None:
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(local), LOCAL_RANK=str(local),
                       WORLD_SIZE=str(world), LOCAL_WORLD_SIZE=str(world))
+    if local == 0 and show[0]:          # as the parent shows them: the run folder, epochs, bar
+        from poser.console import show_messages
+
+        show_messages(bars=show[1])
     fn(*args)
 
 
@@ -87,7 +91,10 @@ def launch(fn, *args, gpus: int = 1, procs: int = 1, device: str = "auto") -> No
     else:
         return fn(*args)
     try:
-        mp.start_processes(_worker, args=(world, _free_port(), fn, args), nprocs=world, start_method="spawn")
+        from poser.console import bars_shown, messages_shown
+
+        show = (messages_shown(), bars_shown())
+        mp.start_processes(_worker, args=(world, _free_port(), fn, args, show), nprocs=world, start_method="spawn")
     except mp.ProcessRaisedException as e:
         last = str(e).strip().splitlines()[-1].removeprefix("poser.errors.PoserError: ")
         raise PoserError(f"a training process failed: {last}") from None
