@@ -342,11 +342,15 @@ def bench_threads(data: Path | None, weights: Path | None, work: Path) -> list[d
     (brief spinning, threads from the free cores)."""
     load_code = "import torch\na = torch.randn(1024, 1024)\nwhile True: a @ a"
     rows = []
+    from poser.threads import free_cores
+
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     for loaded in (False, True):
         load = _spawn(load_code, spin=False) if loaded else None
         try:
             if load:
                 time.sleep(2.0)                       # its import done, its threads spinning
+            busy = cores - free_cores(1.0)            # measured, not assumed: "quiet" only when it is
             for kind, unit in (("frame", "frames/s"), ("train", "samples/s")):
                 rate = {}
                 for auto in (False, True):
@@ -355,7 +359,8 @@ def bench_threads(data: Path | None, weights: Path | None, work: Path) -> list[d
                     p = _spawn(code, spin=auto)
                     out, _ = p.communicate(timeout=600)
                     rate[auto] = float(out.strip().splitlines()[-1])
-                where = "beside a busy torch process" if loaded else "quiet machine"
+                where = ("beside a busy torch process" if loaded else "no load made here") + \
+                    f" ({busy} of {cores} cores busy before)"
                 what = "model per video frame" if kind == "frame" else "forward + backward (batch 16)"
                 rows.append(_row(f"{what}, {where}: libgomp defaults", rate[False], unit))
                 rows.append(_row(f"{what}, {where}: poser's thread settings", rate[True], unit, rate[False],
