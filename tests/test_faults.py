@@ -310,3 +310,14 @@ def test_joints_off_a_tiny_image_are_never_visible():
         assert off.any() and (poses.visible[0][off] == 0).all() and (poses.scores[0][off] == 0).all()
         record = poses.to_json()[0]
         assert not any(record["visible"][j] for j, o in zip(model.skeleton.joints, off, strict=True) if o)
+
+
+def test_a_detector_without_weights_leaves_no_empty_run_folder(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    monkeypatch.setattr("poser.detect.detectors.weights_url", lambda name: "http://127.0.0.1:1/w.pth")
+    cv2.imwrite(str(tmp_path / "a.png"), one_person(seed=4)[0])
+    res = runner.invoke(app, ["annotate", str(tmp_path / "a.png"), "--detector", "auto"])
+    said = " ".join(res.output.split())
+    assert res.exit_code == 1 and "poser fetch-detector ssdlite320_mobilenet_v3_large" in said, said
+    assert "detector_weights=FILE" in said and not (tmp_path / "runs").exists()

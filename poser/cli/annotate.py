@@ -83,8 +83,11 @@ def annotate(
         raise PoserError("give --boxes or --detector, not both")
     predictor = Predictor.from_file(resolve_weights(weights), resolve_device(device.value), stages, runtime.value,
                                     precision.value)
+    from poser.annotate.run import PersonBoxes
+
+    person_boxes = PersonBoxes(cfg, predictor)   # the detector (and its weights) before any run folder exists
     run = check_writable(Path(out)) if out else new_run_dir(Path("runs/annotate"), name)
-    res = run_annotate(cfg, predictor, run)
+    res = run_annotate(cfg, predictor, run, person_boxes)
     fps = res.frames / res.seconds if res.seconds else 0.0
     results.print(f"annotated {res.frames} images/frames in {res.seconds:.1f} s ({fps:.1f}/s) -> {run} "
                   f"(keypoints.json{'' if no_draw else ' and annotated copies'})", soft_wrap=True, markup=False)

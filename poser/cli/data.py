@@ -87,6 +87,19 @@ def fetch_lsp(
     write_result(json_out, summary)
 
 
+@app.command("fetch-detector")
+@report_errors
+def fetch_detector(
+    name: Annotated[str, typer.Argument(help="A detector of --detector (auto: this machine's default).")] = "auto",
+) -> None:
+    """Fetch a person detector's COCO weights into torch's cache, once, on a machine that is
+    online (copy the file to the same place on an offline one)."""
+    from poser.detect.detectors import fetch_weights
+
+    path = fetch_weights(name)
+    results.print(f"{path} ({path.stat().st_size / 1e6:.1f} MB)", soft_wrap=True, markup=False)
+
+
 @app.command()
 @report_errors
 def synth(

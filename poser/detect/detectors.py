@@ -97,8 +97,9 @@ def _state(name: str, weights: str | Path | None) -> dict[str, torch.Tensor]:
     except Exception as e:
         raise PoserError(
             f"detector {name}: its COCO weights are not in torch's cache ({cached_weights_path(name)}) and "
-            f"could not be fetched ({type(e).__name__}); run once online, pass --detector-weights FILE, "
-            "or give --boxes") from None
+            f"could not be fetched ({type(e).__name__}); fetch them once on a machine that is online "
+            f"(poser fetch-detector {name}) and copy that file there, or give a local file (--detector-weights "
+            "FILE; from Python detector_weights=FILE), or person boxes (--boxes)") from None
     finally:
         socket.setdefaulttimeout(old)
 
@@ -133,6 +134,13 @@ class PersonDetector:
                          "score": float(s), "category_id": PERSON}
                         for b, s in zip(boxes[order], scores[order], strict=True)])
         return out
+
+
+def fetch_weights(name: str) -> Path:
+    """Detector `name`'s COCO weights in torch's cache (fetched if missing): their path."""
+    name = resolve_detector(name)
+    _state(name, None)
+    return cached_weights_path(name)
 
 
 def create_detector(name: str, weights: str | Path | None = None, device: str | torch.device = "cpu",
