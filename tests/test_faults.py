@@ -321,3 +321,41 @@ def test_a_detector_without_weights_leaves_no_empty_run_folder(tmp_path, monkeyp
     said = " ".join(res.output.split())
     assert res.exit_code == 1 and "poser fetch-detector ssdlite320_mobilenet_v3_large" in said, said
     assert "detector_weights=FILE" in said and not (tmp_path / "runs").exists()
+
+
+def test_a_full_disk_in_train_and_export_is_one_line_and_leaves_no_partial_file(tmp_path, synth_root, monkeypatch):
+    import errno
+
+    import poser.models.weights as mw
+    from poser.inference.predictor import DEFAULT_WEIGHTS
+
+    real = mw.save_file
+
+    def full(tensors, path, metadata=None):       # the disk fills while the file is written
+        real(tensors, path, metadata=metadata)
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(mw, "save_file", full)
+    res = runner.invoke(app, ["export", str(DEFAULT_WEIGHTS), str(tmp_path / "m.safetensors"), "--storage", "fp16"])
+    assert res.exit_code == 1 and "No space left on device" in res.output and isinstance(res.exception, SystemExit)
+    assert not (tmp_path / "m.safetensors").exists() and _leftovers(tmp_path) == []
+    res = runner.invoke(app, ["train", "--data", str(synth_root), "--backbone", "mobilenet_v3_small", "--input-size",
+                              "64", "--epochs", "1", "--batch-size", "8", "--steps-per-epoch", "1", "--workers", "0",
+                              "--out", str(tmp_path / "t")])
+    assert res.exit_code == 1 and "No space left on device" in res.output and isinstance(res.exception, SystemExit)
+    assert _leftovers(tmp_path / "t") == [] and not list((tmp_path / "t").rglob("*.safetensors"))
+
+
+def test_sigterm_during_synth_leaves_no_part_folder(tmp_path):
+    cmd = [sys.executable, "-c", "from poser.cli import main; main()", "synth", str(tmp_path / "ds"), "--images",
+           "5000"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    deadline = time.time() + 60
+    while not any(".part" in p.name for p in tmp_path.iterdir()) and time.time() < deadline:
+        time.sleep(0.1)
+    time.sleep(1.0)
+    assert proc.poll() is None
+    proc.send_signal(signal.SIGTERM)
+    out = proc.communicate(timeout=30)[0].decode()
+    assert proc.returncode == 130 and "Traceback" not in out, out
+    assert not (tmp_path / "ds").exists() and _leftovers(tmp_path) == []
