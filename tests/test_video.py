@@ -101,14 +101,3 @@ def test_a_failing_model_ends_a_video_run_with_one_line_instead_of_hanging(tmp_p
     assert res.exit_code == 1 and "RuntimeError: boom" in res.output and "Traceback" not in res.output
     assert not list((tmp_path / "o").glob(".*partial*"))              # nothing half-written stays
     assert (tmp_path / "o" / "short.mp4").is_file()                      # the other video still ran
-
-
-def test_a_tracks_next_box_keeps_the_low_scored_legs():
-    """The next frame's box spans every joint of the pose, confident or not (a box of the
-    confident joints alone lost the ankles and shrank to the knees frame by frame)."""
-    from poser import geometry as g
-    from poser.video.tracking import next_box
-
-    coords = np.array([[100.0, 100 + 20 * j] for j in range(14)])       # head at 100, feet at 360
-    box = next_box(coords, (640, 480))
-    assert box[1] <= 100 and box[1] + box[3] >= 360 + g.PERSON_BOX_MARGIN * 260 * 0.9

@@ -55,12 +55,9 @@ def plausible(coords: np.ndarray, scores: np.ndarray, box: np.ndarray, min_score
     return bool(span.max() > 0.15 * max(box[2], box[3]))   # not collapsed to a point
 
 
-def next_box(coords: np.ndarray, wh: tuple[int, int]) -> np.ndarray:
-    """The box of a pose's joints grown as training boxes are, clipped to the frame. All its
-    finite joints, not only the confident ones: a low-scored ankle still says where the legs
-    go, and a box of the confident joints alone shrank frame by frame to the knees."""
-    ok = np.isfinite(coords).all(-1)
-    kp = np.concatenate([np.nan_to_num(coords), ok[:, None].astype(float)], -1)[None]
+def next_box(coords: np.ndarray, scores: np.ndarray, min_score: float, wh: tuple[int, int]) -> np.ndarray:
+    """The box of a pose's confident joints grown as training boxes are, clipped to the frame."""
+    kp = np.concatenate([coords, (scores >= min_score)[:, None].astype(float)], -1)[None]
     b = g.keypoint_box(kp, g.PERSON_BOX_MARGIN)[0]
     x0, y0 = max(0.0, b[0]), max(0.0, b[1])
     x1, y1 = min(float(wh[0]), b[0] + b[2]), min(float(wh[1]), b[1] + b[3])
@@ -150,7 +147,7 @@ class Tracker:
             if t.filter is not None:
                 coords[i] = t.filter(coords[i], dt)
             if plausible(coords[i], scores[i], t.box, min_score):
-                t.box, t.misses, t.pose = next_box(coords[i], wh), 0, coords[i]
+                t.box, t.misses, t.pose = next_box(coords[i], scores[i], min_score, wh), 0, coords[i]
             else:
                 t.misses += 1
                 if t.filter is not None:
