@@ -81,7 +81,7 @@ def test_detector_weights_from_torch_cache_and_one_line_offline(tmp_path, monkey
     res = runner.invoke(app, args)
     assert res.exit_code != 0 and "Traceback" not in res.output
     msg = " ".join(res.output.split())
-    assert "run once online" in msg and "--detector-weights" in msg and "--boxes" in msg
+    assert "poser fetch-detector" in msg and "--detector-weights" in msg and "--boxes" in msg
     # The same file placed where torchvision's fetch would leave it: used, nothing fetched.
     cached = detect.cached_weights_path(name)
     assert cached.parent.parent.parent == tmp_path / "torch" and cached.name == Path(real).name
