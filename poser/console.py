@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 
 from rich.console import Console
-from rich.markup import escape
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -19,11 +18,13 @@ from rich.progress import (
 from rich.text import Text
 
 # Results (tables, where outputs are) go to stdout; progress bars, warnings and errors go
-# to stderr, so a command's results can be piped or captured on their own.
-console = Console(stderr=True)
-results = Console()
+# to stderr, so a command's results can be piped or captured on their own. Neither reads Rich
+# markup: what they print holds paths and user text ('a[/]b' is a folder name), and styles are
+# given as Text styles instead.
+console = Console(stderr=True, markup=False)
+results = Console(markup=False)
 if not results.is_terminal:     # a pipe, a file, a CI log: Rich's 80 columns would cut numbers
-    results = Console(width=200)
+    results = Console(width=200, markup=False)
 
 
 # Library code never prints: it logs to "poser" (info: what runs where; warning: something was
@@ -36,10 +37,9 @@ class _ConsoleHandler(logging.Handler):
     STYLES = {logging.WARNING: "yellow", logging.ERROR: "red"}
 
     def emit(self, record: logging.LogRecord) -> None:
-        msg = escape(self.format(record))
         style = self.STYLES.get(record.levelno)
-        label = f"[{style}]{logging.getLevelName(record.levelno).lower()}:[/] " if style else ""
-        console.print(label + msg, highlight=False, soft_wrap=True)
+        label = (f"{logging.getLevelName(record.levelno).lower()}: ", style) if style else ""
+        console.print(Text.assemble(label, self.format(record)), highlight=False, soft_wrap=True)
 
 
 # Progress bars likewise: library code describes its progress (`progress()` below), and bars
@@ -84,4 +84,5 @@ def progress(unit: str = "it", columns: tuple[ProgressColumn, ...] | None = None
     the description), drawn only when `show_messages` asked for bars: silent from Python."""
     columns = columns or (BarColumn(), MofNCompleteColumn(), RateColumn(unit), TimeElapsedColumn(),
                           TimeRemainingColumn())
-    return Progress(TextColumn("[bold]{task.description}"), *columns, console=console, disable=not _bars["show"])
+    return Progress(TextColumn("{task.description}", style="bold", markup=False), *columns, console=console,
+                    disable=not _bars["show"])

@@ -49,7 +49,11 @@ def check_writable(path: Path) -> Path:
 def append_jsonl(path: Path, record: dict) -> None:
     """One strict-JSON line (non-finite numbers as null)."""
     with open(path, "a", encoding="utf-8") as f:
-        f.write(json.dumps(strict_json(record), allow_nan=False) + "\n")
+        f.write(_jsonl_line(record))
+
+
+def _jsonl_line(record: dict) -> str:
+    return json.dumps(strict_json(record), allow_nan=False) + "\n"
 
 
 def read_jsonl(path: Path) -> list[dict]:
@@ -98,5 +102,4 @@ def tidy_run(run: Path, epochs_done: int) -> None:
     lines = [x for x in path.read_text().splitlines() if x.strip()] if path.is_file() else []
     keep = [r for r in read_jsonl(path) if r.get("epoch", 0) <= epochs_done]
     if len(keep) != len(lines):
-        write_bytes(run / "metrics.jsonl", "".join(json.dumps(strict_json(r), allow_nan=False) + "\n"
-                                                   for r in keep).encode())
+        write_bytes(path, "".join(_jsonl_line(r) for r in keep).encode())

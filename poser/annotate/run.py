@@ -20,7 +20,6 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-from rich.markup import escape
 
 from poser import __version__
 from poser.console import log, progress
@@ -318,7 +317,7 @@ def _video(cfg, predictor: Predictor, s: Source, boxes: PersonBoxes, out_dir: Pa
     n, recs, last_ms = 0, [], None
     try:
         with progress("frames") as bar:
-            task = bar.add_task(escape(s.path.name), total=reader.total)
+            task = bar.add_task(s.path.name, total=reader.total)
             for frame in reader:
                 rgb = cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
                 if tracker.wants_detection(n):      # in the model thread: it shares the cores with the model

@@ -90,7 +90,7 @@ def annotate(
     res = run_annotate(cfg, predictor, run, person_boxes)
     fps = res.frames / res.seconds if res.seconds else 0.0
     results.print(f"annotated {res.frames} images/frames in {res.seconds:.1f} s ({fps:.1f}/s) -> {run} "
-                  f"(keypoints.json{'' if no_draw else ' and annotated copies'})", soft_wrap=True, markup=False)
+                  f"(keypoints.json{'' if no_draw else ' and annotated copies'})", soft_wrap=True)
     write_result(json_out, {"out": str(run), "frames": res.frames, "seconds": round(res.seconds, 2),
                            "failed": res.failed, "warnings": res.warnings})
     if res.failed:

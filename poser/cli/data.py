@@ -35,7 +35,7 @@ def _print_fetch(summary: dict, title: str) -> None:
         results.print(t)
         caches = [s["cache"] for s in summary["splits"].values() if s["cache"]]
         if caches:
-            results.print(f"caches in {Path(caches[0]).parent}", soft_wrap=True, markup=False)
+            results.print(f"caches in {Path(caches[0]).parent}", soft_wrap=True)
 
 
 @app.command("fetch-coco")
@@ -61,8 +61,7 @@ def fetch_coco(
                   prepare=not no_prepare, prepare_only=prepare_only, keep_zips=keep_zips,
                   spec=CacheSpec(size=cache_size))
     if summary["nothing_to_do"]:
-        results.print(f"COCO 2017 is already fetched and prepared in {root}; nothing to do.", soft_wrap=True,
-                      markup=False)
+        results.print(f"COCO 2017 is already fetched and prepared in {root}; nothing to do.", soft_wrap=True)
     _print_fetch(summary, f"COCO 2017 in {root}")
     write_result(json_out, summary)
 
@@ -82,7 +81,7 @@ def fetch_lsp(
 
     summary = run(source, data, prepare=not no_prepare, spec=CacheSpec(size=cache_size))
     results.print(f"{summary['layout'].upper()}: {summary['images']} images, {summary['annotated']} annotated "
-                  f"-> {summary['dest']} ({summary['imported']})", soft_wrap=True, markup=False)
+                  f"-> {summary['dest']} ({summary['imported']})", soft_wrap=True)
     _print_fetch(summary, "")
     write_result(json_out, summary)
 
@@ -97,7 +96,7 @@ def fetch_detector(
     from poser.detect.detectors import fetch_weights
 
     path = fetch_weights(name)
-    results.print(f"{path} ({path.stat().st_size / 1e6:.1f} MB)", soft_wrap=True, markup=False)
+    results.print(f"{path} ({path.stat().st_size / 1e6:.1f} MB)", soft_wrap=True)
 
 
 @app.command()

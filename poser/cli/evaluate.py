@@ -92,5 +92,5 @@ def eval_(
     for t in report_tables(report):
         results.print(t)
     results.print(f"run folder: {report['run']} (metrics.json, pdj_curve.png, pdj_per_joint.png, examples.png)",
-                  soft_wrap=True, markup=False)
+                  soft_wrap=True)
     write_result(json_out, report)

@@ -85,7 +85,7 @@ def report_errors(fn: Callable) -> Callable:
             console.print(Text.assemble(("error: ", "bold red"), str(e)), highlight=False, soft_wrap=True)
             raise typer.Exit(e.exit_code) from None
         except KeyboardInterrupt:
-            console.print("[bold red]interrupted[/]")
+            console.print(Text("interrupted", style="bold red"))
             raise typer.Exit(130) from None
         except OSError as e:        # a folder that is not writable, an --out that is a file, a full disk
             where = f"{e.filename}: " if e.filename else ""
@@ -118,7 +118,7 @@ def write_result(path: Path | None, result: dict) -> None:
         from poser.files import write_json
 
         write_json(path, result)
-        console.print(f"JSON written to {path}", markup=False)
+        console.print(f"JSON written to {path}")
 
 
 def _version(value: bool) -> None:

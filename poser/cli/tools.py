@@ -95,17 +95,17 @@ def export(
 
         res = export_int8(weights, dst, calibration)
         results.print(f"{', '.join(res['files'])}: openvino int8, calibrated on {res['calibration']['crops']} crops "
-                      f"of {calibration}", soft_wrap=True, markup=False)
+                      f"of {calibration}", soft_wrap=True)
     elif fmt == ExportFormat.safetensors:
         res = export_weights(weights, dst, storage.value, decode_radius)
         results.print(f"{dst}: {res['dst_bytes'] / 1e6:.1f} MB ({storage.value}; {weights} was "
-                      f"{res['src_bytes'] / 1e6:.1f} MB)", soft_wrap=True, markup=False)
+                      f"{res['src_bytes'] / 1e6:.1f} MB)", soft_wrap=True)
     else:
         from poser.inference.runtime import export_file
 
         res = export_file(weights, dst, fmt.value, decode_radius)
         results.print(f"{', '.join(res['files'])}: {fmt.value} ({res['stages']} stage(s), the spec in the "
-                      "file's metadata)", soft_wrap=True, markup=False)
+                      "file's metadata)", soft_wrap=True)
     write_result(json_out, res)
 
 

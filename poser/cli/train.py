@@ -147,5 +147,5 @@ def train(
     if summary:  # rank 0 of this machine
         results.print(summary_table(summary))
         results.print(f"weights: {summary['weights']['best']} (best), {summary['weights']['last']} (last)",
-                      soft_wrap=True, markup=False)
+                      soft_wrap=True)
         write_result(json_out, summary)

@@ -71,8 +71,7 @@ def cached_weights_path(name: str) -> Path:
 
 def resolve_detector(name: str, device: str | torch.device = "cpu") -> str:
     """A detector name; 'auto' is the default for the device: on a CPU the fastest measured
-    (SSDLite 320: two-person video with it every 10 frames at 47 frames/s here, the 320 px
-    Faster R-CNN 28, the 800 px one 6.4), on a GPU the 800 px Faster R-CNN (it finds small
+    (`poser bench --only detect`, README), on a GPU the 800 px Faster R-CNN (it finds small
     people the 320 px detectors miss)."""
     if name == "auto":
         return DEFAULT_DETECTOR if torch.device(device).type == "cuda" else CPU_DETECTOR

@@ -231,8 +231,8 @@ def predict_detected_people(cfg: EvalConfig, predictor: Predictor, data: Split) 
     dets = read_detections(Path(cfg.boxes), cfg.person_threshold, cfg.max_people)
     if dets.skipped:
         log.warning(f"--boxes {cfg.boxes}: skipped {len(dets.skipped)} invalid detection(s)")
-    files = image_files(data.root, cfg.split)
-    if not any(dets.has(files[i].name) or i in dets.ids() for i in image_ids if i in files):
+    files, ids = image_files(data.root, cfg.split), dets.ids()
+    if not any(i in ids or dets.has(files[i].name) for i in image_ids if i in files):
         log.warning(f"--boxes {cfg.boxes} has no detection for any photo of split {cfg.split!r} (entries match "
                     "by image_id or file_name): every person counts as missed")
     return None, predict_detections(predictor, data.root, cfg.split, dets, cfg.flip, image_ids)

@@ -89,10 +89,8 @@ def auto_order(device: torch.device) -> list[str]:
 
 def auto_candidates(device: torch.device, precision: str = "auto") -> list[tuple[str, str]]:
     """(runtime, precision) pairs that 'auto' tries in order. Precision 'auto' is bf16 on
-    OpenVINO where the CPU computes bf16 natively (AMX / AVX-512 BF16), else fp32: on the
-    shipped model bf16 moved val PCP by -0.004 with boxes and by -0.003 to +0.005 (mean +0.001)
-    from the whole photo over 2-5 search passes, within the person search's own sensitivity
-    to a sub-pixel change of its first box (README), at 1.7x the speed."""
+    OpenVINO where the CPU computes bf16 natively (AMX / AVX-512 BF16), else fp32: measured
+    within 0.005 PCP of fp32 in both protocols on the shipped model (README, Runtimes)."""
     order = auto_order(device)
     if precision == "auto":
         fast = [("openvino", "bf16")] if "openvino" in order and bf16_cpu() else []

@@ -96,7 +96,7 @@ def _check_numbers(cfg: TrainConfig) -> None:
     positive = {"--lr": cfg.lr, "--batch-size": cfg.batch_size, "--epochs": cfg.epochs}
     at_least_0 = {"--weight-decay": cfg.weight_decay, "--heatmap-weight": cfg.heatmap_weight,
                   "--rotate": cfg.aug.rotate}
-    fractions = {"--scale": cfg.aug.scale, "--loose": cfg.aug.loose, "--flip": cfg.aug.flip,
+    fractions = {"--loose": cfg.aug.loose, "--flip": cfg.aug.flip,
                  "--occlude": cfg.aug.occlude, "--truncate": cfg.aug.truncate,
                  "--degrade": cfg.aug.degrade}
     for name, v in positive.items():
@@ -108,8 +108,8 @@ def _check_numbers(cfg: TrainConfig) -> None:
     for name, v in fractions.items():
         if not (math.isfinite(v) and 0 <= v <= 1):
             raise PoserError(f"{name} {v}: must be a probability in [0, 1]")
-    if cfg.aug.scale >= 1:
-        raise PoserError(f"--scale {cfg.aug.scale}: must be below 1 (crops of side x U(1 - scale, 1 + scale))")
+    if not (math.isfinite(cfg.aug.scale) and 0 <= cfg.aug.scale < 1):
+        raise PoserError(f"--scale {cfg.aug.scale}: must be in [0, 1) (crops of side x U(1 - scale, 1 + scale))")
     if cfg.steps_per_epoch is not None and cfg.steps_per_epoch < 1:
         raise PoserError(f"--steps-per-epoch {cfg.steps_per_epoch}: must be at least 1 (leave it out for whole "
                          "epochs)")

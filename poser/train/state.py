@@ -54,12 +54,21 @@ def save_state(path: Path, state: dict) -> None:
 
 def load_state(path: Path) -> dict:
     path = Path(path)
+    outline = _outline(path)
+    try:
+        return _unflatten(outline, load_file(str(path)))
+    except (SafetensorError, OSError, ValueError, KeyError) as e:
+        raise PoserError(f"{path}: unreadable training state ({e})") from None
+
+
+def _outline(path: Path):
+    """A state file's outline (its structure, tensors by name) from the metadata alone."""
     try:
         with safe_open(str(path), framework="pt") as f:
             md = f.metadata() or {}
         if md.get("format") != STATE_FORMAT:
             raise PoserError(f"{path} is not a poser training state")
-        return _unflatten(json.loads(md["outline"]), load_file(str(path)))
+        return json.loads(md["outline"])
     except (SafetensorError, OSError, ValueError, KeyError) as e:
         raise PoserError(f"{path}: unreadable training state ({e})") from None
 
@@ -67,9 +76,6 @@ def load_state(path: Path) -> dict:
 def state_epochs(path: Path) -> int:
     """The epochs a saved training state holds, from its metadata alone (no tensors read)."""
     try:
-        with safe_open(str(path), framework="pt") as f:
-            md = f.metadata() or {}
-        top = dict(json.loads(md["outline"])["__dict__"])
-        return int(top["epoch"])
-    except (SafetensorError, OSError, ValueError, KeyError, TypeError) as e:
+        return int(dict(_outline(path)["__dict__"])["epoch"])
+    except (KeyError, TypeError, ValueError) as e:
         raise PoserError(f"{path}: unreadable training state ({e})") from None

@@ -27,7 +27,6 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
-from rich.markup import escape
 from rich.progress import (
     BarColumn,
     DownloadColumn,
@@ -60,6 +59,14 @@ def _part(dest: Path) -> Path:
     return dest.with_name(dest.name + ".part")
 
 
+def check_url(url: str, what: str) -> None:
+    """An http(s) address with a host, or a one-line error before anything is fetched (a
+    file:// or mistyped address would otherwise be retried for a minute)."""
+    u = urllib.parse.urlparse(url)
+    if u.scheme not in ("http", "https") or not u.netloc:
+        raise PoserError(f"{what} {url}: not an http:// or https:// address")
+
+
 def remote_size(url: str, timeout: float = 30) -> int | None:
     """Content-Length from a HEAD request, or None if the server does not say."""
     try:
@@ -79,12 +86,11 @@ def download(
     (Ctrl-C in download_all) ends it within a chunk, the `.part` kept for a resume."""
     if f.dest.exists():
         return "present"
-    if urllib.parse.urlparse(f.url).scheme not in ("http", "https"):
-        raise PoserError(f"{f.url}: not an http:// or https:// address")
+    check_url(f.url, "download")
     f.dest.parent.mkdir(parents=True, exist_ok=True)
     part = _part(f.dest)
     resumed = part.exists() and part.stat().st_size > 0
-    task = bar.add_task(escape(f.dest.name), total=f.size) if bar else None
+    task = bar.add_task(f.dest.name, total=f.size) if bar else None
     attempt, last_error = 0, ""
     while True:
         try:

@@ -14,6 +14,7 @@ from poser.data.fetch.download import (
     NoSpace,
     RemoteFile,
     check_disk_space,
+    check_url,
     download,
     download_all,
     extract_zip,
@@ -38,13 +39,16 @@ COCO_SPLITS = ("train", "val")
 
 
 
-def check_url(url: str, what: str) -> None:
-    """An http(s) address with a host, or a one-line error before anything is fetched."""
-    from urllib.parse import urlparse
-
-    u = urlparse(url)
-    if u.scheme not in ("http", "https") or not u.netloc:
-        raise PoserError(f"{what} {url}: not an http:// or https:// address")
+def extract_download(zip_path: Path, root: Path) -> list[str]:
+    """Extract a zip poser downloaded. Refused (unsafe or corrupt), it is deleted: ours, and
+    useless, so the next run fetches it anew; a good zip on a full disk (NoSpace) is kept."""
+    try:
+        return extract_zip(zip_path, root)
+    except NoSpace:
+        raise
+    except PoserError as e:
+        zip_path.unlink(missing_ok=True)
+        raise PoserError(f"{e}; the download was deleted, run again to fetch it anew") from None
 
 
 def fetch_coco(
@@ -79,13 +83,7 @@ def fetch_coco(
             check_disk_space(root, need)
             summary["files"].update(download_all(todo, backoff=backoff))
             for f in todo:
-                try:
-                    extract_zip(f.dest, root)
-                except NoSpace:
-                    raise                            # a good zip on a full disk: kept, for the next run
-                except PoserError as e:
-                    f.dest.unlink(missing_ok=True)   # ours, and useless: the next run downloads again
-                    raise PoserError(f"{e}; the download was deleted, run again to fetch it anew") from None
+                extract_download(f.dest, root)
                 if not keep_zips:
                     f.dest.unlink(missing_ok=True)
     if prepare or prepare_only:
@@ -123,15 +121,10 @@ def fetch_lsp(
             if not src_path.exists():
                 raise PoserError(f"--from {source}: no such file or folder")
         if src_path.is_file():
-            try:
-                extract_zip(src_path, tmp / "x")
-            except NoSpace:
-                raise
-            except PoserError as e:
-                if "download" not in summary:
-                    raise
-                src_path.unlink(missing_ok=True)     # ours, refused (unsafe or corrupt): never reused
-                raise PoserError(f"{e}; the download was deleted") from None
+            if "download" in summary:
+                extract_download(src_path, tmp / "x")
+            else:
+                extract_zip(src_path, tmp / "x")      # the user's own zip: never deleted
             folder = _find_lsp_folder(tmp / "x")
         else:
             folder = _find_lsp_folder(src_path)
