@@ -24,10 +24,18 @@ import time
 SPINCOUNT = "10000"     # libgomp's default spins ~100x longer; measured: README
 
 
+_mark: tuple[tuple[int, int], float, float] | None = None     # (cpu times, own CPU s, wall s) at the start
+
+
 def configure_openmp() -> None:
-    """Brief spinning for the OpenMP pool; effective only before torch is first imported."""
+    """Brief spinning for the OpenMP pool; effective only before torch is first imported. Also
+    marks the CPU times at the start, so `free_cores` measures the load over the imports that
+    follow instead of sleeping for it."""
+    global _mark
     if "OMP_WAIT_POLICY" not in os.environ:
         os.environ.setdefault("GOMP_SPINCOUNT", SPINCOUNT)
+    times = _cpu_times()
+    _mark = None if times is None else (times, time.process_time(), time.monotonic())
 
 
 def _cpu_times() -> tuple[int, int] | None:
@@ -42,15 +50,22 @@ def _cpu_times() -> tuple[int, int] | None:
 
 
 def free_cores(interval: float = 0.2) -> int:
-    """Cores that other processes left idle over `interval` seconds (this process sleeps
-    meanwhile), at least 1; all of them where /proc/stat cannot be read."""
+    """Cores that other processes left idle, at least 1; all of them where /proc/stat cannot
+    be read. Measured since `configure_openmp` marked the start, when that was at least
+    `interval` seconds ago (the commands: the imports take longer), else over `interval`
+    seconds of sleep."""
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    a = _cpu_times()
-    time.sleep(interval)
-    b = _cpu_times()
+    if _mark is not None and time.monotonic() - _mark[2] >= interval:
+        (a, own0, t0), own = _mark, 0.0         # since the start: this process's own work subtracted
+        b = _cpu_times()
+        own = (time.process_time() - own0) / max(time.monotonic() - t0, 1e-6)
+    else:
+        a, own = _cpu_times(), 0.0
+        time.sleep(interval)
+        b = _cpu_times()
     if a is None or b is None or b[1] <= a[1]:
         return cores
-    busy = (b[0] - a[0]) / (b[1] - a[1]) * (os.cpu_count() or cores)
+    busy = (b[0] - a[0]) / (b[1] - a[1]) * (os.cpu_count() or cores) - own
     return max(1, min(cores, round(cores - busy)))
 
 

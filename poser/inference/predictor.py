@@ -14,6 +14,9 @@ Shapes: N person boxes, K joints, S stages. Scores are in [0, 1], decoded by the
 
 from __future__ import annotations
 
+import functools
+import os
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -158,9 +161,13 @@ class Predictor:
 
     # --- crops -> keypoints ----------------------------------------------------------------
     @torch.no_grad()
-    def _forward(self, s: int, crops: torch.Tensor) -> dict[str, torch.Tensor]:
-        """crops (N, 3, S, S) float RGB in [0, 1] on the device -> stage s's raw head outputs."""
+    def _forward(self, s: int, crops: torch.Tensor | np.ndarray) -> dict[str, torch.Tensor]:
+        """crops -> stage s's raw head outputs: (N, 3, S, S) float RGB in [0, 1] on the device
+        (cut by grid_sample), or (N, S, S, 3) uint8 RGB (cut by OpenCV from photos), which
+        the runtime converts and normalises itself."""
         spec = self.spec.stages[s]
+        if isinstance(crops, np.ndarray):
+            return self.networks[s].pixels(crops, spec.mean, spec.std)
         return self.networks[s](normalize_input(crops, spec.mean, spec.std))
 
     def _stage(self, s: int, crop_fn, boxes: np.ndarray, owner: np.ndarray, flip: bool,
@@ -223,9 +230,9 @@ class Predictor:
         if owner.size == 0:
             return [Prediction.empty(self.skeleton.num_joints, self.num_stages) for _ in images]
 
-        def crops(m, rows, size):
-            arr = np.stack([g.warp_image(images[owner[r]], mi, size) for r, mi in zip(rows, m, strict=True)])
-            return torch.from_numpy(arr).to(self.device).permute(0, 3, 1, 2).float().div_(255)
+        def crops(m, rows, size):      # OpenCV releases the GIL: the crops are cut on every core
+            return np.stack(list(_crop_pool().map(lambda a: g.warp_image(images[owner[a[0]]], a[1], size),
+                                                  zip(rows, m, strict=True))))
 
         preds = self._predict(crops, np.concatenate(boxes), flip).split(counts)
         for im, pr in zip(images, preds, strict=True):      # a joint off the image cannot be seen in it
@@ -267,6 +274,12 @@ class Predictor:
         if not parts:
             return Prediction.empty(self.skeleton.num_joints, self.num_stages)
         return Prediction.concat(parts)
+
+
+@functools.cache
+def _crop_pool() -> ThreadPoolExecutor:
+    """The process's threads that cut crops from photos (OpenCV, one thread per call), one per core."""
+    return ThreadPoolExecutor(len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count())
 
 
 def cache_to_image(cache, coords: np.ndarray) -> np.ndarray:

@@ -1,5 +1,9 @@
 """Runtimes: what runs a network's forward. The decode, crops and cascade stay the Predictor's;
-a runtime only turns a normalised batch (N, 3, S, S) into the head's raw outputs.
+a runtime only turns a normalised batch (N, 3, S, S) into the head's raw outputs, or (`pixels`)
+a batch of uint8 RGB crops (N, S, S, 3) as OpenCV cuts them from photos: OpenVINO converts and
+normalises those inside its compiled graph (measured: a quarter of a batch's time on the CPU
+was torch's conversion of the crops and the copy into the runtime, README), the others as the
+Predictor always did.
 
 - `torch`: eager PyTorch (CUDA, or the CPU in fp32 with channels_last).
 - `onnxruntime`: the network exported to ONNX, on ONNX Runtime's CPU provider.
@@ -28,6 +32,7 @@ import numpy as np
 import torch
 
 from poser import __version__
+from poser.codec import normalize_input
 from poser.errors import PoserError
 from poser.files import atomic_path, write_json
 from poser.spec import ModelSpec, StageSpec
@@ -136,6 +141,12 @@ def bf16_cpu() -> bool:
 
 # --- networks: normalised crops (N, 3, S, S) -> raw head outputs -------------------------------
 
+def pixels_to_input(crops: np.ndarray, mean, std, device: torch.device | str = "cpu") -> torch.Tensor:
+    """uint8 RGB crops (N, S, S, 3) -> the normalised network input (N, 3, S, S) on `device`."""
+    x = torch.from_numpy(crops).to(device).permute(0, 3, 1, 2).float().div_(255)
+    return normalize_input(x, mean, std)
+
+
 class TorchNetwork:
     runtime, precision = "torch", "fp32"
 
@@ -147,6 +158,9 @@ class TorchNetwork:
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         return self.model(x)
+
+    def pixels(self, crops: np.ndarray, mean, std) -> dict[str, torch.Tensor]:
+        return self(pixels_to_input(crops, mean, std, next(self.model.parameters()).device))
 
 
 class OnnxRuntimeNetwork:
@@ -166,15 +180,19 @@ class OnnxRuntimeNetwork:
         self.path, self.side = path, self.session.get_inputs()[0].shape[-1]
 
     def __call__(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        _check_side(self.path, self.side, x)
+        _check_side(self.path, self.side, x.shape[-1])
         out = self.session.run(self.names, {self.input: np.ascontiguousarray(x.numpy(), np.float32)})
         return {n: torch.from_numpy(v) for n, v in zip(self.names, out, strict=True)}
+
+    def pixels(self, crops: np.ndarray, mean, std) -> dict[str, torch.Tensor]:
+        return self(pixels_to_input(crops, mean, std))
 
 
 class OpenVinoNetwork:
     """OpenVINO on the CPU, one request on all threads. (Its THROUGHPUT mode, one stream per
     thread with the batch split between them, ran 2-10% faster here but crashed the test
-    process at random: not used.)"""
+    process at random: not used. Two threads searching two halves of a batch at once, so that
+    one cuts crops while the other's run, was 5-15% slower: the requests contend for the cores.)"""
 
     runtime = "openvino"
 
@@ -188,26 +206,54 @@ class OpenVinoNetwork:
             self.names = [o.get_any_name() for o in model.outputs]     # compiling may rename fused outputs
             quantized = model.has_rt_info(PRECISION_KEY) and model.get_rt_info(PRECISION_KEY).astype(str) == "int8"
             self.compiled = core.compile_model(model, "CPU", config)
+            self.model, self.config = model, config
         except Exception as e:
             raise PoserError(f"{path}: not a model OpenVINO can read ({_first_line(e)})") from None
         if precision == "int8" and not quantized:
             raise PoserError(f"{path}: not an int8 model (make one with poser export --int8)")
         self.precision = "int8" if quantized else precision     # int8 layers stay int8, the rest runs fp32
-        self.request = self.compiled.create_infer_request()
         self.path, self.side = path, model.inputs[0].get_partial_shape()[3].get_length()
+        self.request = self.compiled.create_infer_request()
+        self._pixel_requests: dict[tuple, tuple] = {}
 
     def __call__(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        _check_side(self.path, self.side, x)
-        res = self.request.infer({0: np.ascontiguousarray(x.numpy(), np.float32)})
-        return {n: torch.from_numpy(np.array(res[o])) for n, o in zip(self.names, self.compiled.outputs, strict=True)}
+        _check_side(self.path, self.side, x.shape[-1])
+        return self._outputs(self.compiled, self.request.infer({0: np.ascontiguousarray(x.numpy(), np.float32)}))
+
+    def pixels(self, crops: np.ndarray, mean, std) -> dict[str, torch.Tensor]:
+        """uint8 crops (N, S, S, 3) through a second compiled graph (made on first use) whose
+        input is those pixels: layout, type and normalisation happen inside OpenVINO."""
+        _check_side(self.path, self.side, crops.shape[2])
+        key = (tuple(mean), tuple(std))
+        if key not in self._pixel_requests:
+            compiled = ov_core().compile_model(_pixel_graph(self.model.clone(), mean, std), "CPU", self.config)
+            self._pixel_requests[key] = compiled, compiled.create_infer_request()
+        compiled, request = self._pixel_requests[key]
+        return self._outputs(compiled, request.infer({0: np.ascontiguousarray(crops, np.uint8)}))
+
+    def _outputs(self, compiled, res) -> dict[str, torch.Tensor]:
+        return {n: torch.from_numpy(np.array(res[o])) for n, o in zip(self.names, compiled.outputs, strict=True)}
 
 
-def _check_side(path: Path, side, x: torch.Tensor) -> None:
+def _pixel_graph(model, mean, std):
+    """The OpenVINO graph taking uint8 RGB (N, S, S, 3): to float, (x - 255 mean) / (255 std), NCHW."""
+    import openvino as ov
+    from openvino.preprocess import PrePostProcessor
+
+    ppp = PrePostProcessor(model)
+    ppp.input().tensor().set_element_type(ov.Type.u8).set_layout(ov.Layout("NHWC"))
+    ppp.input().model().set_layout(ov.Layout("NCHW"))
+    ppp.input().preprocess().convert_element_type(ov.Type.f32).mean([255 * v for v in mean]).scale(
+        [255 * v for v in std])
+    return ppp.build()
+
+
+def _check_side(path: Path, side, given: int) -> None:
     """An exported graph takes one input side; a file whose metadata says another is a defect
     of the file, said in one line (not the runtime's shape error)."""
-    if isinstance(side, int) and x.shape[-1] != side:
+    if isinstance(side, int) and given != side:
         raise PoserError(f"{path}: the exported network takes {side} px crops but its metadata says "
-                         f"{x.shape[-1]} (re-export it with poser export)")
+                         f"{given} (re-export it with poser export)")
 
 
 def _first_line(e: Exception) -> str:
