@@ -66,8 +66,8 @@ def test_library_draws_no_progress_bars_unless_asked(tmp_path, capsys):
 
 
 def test_every_help_shows_its_defaults_none_eaten_as_markup():
-    """A '[default: ...]' written in a help string is Rich markup unless escaped: it vanished
-    and left 'Loader processes .' behind."""
+    """A '[default: ...]' written in a help string was eaten as Rich markup and left 'Loader
+    processes .' behind; help is plain text now."""
     names = [c.name or c.callback.__name__.replace("_", "-") for c in app.registered_commands]
     for name in names:
         res = runner.invoke(app, [name, "--help"], env={"COLUMNS": "300"})
@@ -76,3 +76,19 @@ def test_every_help_shows_its_defaults_none_eaten_as_markup():
         assert not re.search(r"\w \.( |$)", text), (name, re.findall(r".{40}\w \.(?: |$)", text))
     out = re.sub(r"\s+", " ", runner.invoke(app, ["train", "--help"], env={"COLUMNS": "300"}).output)
     assert "[default: 0 on the CPU" in out and "[default: OMP_NUM_THREADS" in out and "[default: 90;" in out
+    assert "\\[" not in out
+
+
+def test_every_help_reads_whole_at_80_columns():
+    """Nothing cut with '…' and no line past 80 columns (an 80-column terminal truncated the
+    detector and backbone names); usage names the arguments in capitals."""
+    names = [c.name or c.callback.__name__.replace("_", "-") for c in app.registered_commands]
+    for name in ["", *names]:
+        res = runner.invoke(app, [name, "--help"] if name else ["--help"], env={"COLUMNS": "80"})
+        assert res.exit_code == 0, (name, res.output)
+        long = [line for line in res.output.splitlines() if len(line) > 80]
+        assert "…" not in res.output and not long, (name, long)
+    usage = runner.invoke(app, ["annotate", "--help"], env={"COLUMNS": "80"}).output.splitlines()[0]
+    assert usage.endswith("{PATH}...")
+    bench = re.sub(r"\s+", " ", runner.invoke(app, ["bench", "--help"], env={"COLUMNS": "80"}).output)
+    assert "data, train, annotate, detect, threads, runtime" in bench

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from poser.bench import SECTIONS
 from poser.console import log
 from poser.threads import SPINCOUNT
 
@@ -376,6 +377,7 @@ def run(only: list[str] | None = None, data: Path | None = None, weights: Path |
     """Run the chosen sections; returns every row (what, rate, unit, limit, of_limit)."""
     torch.set_num_threads(os.cpu_count() or 1)
     rows: list[dict] = []
+    assert tuple(BENCHES) == SECTIONS, "poser.bench.SECTIONS names every section, in order"
     names = only or list(BENCHES)
     for name in names:
         if name not in BENCHES:

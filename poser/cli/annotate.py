@@ -37,7 +37,8 @@ _C = AnnotateConfig     # every default below is its (one place)
 @app.command()
 @report_errors
 def annotate(
-    inputs: Annotated[list[str], typer.Argument(help="Images, folders (searched recursively) and videos.")],
+    inputs: Annotated[list[str], typer.Argument(
+        metavar="PATH", help="Images, folders (searched recursively) and videos.")],
     weights: WeightsOpt = None,
     boxes: Annotated[Path | None, typer.Option(
         "--boxes", help="COCO-style detections [{bbox, score, file_name or image_id}] as person boxes.")] = None,

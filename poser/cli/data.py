@@ -89,7 +89,8 @@ def fetch_lsp(
 @app.command("fetch-detector")
 @report_errors
 def fetch_detector(
-    name: Annotated[str, typer.Argument(help="A detector of --detector (auto: this machine's default).")] = "auto",
+    name: Annotated[str, typer.Argument(
+        metavar="NAME", help="A detector of --detector (auto: this machine's default).")] = "auto",
 ) -> None:
     """Fetch a person detector's COCO weights into torch's cache, once, on a machine that is
     online (copy the file to the same place on an offline one)."""
@@ -102,7 +103,8 @@ def fetch_detector(
 @app.command()
 @report_errors
 def synth(
-    out_dir: Annotated[Path, typer.Argument(help="Folder to create (COCO layout).")],
+    out_dir: Annotated[Path, typer.Argument(
+        metavar="OUT_DIR", help="Folder to create (COCO layout).")],
     images: Annotated[int, typer.Option("--images", min=2, help="Images in all (train + val).")] = 200,
     seed: SeedOpt = 0,
     val_fraction: Annotated[float, typer.Option("--val-fraction", help="Share of images for val.")] = 0.2,

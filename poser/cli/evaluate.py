@@ -57,7 +57,7 @@ def eval_(
     search: SearchOpt = _E.search_passes,
     stages: StagesOpt = None,
     cache: Annotated[Path | None, typer.Option(
-        "--cache", help="Folder for the prepared crops of this dataset \\[default: DATA/cache]; for read-only "
+        "--cache", help="Folder for the prepared crops of this dataset [default: DATA/cache]; for read-only "
         "data.")] = None,
     batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Crops per model batch.")] = _E.batch_size,
     device: DeviceOpt = Device.auto,

@@ -29,7 +29,7 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
-    rich_markup_mode="rich",
+    rich_markup_mode=None,
 )
 
 
@@ -138,9 +138,9 @@ def _root(
 
 
 ThreadsOpt = Annotated[int | None, typer.Option(
-    "--threads", min=1, help="CPU threads for torch \\[default: OMP_NUM_THREADS, else the cores free at the start].")]
+    "--threads", min=1, help="CPU threads for torch [default: OMP_NUM_THREADS, else the cores free at the start].")]
 StagesOpt = Annotated[int | None, typer.Option(
-    "--stages", min=1, help="Run only the first N stages of a cascade \\[default: all].")]
+    "--stages", min=1, help="Run only the first N stages of a cascade [default: all].")]
 CacheSizeOpt = Annotated[int, typer.Option("--cache-size", min=64, help="Side of the prepared crops (px).")]
 SearchOpt = Annotated[int, typer.Option(
     "--search", min=0, help="Person search without boxes: passes after the whole-image one.")]

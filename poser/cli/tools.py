@@ -9,6 +9,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
+from poser.bench import SECTIONS
 from poser.cli.options import (
     DataOpt,
     JsonOpt,
@@ -67,8 +68,10 @@ class ExportFormat(StrEnum):
 @app.command()
 @report_errors
 def export(
-    weights: Annotated[Path, typer.Argument(help="A weights file or cascade bundle (e.g. a run's best.safetensors).")],
-    dst: Annotated[Path, typer.Argument(help="The file to write (.safetensors, .onnx, or .xml for openvino).")],
+    weights: Annotated[Path, typer.Argument(
+        metavar="WEIGHTS", help="A weights file or cascade bundle (e.g. a run's best.safetensors).")],
+    dst: Annotated[Path, typer.Argument(
+        metavar="OUT", help="The file to write (.safetensors, .onnx, or .xml for openvino).")],
     fmt: Annotated[ExportFormat, typer.Option(
         "--format", help="safetensors (re-stored, see --storage), onnx (dynamic batch, raw head outputs, the "
         "model's spec in its metadata) or openvino (IR: .xml + .bin).")] = ExportFormat.safetensors,
@@ -77,7 +80,7 @@ def export(
         "matrices.")] = Storage.fp16,
     decode_radius: Annotated[float | None, typer.Option(
         "--decode-radius", min=1.0, show_default=False, help="Integral head: decode within this many heatmap "
-        "cells of the peak (measure it with eval first). \\[default: the source's; none: the whole map]")] = None,
+        "cells of the peak (measure it with eval first). [default: the source's; none: the whole map]")] = None,
     int8: Annotated[bool, typer.Option(
         "--int8", help="openvino: int8 weights and activations (NNCF), calibrated on --calibration's "
         "training crops; as <weights stem>.int8.xml beside the weights, --runtime auto finds it.")] = False,
@@ -112,10 +115,12 @@ def export(
 @app.command()
 @report_errors
 def bench(
-    only: Annotated[list[str] | None, typer.Option("--only", help="Run only this section (repeatable).")] = None,
+    only: Annotated[list[str] | None, typer.Option(
+        "--only", metavar="SECTION", help=f"Run only this section (repeatable): {', '.join(SECTIONS)}. "
+        "[default: all]")] = None,
     data: DataOpt = None,
     weights: Annotated[Path | None, typer.Option(
-        "--weights", help="Model for the annotate and runtime sections. \\[default: the shipped reference "
+        "--weights", help="Model for the annotate and runtime sections. [default: the shipped reference "
         "model]")] = None,
     json_out: JsonOpt = None,
 ) -> None:

@@ -47,10 +47,10 @@ def train(
     data: DataOpt = None,
     backbone: Annotated[str | None, typer.Option(
         "--backbone", show_default=False,
-        help=f"Backbone network: {', '.join(BACKBONES)}. \\[default: {_T.backbone}; stage 2+: stage 1's]")] = None,
+        help=f"Backbone network: {', '.join(BACKBONES)}. [default: {_T.backbone}; stage 2+: stage 1's]")] = None,
     input_size: Annotated[int | None, typer.Option(
         "--input-size", min=64, show_default=False,
-        help=f"Model input side in px. \\[default: {_T.input_size}; stage 2+: stage 1's]")] = None,
+        help=f"Model input side in px. [default: {_T.input_size}; stage 2+: stage 1's]")] = None,
     stage: Annotated[int, typer.Option("--stage", min=1, help="Cascade stage to train (2+ needs --from).")] = 1,
     from_run: Annotated[Path | None, typer.Option(
         "--from", help="Stage 2+: run folder (or weights file) of the stages before.")] = None,
@@ -58,7 +58,7 @@ def train(
         "--sub-image", min=0.2, help="Stage 2+: sub-image side, x torso diameter.")] = _T.sub_image,
     head: Annotated[Head | None, typer.Option(
         "--head", show_default=False,
-        help=f"integral: heatmap soft-argmax; fc: DeepPose's global pool + linear. \\[default: {_T.head}; "
+        help=f"integral: heatmap soft-argmax; fc: DeepPose's global pool + linear. [default: {_T.head}; "
         "stage 2+: stage 1's]")] = None,
     loss: Annotated[Loss, typer.Option(
         "--loss",
@@ -74,13 +74,13 @@ def train(
         "and joints; e.g. the shipped reference model).")] = None,
     epochs: Annotated[int | None, typer.Option(
         "--epochs", min=1, show_default=False,
-        help=f"Epochs in all. \\[default: {_T.epochs}; --resume: the run's, or a new total]")] = None,
+        help=f"Epochs in all. [default: {_T.epochs}; --resume: the run's, or a new total]")] = None,
     batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Per process.")] = _T.batch_size,
     lr: Annotated[float, typer.Option("--lr", help="Peak learning rate (AdamW, warm-up, cosine).")] = _T.lr,
     weight_decay: Annotated[float, typer.Option("--weight-decay", help="AdamW weight decay.")] = _T.weight_decay,
     steps_per_epoch: Annotated[int | None, typer.Option("--steps-per-epoch", help="Cap, for quick runs.")] = None,
     workers: Annotated[int | None, typer.Option(
-        "--workers", min=0, help="Loader processes \\[default: 0 on the CPU, up to 8 per GPU].")] = None,
+        "--workers", min=0, help="Loader processes [default: 0 on the CPU, up to 8 per GPU].")] = None,
     device: DeviceOpt = Device.auto,
     gpus: Annotated[int, typer.Option("--gpus", min=1, help="GPUs on this machine: one process each (DDP).")] = 1,
     procs: Annotated[int, typer.Option("--procs", min=1, help="CPU processes (DDP over gloo).")] = 1,
