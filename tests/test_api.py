@@ -57,3 +57,18 @@ def test_poses_records_coco_and_drawing_agree():
     assert len(poses[1:]) == 1 and poses[1:].track_ids.tolist() == [7]
     canvas = poses.draw(np.zeros((80, 80, 3), np.uint8))
     assert canvas.any()
+
+
+def test_visible_means_in_python_what_it_means_in_the_json():
+    """One meaning: in the crop with probability >= 0.5 and scored >= the min score, a bool."""
+    from poser.inference.poses import Poses
+    from poser.skeletons import get_skeleton
+
+    sk = get_skeleton("lsp14")
+    in_crop = np.array([[0.9, 0.9, 0.3] + [0.9] * 11])
+    scores = np.array([[0.8, 0.1, 0.8] + [0.5] * 11])
+    p = Poses(np.zeros((1, 14, 2)), scores, in_crop, np.array([[0, 0, 10, 10.0]]), np.ones(1), sk)
+    assert p.visible.dtype == bool and p.visible[0, :3].tolist() == [True, False, False]
+    rec = p.to_json()[0]["visible"]
+    assert [rec[j] for j in sk.joints] == p.visible[0].tolist()
+    assert p.visible_at(0.6)[0, 3] == False and p.to_json(0.6)[0]["visible"][sk.joints[3]] is False  # noqa: E712

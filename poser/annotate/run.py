@@ -27,7 +27,7 @@ from poser.detect.boxes import Boxes, Detections, read_detections, select
 from poser.errors import PoserError
 from poser.files import atomic_path, write_json
 from poser.imageio import read_rgb, truncated_jpeg
-from poser.inference.poses import Poses
+from poser.inference.poses import MIN_SCORE, Poses
 from poser.inference.predictor import Predictor
 from poser.inference.search import SEARCH_PASSES
 from poser.video.io import FrameReader, FrameWriter
@@ -49,7 +49,7 @@ class AnnotateConfig:
     max_people: int = 20                # per image or frame, best first
     detect_every: int = DETECT_EVERY    # video: detector every N frames (and when a track is lost)
     save_boxes: str | None = None       # write the boxes used (the detector's) in the --boxes format
-    min_score: float = 0.2              # joints below are not drawn
+    min_score: float = MIN_SCORE        # joints below are not drawn, nor visible in the JSON
     smooth: bool = False                # One-Euro filter on video keypoints
     flip: bool = False
     batch_size: int = 16

@@ -60,7 +60,10 @@ def _json_file(path: Path | None) -> Path | None:
 JsonOpt = Annotated[Path | None, typer.Option(
     "--json", help="Also write the command's result as JSON to FILE.", callback=_json_file)]
 DeviceOpt = Annotated[Device, typer.Option("--device", help="Where to run the model.")]
-SeedOpt = Annotated[int, typer.Option("--seed", help="Random seed (same seed, same result).")]
+SeedOpt = Annotated[int, typer.Option("--seed", help=(
+    "Random seed: the same seed gives the same data order, augmentation draws and initial weights "
+    "(synth: the same bytes). Trained numbers can still differ in their last digits between runs: "
+    "parallel float sums on the CPU depend on the thread count and timing, cuDNN's on the GPU."))]
 Runtime = StrEnum("Runtime", {n: n for n in RUNTIMES})
 Precision = StrEnum("Precision", {n: n for n in PRECISIONS})
 RuntimeOpt = Annotated[Runtime, typer.Option(

@@ -27,16 +27,21 @@ def coco_results(image_ids: np.ndarray, coords: np.ndarray, scores: np.ndarray) 
     return out
 
 
+MIN_SCORE = 0.2        # joints scored below are not drawn and not `visible` (annotate's --min-score)
+
+
 @dataclass
 class Poses:
     """keypoints (N, K, 2) px; scores (N, K) in [0, 1] (what they mean: models/heads.py);
-    visible (N, K): probability that the joint is inside the person's crop; boxes (N, 4) xywh
-    used for each person and box_scores (N,) (1.0 where the person search found it);
-    stages (N, S, K, 2): a cascade's estimate after each stage; track_ids (N,) in a video."""
+    in_crop (N, K): the model's probability that the joint is inside the person's crop;
+    `visible` (N, K) bool, as in keypoints.json: in_crop >= 0.5 and score >= MIN_SCORE
+    (`visible_at` for another threshold); boxes (N, 4) xywh used for each person and
+    box_scores (N,) (1.0 where the person search found it); stages (N, S, K, 2): a cascade's
+    estimate after each stage; track_ids (N,) in a video."""
 
     keypoints: np.ndarray
     scores: np.ndarray
-    visible: np.ndarray
+    in_crop: np.ndarray
     boxes: np.ndarray
     box_scores: np.ndarray
     skeleton: Skeleton
@@ -55,23 +60,30 @@ class Poses:
     def __len__(self) -> int:
         return len(self.keypoints)
 
+    @property
+    def visible(self) -> np.ndarray:
+        """(N, K) bool: the joint is in the crop (probability >= 0.5) and scores >= MIN_SCORE."""
+        return self.visible_at(MIN_SCORE)
+
+    def visible_at(self, min_score: float) -> np.ndarray:
+        return (self.in_crop >= 0.5) & (self.scores >= min_score)
+
     def __getitem__(self, i) -> Poses:
         """A subset (an index, slice or mask) as Poses."""
         idx = np.arange(len(self))[i]
         idx = np.atleast_1d(idx)
-        return Poses(self.keypoints[idx], self.scores[idx], self.visible[idx], self.boxes[idx],
+        return Poses(self.keypoints[idx], self.scores[idx], self.in_crop[idx], self.boxes[idx],
                      self.box_scores[idx], self.skeleton, None if self.stages is None else self.stages[idx],
                      None if self.track_ids is None else self.track_ids[idx])
 
-    def to_json(self, min_score: float = 0.2) -> list[dict]:
+    def to_json(self, min_score: float = MIN_SCORE) -> list[dict]:
         """The `poser-keypoints` person records: box, box score, track id (null outside a
-        video), keypoints by joint name as [x, y, score], and `visible` (the joint is in the
-        crop with probability >= 0.5 and scores >= `min_score`)."""
+        video), keypoints by joint name as [x, y, score], and `visible` (`visible_at(min_score)`)."""
         out = []
         joints = self.skeleton.joints
+        visible = self.visible_at(min_score)
         for i in range(len(self)):
-            xy, sc = self.keypoints[i], self.scores[i]
-            vis = (self.visible[i] >= 0.5) & (sc >= min_score)
+            xy, sc, vis = self.keypoints[i], self.scores[i], visible[i]
             out.append({
                 "track_id": None if self.track_ids is None else int(self.track_ids[i]),
                 "box": [round(float(v), 2) for v in self.boxes[i]], "box_score": round(float(self.box_scores[i]), 4),
@@ -89,7 +101,7 @@ class Poses:
             person["score"] *= float(box_score)
         return out
 
-    def draw(self, image: np.ndarray, min_score: float = 0.2, boxes: bool = True,
+    def draw(self, image: np.ndarray, min_score: float = MIN_SCORE, boxes: bool = True,
              colour_by_track: bool | None = None) -> np.ndarray:
         """Draw every person on `image` (BGR uint8, in place; returned too): limbs coloured by
         side, or by track in a video (each track its own colour, labelled with its id)."""
