@@ -20,9 +20,6 @@ from poser import geometry as g
 MATCH_IOU = 0.3         # a detection continues a track when their boxes overlap at least this much
 MAX_MISSES = 5          # frames a track may go without a plausible pose before it ends
 SAME_PERSON = 0.1       # two tracks whose poses differ by less than this x box side are one person
-KEEP = 0.9              # a track's box keeps at least this share of its width and height a frame
-PRESS = 0.04            # joints this close to a box edge (x its side) press on it ...
-GROW = 0.15             # ... and the next box reaches this far (x its side) past that edge
 
 
 class OneEuro:
@@ -58,27 +55,12 @@ def plausible(coords: np.ndarray, scores: np.ndarray, box: np.ndarray, min_score
     return bool(span.max() > 0.15 * max(box[2], box[3]))   # not collapsed to a point
 
 
-def next_box(coords: np.ndarray, scores: np.ndarray, min_score: float, wh: tuple[int, int],
-             prev: np.ndarray | None = None) -> np.ndarray:
-    """The next frame's box: the pose's confident joints grown as training boxes are, clipped
-    to the frame. With the box this pose was found in (`prev`), it keeps room for the whole
-    body: it shrinks by at most KEEP a frame (a joint the crop cut off scores low and would
-    otherwise leave the box, which then loses the limb for good: the legs of a player), and
-    each side where joints press on `prev`'s edge (within PRESS of it) reaches GROW past it
-    (a person walking toward the camera outgrows the box)."""
+def next_box(coords: np.ndarray, scores: np.ndarray, min_score: float, wh: tuple[int, int]) -> np.ndarray:
+    """The box of a pose's confident joints grown as training boxes are, clipped to the frame."""
     kp = np.concatenate([coords, (scores >= min_score)[:, None].astype(float)], -1)[None]
     b = g.keypoint_box(kp, g.PERSON_BOX_MARGIN)[0]
-    lo, hi = b[:2].copy(), b[:2] + b[2:]
-    if prev is not None:
-        plo, phi = prev[:2], prev[:2] + prev[2:]
-        centre, half = (lo + hi) / 2, np.maximum((hi - lo) / 2, KEEP * prev[2:] / 2)
-        lo, hi = centre - half, centre + half
-        pressed_lo = (coords - plo < PRESS * prev[2:]).any(0)
-        pressed_hi = (phi - coords < PRESS * prev[2:]).any(0)
-        lo = np.where(pressed_lo, np.minimum(lo, plo - GROW * prev[2:]), lo)
-        hi = np.where(pressed_hi, np.maximum(hi, phi + GROW * prev[2:]), hi)
-    x0, y0 = max(0.0, lo[0]), max(0.0, lo[1])
-    x1, y1 = min(float(wh[0]), hi[0]), min(float(wh[1]), hi[1])
+    x0, y0 = max(0.0, b[0]), max(0.0, b[1])
+    x1, y1 = min(float(wh[0]), b[0] + b[2]), min(float(wh[1]), b[1] + b[3])
     return np.array([x0, y0, max(1.0, x1 - x0), max(1.0, y1 - y0)])
 
 
@@ -165,7 +147,7 @@ class Tracker:
             if t.filter is not None:
                 coords[i] = t.filter(coords[i], dt)
             if plausible(coords[i], scores[i], t.box, min_score):
-                t.box, t.misses, t.pose = next_box(coords[i], scores[i], min_score, wh, t.box), 0, coords[i]
+                t.box, t.misses, t.pose = next_box(coords[i], scores[i], min_score, wh), 0, coords[i]
             else:
                 t.misses += 1
                 if t.filter is not None:
