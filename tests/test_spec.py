@@ -12,6 +12,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+import torch
 
 from poser.errors import PoserError
 from poser.inference.predictor import DEFAULT_WEIGHTS, Predictor
@@ -41,8 +42,19 @@ def _shipped(commit: str, tmp_path: Path) -> Path:
     return out
 
 
+@pytest.fixture
+def two_threads():
+    """The fixture's numbers were made on 2 torch threads; another count rounds differently, which
+    the person search's re-crops grow to px (1.7 px at 1 thread for 7c78f77, 3.4 px seen in CI
+    after earlier tests left another count)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.mark.parametrize("commit", sorted(FIXTURE["files"]))
-def test_every_shipped_weights_file_loads_and_predicts_as_before(commit, tmp_path):
+def test_every_shipped_weights_file_loads_and_predicts_as_before(commit, tmp_path, two_threads):
     path = _shipped(commit, tmp_path)
     spec = read_spec(path)
     assert spec.to_meta() | read_meta(path) == spec.to_meta() | spec.to_meta()   # typed fields round-trip
