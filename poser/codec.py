@@ -31,6 +31,12 @@ def normalize_input(x: torch.Tensor, mean=MEAN, std=STD, channels_last: bool = F
     return x.contiguous(memory_format=torch.channels_last) if channels_last else x
 
 
+def pixels_to_input(crops: np.ndarray, mean=MEAN, std=STD, device: torch.device | str = "cpu") -> torch.Tensor:
+    """uint8 RGB crops (N, S, S, 3) -> the normalised network input (N, 3, S, S) on `device`."""
+    x = torch.from_numpy(crops).to(device).permute(0, 3, 1, 2).float().div_(255)
+    return normalize_input(x, mean, std)
+
+
 def encode_keypoints(m: np.ndarray, keypoints: np.ndarray, size: int) -> np.ndarray:
     """Image keypoints (N, K, 2) through the crops m (N, 2, 3) -> normalised crop coordinates."""
     return g.normalize(g.transform_points(m, keypoints), size)

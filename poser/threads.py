@@ -22,6 +22,7 @@ import os
 import time
 
 SPINCOUNT = "10000"     # libgomp's default spins ~100x longer; measured: README
+MARK_AGE = 30.0         # s: an older start mark (a long-lived process) says little of the load now
 
 
 _mark: tuple[tuple[int, int], float, float] | None = None     # (cpu times, own CPU s, wall s) at the start
@@ -49,14 +50,19 @@ def _cpu_times() -> tuple[int, int] | None:
     return sum(fields) - idle, sum(fields)
 
 
+def cores() -> int:
+    """The cores this process may run on."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
 def free_cores(interval: float = 0.2) -> int:
     """Cores that other processes left idle, at least 1; all of them where /proc/stat cannot
     be read. Measured since `configure_openmp` marked the start, when that was at least
     `interval` seconds ago (the commands: the imports take longer), else over `interval`
     seconds of sleep."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    if _mark is not None and time.monotonic() - _mark[2] >= interval:
-        (a, own0, t0), own = _mark, 0.0         # since the start: this process's own work subtracted
+    n = cores()
+    if _mark is not None and interval <= time.monotonic() - _mark[2] <= MARK_AGE:
+        a, own0, t0 = _mark                     # since the start: this process's own work subtracted
         b = _cpu_times()
         own = (time.process_time() - own0) / max(time.monotonic() - t0, 1e-6)
     else:
@@ -64,9 +70,9 @@ def free_cores(interval: float = 0.2) -> int:
         time.sleep(interval)
         b = _cpu_times()
     if a is None or b is None or b[1] <= a[1]:
-        return cores
-    busy = (b[0] - a[0]) / (b[1] - a[1]) * (os.cpu_count() or cores) - own
-    return max(1, min(cores, round(cores - busy)))
+        return n
+    busy = (b[0] - a[0]) / (b[1] - a[1]) * (os.cpu_count() or n) - own
+    return max(1, min(n, round(n - busy)))
 
 
 def set_threads(requested: int | None = None) -> int:

@@ -92,3 +92,10 @@ def test_every_help_reads_whole_at_80_columns():
     assert usage.endswith("{PATH}...")
     bench = re.sub(r"\s+", " ", runner.invoke(app, ["bench", "--help"], env={"COLUMNS": "80"}).output)
     assert "data, train, annotate, detect, threads, runtime" in bench
+
+
+def test_bench_help_names_the_sections_the_registry_runs():
+    from poser.bench import SECTIONS
+    from poser.bench.sections import BENCHES
+
+    assert tuple(BENCHES) == SECTIONS

@@ -17,7 +17,6 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from poser.bench import SECTIONS
 from poser.console import log
 from poser.threads import SPINCOUNT
 
@@ -377,7 +376,6 @@ def run(only: list[str] | None = None, data: Path | None = None, weights: Path |
     """Run the chosen sections; returns every row (what, rate, unit, limit, of_limit)."""
     torch.set_num_threads(os.cpu_count() or 1)
     rows: list[dict] = []
-    assert tuple(BENCHES) == SECTIONS, "poser.bench.SECTIONS names every section, in order"
     names = only or list(BENCHES)
     for name in names:
         if name not in BENCHES:
@@ -438,7 +436,7 @@ def bench_runtime(data: Path | None, weights: Path | None, work: Path) -> list[d
             reps = max(2, int(48 / b))
             rows.append(_row(f"{label}, batch {b}: {what}", _rate(reps * b, lambda n=net, b=b, r=reps: [
                 n(x[:b]) for _ in range(r)]), "crops/s", limit, "fp32 matmul rate / FLOP per crop"))
-        if hasattr(net, "pixels"):      # photos' crops as annotate feeds them: uint8, converted by the runtime
+        if hasattr(net, "pixels"):      # photos' crops as annotate feeds them: uint8, converted in OpenVINO
             net.pixels(pix, spec.mean, spec.std)        # OpenVINO compiles its uint8 graph at the first call
             rows.append(_row(f"{label}, batch 16, uint8 crops: {what}", _rate(48, lambda n=net: [
                 n.pixels(pix, spec.mean, spec.std) for _ in range(3)]), "crops/s", limit,

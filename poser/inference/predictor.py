@@ -15,7 +15,6 @@ Shapes: N person boxes, K joints, S stages. Scores are in [0, 1], decoded by the
 from __future__ import annotations
 
 import functools
-import os
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -23,7 +22,7 @@ import numpy as np
 import torch
 
 from poser import geometry as g
-from poser.codec import normalize_input, to_pixels
+from poser.codec import normalize_input, pixels_to_input, to_pixels
 from poser.errors import PoserError
 from poser.inference import runtime as rt
 from poser.inference.cascade import SUB_IMAGE, joint_boxes, pose_diameter
@@ -33,6 +32,7 @@ from poser.models.deeppose import DeepPose, load_stages
 from poser.models.heads import decode_outputs
 from poser.skeletons import Skeleton, get_skeleton
 from poser.spec import ModelSpec, StageSpec
+from poser.threads import cores
 
 DEFAULT_WEIGHTS = Path(__file__).parents[1] / "weights" / "reference.safetensors"
 
@@ -165,10 +165,12 @@ class Predictor:
         """crops -> stage s's raw head outputs: (N, 3, S, S) float RGB in [0, 1] on the device
         (cut by grid_sample), or (N, S, S, 3) uint8 RGB (cut by OpenCV from photos), which
         the runtime converts and normalises itself."""
-        spec = self.spec.stages[s]
+        spec, net = self.spec.stages[s], self.networks[s]
         if isinstance(crops, np.ndarray):
-            return self.networks[s].pixels(crops, spec.mean, spec.std)
-        return self.networks[s](normalize_input(crops, spec.mean, spec.std))
+            if hasattr(net, "pixels"):          # a runtime that converts uint8 crops itself (OpenVINO)
+                return net.pixels(crops, spec.mean, spec.std)
+            return net(pixels_to_input(crops, spec.mean, spec.std, self.device))
+        return net(normalize_input(crops, spec.mean, spec.std))
 
     def _stage(self, s: int, crop_fn, boxes: np.ndarray, owner: np.ndarray, flip: bool,
                chunk: int = 128) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -279,7 +281,7 @@ class Predictor:
 @functools.cache
 def _crop_pool() -> ThreadPoolExecutor:
     """The process's threads that cut crops from photos (OpenCV, one thread per call), one per core."""
-    return ThreadPoolExecutor(len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count())
+    return ThreadPoolExecutor(cores())
 
 
 def cache_to_image(cache, coords: np.ndarray) -> np.ndarray:

@@ -2,8 +2,8 @@
 a runtime only turns a normalised batch (N, 3, S, S) into the head's raw outputs, or (`pixels`)
 a batch of uint8 RGB crops (N, S, S, 3) as OpenCV cuts them from photos: OpenVINO converts and
 normalises those inside its compiled graph (measured: a quarter of a batch's time on the CPU
-was torch's conversion of the crops and the copy into the runtime, README), the others as the
-Predictor always did.
+was torch's conversion of the crops and the copy into the runtime, README); for the others the
+Predictor converts them (`codec.pixels_to_input`).
 
 - `torch`: eager PyTorch (CUDA, or the CPU in fp32 with channels_last).
 - `onnxruntime`: the network exported to ONNX, on ONNX Runtime's CPU provider.
@@ -32,7 +32,6 @@ import numpy as np
 import torch
 
 from poser import __version__
-from poser.codec import normalize_input
 from poser.errors import PoserError
 from poser.files import atomic_path, write_json
 from poser.spec import ModelSpec, StageSpec
@@ -141,12 +140,6 @@ def bf16_cpu() -> bool:
 
 # --- networks: normalised crops (N, 3, S, S) -> raw head outputs -------------------------------
 
-def pixels_to_input(crops: np.ndarray, mean, std, device: torch.device | str = "cpu") -> torch.Tensor:
-    """uint8 RGB crops (N, S, S, 3) -> the normalised network input (N, 3, S, S) on `device`."""
-    x = torch.from_numpy(crops).to(device).permute(0, 3, 1, 2).float().div_(255)
-    return normalize_input(x, mean, std)
-
-
 class TorchNetwork:
     runtime, precision = "torch", "fp32"
 
@@ -158,9 +151,6 @@ class TorchNetwork:
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         return self.model(x)
-
-    def pixels(self, crops: np.ndarray, mean, std) -> dict[str, torch.Tensor]:
-        return self(pixels_to_input(crops, mean, std, next(self.model.parameters()).device))
 
 
 class OnnxRuntimeNetwork:
@@ -183,9 +173,6 @@ class OnnxRuntimeNetwork:
         _check_side(self.path, self.side, x.shape[-1])
         out = self.session.run(self.names, {self.input: np.ascontiguousarray(x.numpy(), np.float32)})
         return {n: torch.from_numpy(v) for n, v in zip(self.names, out, strict=True)}
-
-    def pixels(self, crops: np.ndarray, mean, std) -> dict[str, torch.Tensor]:
-        return self(pixels_to_input(crops, mean, std))
 
 
 class OpenVinoNetwork:

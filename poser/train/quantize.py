@@ -43,9 +43,6 @@ def calibration_crops(predictor: Predictor, root: Path, boxes: int = 256, photos
             self.into.append(x.cpu().numpy().copy())
             return self.net(x)
 
-        def pixels(self, crops, mean, std):         # photos' uint8 crops: recorded normalised
-            return self(rt.pixels_to_input(crops, mean, std))
-
     networks = predictor.networks
     predictor.networks = [Recorder(n, s) for n, s in zip(networks, seen, strict=True)]
     try:
