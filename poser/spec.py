@@ -15,9 +15,8 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass, field, fields, replace
 
-from poser.codec import MARGIN, MEAN, STD
+from poser.codec import HEADS, MARGIN, MEAN, STD
 from poser.errors import PoserError
-from poser.models.heads import HEADS
 from poser.skeletons import get_skeleton
 
 MAX_INPUT = 1024        # px: a model input beyond this is a corrupt file, not a model (it would allocate GBs)

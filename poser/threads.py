@@ -19,6 +19,7 @@ A user's own `GOMP_SPINCOUNT`, `OMP_WAIT_POLICY`, `OMP_NUM_THREADS` or `--thread
 from __future__ import annotations
 
 import os
+import sys
 import time
 
 SPINCOUNT = "10000"     # libgomp's default spins ~100x longer; measured: README
@@ -75,13 +76,36 @@ def free_cores(interval: float = 0.2) -> int:
     return max(1, min(n, round(n - busy)))
 
 
-def set_threads(requested: int | None = None) -> int:
-    """torch's intra-op threads: `requested`, else OMP_NUM_THREADS if set, else the free cores.
-    Returns the number used."""
-    import torch
+_chosen: int | None = None      # set_threads' choice, for torch and the exported runtimes alike
+_torch_pending = False          # chosen before torch was loaded: applied when it is (sync_torch)
 
+
+def set_threads(requested: int | None = None) -> int:
+    """The process's compute threads: `requested`, else OMP_NUM_THREADS if set, else the free
+    cores. Applied to torch now if it is loaded, else once it is (`sync_torch`), and read by
+    the exported runtimes (`num_threads`): a command that never runs torch never imports it.
+    Returns the number used."""
+    global _chosen, _torch_pending
     if requested is None and os.environ.get("OMP_NUM_THREADS", "").isdigit():
         requested = int(os.environ["OMP_NUM_THREADS"])
-    n = max(1, requested or free_cores())
-    torch.set_num_threads(n)
-    return n
+    _chosen, _torch_pending = max(1, requested or free_cores()), True
+    sync_torch()
+    return _chosen
+
+
+def num_threads() -> int:
+    """The threads set_threads chose; torch's own count if torch is loaded and nothing was chosen,
+    else one per core."""
+    if _chosen is not None:
+        return _chosen
+    return sys.modules["torch"].get_num_threads() if "torch" in sys.modules else cores()
+
+
+def sync_torch() -> None:
+    """Give torch the count set_threads chose, once, as soon as torch is loaded (code that
+    imports torch lazily calls this after the import; later calls change nothing, so a
+    thread count torch was given since stays)."""
+    global _torch_pending
+    if _torch_pending and "torch" in sys.modules:
+        sys.modules["torch"].set_num_threads(_chosen)
+        _torch_pending = False

@@ -326,16 +326,17 @@ def test_a_detector_without_weights_leaves_no_empty_run_folder(tmp_path, monkeyp
 def test_a_full_disk_in_train_and_export_is_one_line_and_leaves_no_partial_file(tmp_path, synth_root, monkeypatch):
     import errno
 
-    import poser.models.weights as mw
+    import safetensors.torch as st
+
     from poser.inference.predictor import DEFAULT_WEIGHTS
 
-    real = mw.save_file
+    real = st.save_file
 
     def full(tensors, path, metadata=None):       # the disk fills while the file is written
         real(tensors, path, metadata=metadata)
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(mw, "save_file", full)
+    monkeypatch.setattr(st, "save_file", full)       # poser.models.weights imports it when it writes
     res = runner.invoke(app, ["export", str(DEFAULT_WEIGHTS), str(tmp_path / "m.safetensors"), "--storage", "fp16"])
     assert res.exit_code == 1 and "No space left on device" in res.output and isinstance(res.exception, SystemExit)
     assert not (tmp_path / "m.safetensors").exists() and _leftovers(tmp_path) == []

@@ -7,11 +7,10 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from poser.codec import MEAN, STD
+from poser.codec import MEAN, STD, decode_outputs
 from poser.errors import PoserError
 from poser.models.backbones import BACKBONES, create_backbone
 from poser.models.deeppose import create_model, load_model
-from poser.models.heads import decode_outputs
 from poser.models.weights import export_weights, read_meta, save_weights
 from poser.skeletons import COCO17, LSP14
 from poser.train.augment import Augment, make_batch
@@ -37,53 +36,9 @@ def test_every_backbone_takes_the_integral_head(name):
         out = model(torch.randn(2, 3, 128, 128))
     h, w = out["heatmap"].shape[-2:]
     assert out["heatmap"].shape[:2] == (2, 14) and 28 <= h <= 32 and h == w       # stride ~4
-    dec = decode_outputs("integral", out)
-    assert dec["coords"].shape == (2, 14, 2) and (dec["coords"].abs() <= 0.5).all()
+    dec = decode_outputs("integral", {k: v.numpy() for k, v in out.items()})
+    assert dec["coords"].shape == (2, 14, 2) and (np.abs(dec["coords"]) <= 0.5).all()
     assert ((dec["score"] >= 0) & (dec["score"] <= 1)).all()
-
-
-def test_integral_decode_finds_a_peak_and_scores_sharpness():
-    from poser.models.heads import IntegralHead
-
-    target = torch.tensor([[[0.2, -0.3], [-0.1, 0.05]]])               # (1, K=2, 2) normalised
-    q = IntegralHead.encode(target, (32, 32))
-    sharp = {"heatmap": torch.log(q), "visible": torch.full((1, 2), 20.0)}
-    dec = IntegralHead.decode(sharp)
-    assert torch.allclose(dec["coords"], target, atol=1e-3)            # the expectation of the target is it
-    assert torch.allclose(dec["score"], torch.full((1, 2), 0.86), atol=0.02)   # mass within 2 sigma
-    flat = IntegralHead.decode({"heatmap": torch.zeros(1, 2, 32, 32), "visible": torch.full((1, 2), 20.0)})
-    assert dec["score"].min() > 0.8 and flat["score"].max() < 0.1       # spread out: the model does not know
-    assert torch.allclose(flat["coords"], torch.zeros(1, 2, 2), atol=1e-6)
-
-
-def test_integral_decode_takes_the_expectation_around_the_stronger_mode():
-    from poser.models.heads import DECODE_RADIUS, HEATMAP_SIGMA, SCORE_RADIUS, IntegralHead, heatmap_grid
-
-    # Two modes, 60% at x=+0.3 and 40% at x=-0.3 (a left/right confusion): the whole map's
-    # expectation lies between them (x = 0.06), on neither; the decode stays on the stronger.
-    a, b = IntegralHead.encode(torch.tensor([[[0.3, 0.0]]]), (32, 32)), IntegralHead.encode(
-        torch.tensor([[[-0.3, 0.0]]]), (32, 32))
-    prob = 0.6 * a + 0.4 * b
-    assert abs(float(IntegralHead.expectation(prob)[0, 0, 0]) - 0.06) < 0.01
-    dec = IntegralHead.decode({"heatmap": torch.log(prob), "visible": torch.zeros(1, 1)}, DECODE_RADIUS)
-    assert torch.allclose(dec["coords"], torch.tensor([[[0.3, 0.0]]]), atol=2e-3)
-    whole = IntegralHead.decode({"heatmap": torch.log(prob), "visible": torch.zeros(1, 1)})   # no radius
-    assert abs(float(whole["coords"][0, 0, 0]) - 0.06) < 0.01
-    # The window is a disc of DECODE_RADIUS cells around the peak, renormalised: against the
-    # dense computation over the whole map, peaks at the map's edges included.
-    prob = torch.softmax(torch.randn(2, 3, 20, 24).flatten(2) * 3, -1).view(2, 3, 20, 24)
-    prob[0, 0, 0, 0] = prob[1, 2, 19, 23] = 1.0
-    peak = prob.flatten(2).argmax(-1)
-    ys, xs = torch.meshgrid(torch.arange(20), torch.arange(24), indexing="ij")
-    near = ((ys - (peak // 24)[..., None, None]) ** 2 + (xs - (peak % 24)[..., None, None]) ** 2) <= DECODE_RADIUS ** 2
-    dense = IntegralHead.expectation(prob * near / (prob * near).sum((-2, -1), keepdim=True))
-    assert torch.allclose(IntegralHead.local(prob), dense, atol=1e-6)
-    # The score's mass: the cells within SCORE_RADIUS sigmas of the estimate, also against dense.
-    coords = torch.rand(2, 3, 2) - 0.5
-    x, y = heatmap_grid(20, 24, "cpu")
-    d2 = ((x - coords[..., :1]) * 24)[..., None, :] ** 2 + ((y - coords[..., 1:]) * 20)[..., :, None] ** 2
-    dense_mass = (prob * (d2 <= (SCORE_RADIUS * HEATMAP_SIGMA) ** 2)).sum((-2, -1))
-    assert torch.allclose(IntegralHead.mass_near(prob, coords), dense_mass, atol=1e-6)
 
 
 def test_old_weights_files_with_top_level_head_tensors_still_load(tmp_path):
@@ -239,6 +194,7 @@ def test_weights_are_self_describing_and_loading_never_unpickles(tmp_path):
 
 
 def test_fp16_and_int8_storage_shrink_the_file_and_keep_the_predictions(tmp_path):
+    torch.manual_seed(0)
     model = create_model("resnet18", 14, sigma=True).eval()
     with torch.no_grad():                      # trained-like head: outputs of size ~0.1, not ~0
         model.head.coords.weight.normal_(0, 0.02)
@@ -250,7 +206,7 @@ def test_fp16_and_int8_storage_shrink_the_file_and_keep_the_predictions(tmp_path
     with torch.no_grad():
         ref = model(x)["coords"]
     sizes = {}
-    for storage, tol in [("fp16", 1e-3), ("int8", 2e-2)]:
+    for storage, tol in [("fp16", 1e-3), ("int8", 3e-2)]:     # int8: 1.2-2.5% over 8 seeds
         dst = tmp_path / f"{storage}.safetensors"
         sizes[storage] = export_weights(src, dst, storage)["dst_bytes"]
         again, meta2 = load_model(dst)

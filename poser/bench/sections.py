@@ -159,9 +159,9 @@ def bench_train(data: Path | None, weights: Path | None, work: Path) -> list[dic
 
     from torch.utils.data import DataLoader
 
+    from poser.codec import HEADS
     from poser.data.cache import CacheDataset, CacheSpec, cache_dir
     from poser.data.prepare import prepare_split
-    from poser.models.heads import HEADS
     from poser.synth.dataset import SynthConfig, generate
     from poser.train.config import TrainConfig
     from poser.train.distributed import Dist

@@ -21,10 +21,10 @@ from poser.cli.options import (
     report_errors,
     write_result,
 )
+from poser.codec import HEADS
 from poser.console import results
 from poser.errors import PoserError
 from poser.models.backbones import BACKBONES
-from poser.models.heads import HEADS
 from poser.threads import set_threads
 from poser.train.augment import Augment
 from poser.train.config import TrainConfig, check_config

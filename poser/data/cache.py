@@ -24,10 +24,10 @@ import os
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
-import torch
 
 from poser import geometry as g
 from poser.console import log, progress
@@ -36,6 +36,9 @@ from poser.errors import PoserError
 from poser.files import atomic_dir
 from poser.imageio import decode_rgb
 from poser.skeletons import get_skeleton
+
+if TYPE_CHECKING:
+    import torch
 
 CACHE_VERSION = 2
 @dataclass(frozen=True)
@@ -197,11 +200,15 @@ class Cache:
 
     def image(self, i: int) -> torch.Tensor:
         """Crop i as a (3, S, S) uint8 RGB tensor."""
+        import torch
+
         return torch.from_numpy(decode_rgb(self.encoded(i))).permute(2, 0, 1)
 
 
-class CacheDataset(torch.utils.data.Dataset):
-    """(image (3, S, S) uint8, keypoints (K, 3) float32 in cache pixels, index) per instance."""
+class CacheDataset:
+    """(image (3, S, S) uint8, keypoints (K, 3) float32 in cache pixels, index) per instance: a
+    map-style dataset (all torch's DataLoader and samplers ask for is __len__ and __getitem__;
+    not subclassing theirs keeps torch out of the commands that only read a cache's boxes)."""
 
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
@@ -211,4 +218,6 @@ class CacheDataset(torch.utils.data.Dataset):
         return len(self.cache)
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor, int]:
+        import torch
+
         return self.cache.image(i), torch.from_numpy(self.cache.keypoints[i]), i

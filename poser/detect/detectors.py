@@ -23,6 +23,7 @@ from torch import nn
 
 from poser.errors import PoserError
 from poser.models.weights import read_state_dict
+from poser.threads import sync_torch
 
 PERSON = 1                      # COCO category id of a person (torchvision's label 1)
 
@@ -146,6 +147,7 @@ def create_detector(name: str, weights: str | Path | None = None, device: str | 
                     min_score: float = 0.05) -> PersonDetector:
     """Detector `name` ('auto': `resolve_detector`) with torchvision's COCO weights (cached or
     fetched once) or a local file."""
+    sync_torch()                # the command's thread count, chosen before torch was loaded
     name = resolve_detector(name, device)
     model = build_detector(name)
     state = _state(name, weights)

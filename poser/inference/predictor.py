@@ -6,7 +6,11 @@ weights file's margin, `crop_matrix`): the crop training makes before augmenting
 caches are cropped with `warp_batch` (grid_sample, as in training); photos and video frames
 with `warp_image` (OpenCV, area-averaged when a large frame shrinks to a small crop). Flip test
 merges the raw outputs of the crop and of its mirror image (labels swapped back through the
-skeleton) before the head's one decode (`models.heads.decode_outputs`).
+skeleton) before the one decode (`codec.decode_outputs`).
+
+torch is imported only where a torch network runs: a weights file whose export to the CPU
+runtime is cached (with its measured parity) builds that runtime from the cache directly, and
+its torch networks load only if asked for (`models`).
 
 Shapes: N person boxes, K joints, S stages. Scores are in [0, 1], decoded by the model's head
 (models/heads.py says what they mean for each head).
@@ -17,22 +21,27 @@ from __future__ import annotations
 import functools
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 
 from poser import geometry as g
-from poser.codec import normalize_input, pixels_to_input, to_pixels
+from poser.codec import decode_outputs, normalize_input, pixels_to_input, to_pixels
 from poser.errors import PoserError
 from poser.inference import runtime as rt
 from poser.inference.cascade import SUB_IMAGE, joint_boxes, pose_diameter
+from poser.inference.device import device_type
 from poser.inference.prediction import Prediction
 from poser.inference.search import SEARCH_PASSES, moved, next_pass, search_box, search_margin, whole_image_box
-from poser.models.deeppose import DeepPose, load_stages
-from poser.models.heads import decode_outputs
+from poser.models.weights import read_spec
 from poser.skeletons import Skeleton, get_skeleton
 from poser.spec import ModelSpec, StageSpec
-from poser.threads import cores
+from poser.threads import cores, sync_torch
+
+if TYPE_CHECKING:
+    import torch
+
+    from poser.models.deeppose import DeepPose
 
 DEFAULT_WEIGHTS = Path(__file__).parents[1] / "weights" / "reference.safetensors"
 
@@ -52,6 +61,9 @@ class Predictor:
 
     def __init__(self, stages: list[tuple[DeepPose, StageSpec]], device: str | torch.device = "cpu",
                  channels_last: bool = True) -> None:
+        import torch
+
+        sync_torch()
         device = torch.device(device)
         models = [m.to(device).eval() for m, _ in stages]
         if channels_last:
@@ -59,10 +71,13 @@ class Predictor:
         self._assemble(ModelSpec(tuple(s for _, s in stages)), [rt.TorchNetwork(m, channels_last) for m in models],
                        models, device)
 
-    def _assemble(self, spec: ModelSpec, networks: list, models: list, device: torch.device) -> None:
+    def _assemble(self, spec: ModelSpec, networks: list, models: list | None, device,
+                  weights: Path | None = None) -> None:
         """The one place a Predictor's parts are set: its spec, what runs each stage's forward,
-        and the torch models behind them (None where the model came from an exported file)."""
-        self.spec, self.networks, self.models, self.device = spec, networks, models, device
+        and the torch models behind them (None where the model came from an exported file; not
+        yet loaded from `weights` where it came from a cached export)."""
+        self.spec, self.networks, self._models, self.device = spec, networks, models, device
+        self._weights = weights
         self.size = spec.input_size
         self.skeleton: Skeleton = get_skeleton(spec.skeleton)
 
@@ -75,8 +90,35 @@ class Predictor:
         path = Path(path)
         if rt.is_exported(path):
             return cls._from_export(path, stages, runtime or "auto", precision)
+        runtime = runtime or "torch"
+        if runtime != "torch" and precision != "int8" and (cached := cls._from_cache(path, device, stages, runtime,
+                                                                                       precision)):
+            return cached
+        from poser.models.deeppose import load_stages
+
         pred = cls(load_stages(path, device, stages), device)
-        return pred if (runtime or "torch") == "torch" else pred.with_runtime(runtime, precision, path)
+        return pred if runtime == "torch" else pred.with_runtime(runtime, precision, path)
+
+    @classmethod
+    def _from_cache(cls, path: Path, device, stages: int | None, runtime: str, precision: str) -> Predictor | None:
+        """The model on `runtime` straight from the cache, torch not loaded: what `with_runtime`
+        would choose, where an earlier run exported these weights and measured that runtime's
+        parity (None where it has not, or where the choice is torch)."""
+        spec = read_spec(path)
+        if stages is not None and stages > len(spec):
+            return None                     # load_stages says so, naming the file
+        spec = spec.take(stages)
+        for name, prec in _candidates(runtime, device, precision):
+            known = rt.known_parity(path, name, prec, len(spec)) if name != "torch" else None
+            onnx = rt.cached_onnx_paths(path, len(spec))
+            if known is None or not all(p.is_file() for p in onnx):
+                return None                 # torch decides (and records) this candidate
+            if runtime == "auto" and known > rt.tolerance(prec):
+                continue
+            pred = cls.__new__(cls)
+            pred._assemble(spec, [rt.build(name, p, prec) for p in onnx], None, device_type(device), path)
+            return pred
+        return None
 
     @classmethod
     def _from_export(cls, path: Path, stages: int | None, runtime: str, precision: str) -> Predictor:
@@ -84,10 +126,10 @@ class Predictor:
         if stages is not None and stages > len(spec):
             raise PoserError(f"--stages {stages}: {path} holds a {len(spec)}-stage model")
         spec = spec.take(stages)
-        name = rt.choose(runtime, torch.device("cpu"), exported=path.suffix)
+        name = rt.choose(runtime, "cpu", exported=path.suffix)
         pred = cls.__new__(cls)
         pred._assemble(spec, [rt.build(name, p, precision) for p in rt.exported_stages(path)[:len(spec)]],
-                       [None] * len(spec), torch.device("cpu"))
+                       [None] * len(spec), "cpu")
         return pred
 
     def with_runtime(self, runtime: str, precision: str, weights: Path) -> Predictor:
@@ -96,21 +138,18 @@ class Predictor:
         outputs match torch's (rt.parity, remembered in the cache), else torch."""
         if precision == "int8":
             return self._int8(runtime, weights)
-        if runtime != "auto":
-            candidates = [(rt.choose(runtime, self.device), precision)]
-        else:
-            candidates = rt.auto_candidates(self.device, precision)
-        for name, prec in candidates:
+        n = self.num_stages
+        for name, prec in _candidates(runtime, self.device, precision):
             if name == "torch":
                 return self
-            known = rt.known_parity(weights, name, prec)
+            known = rt.known_parity(weights, name, prec, n)
             if runtime == "auto" and known is not None and known > rt.tolerance(prec):
                 continue                    # measured before: does not match torch, not worth building
             onnx = rt.cached_onnx(weights, list(zip(self.models, self.spec.stages, strict=True)))
             nets = [rt.build(name, p, prec) for p in onnx]
             if known is None:
                 known = rt.parity(self.networks, nets, self.spec)
-                rt.remember_parity(weights, name, prec, known)
+                rt.remember_parity(weights, name, prec, n, known)
             if known <= rt.tolerance(prec) or runtime != "auto":
                 self.networks = nets
                 return self
@@ -120,7 +159,7 @@ class Predictor:
         """The int8 model quantized from these weights (`<stem>.int8.xml` beside them). Only when
         asked for: 'auto' stays fp32, since the shipped model's int8 versions lost 0.005-0.012 PCP
         from the whole photo depending on the calibration sample (README)."""
-        if self.device.type != "cpu" or runtime not in ("auto", "openvino"):
+        if device_type(self.device) != "cpu" or runtime not in ("auto", "openvino"):
             raise PoserError("--precision int8 runs on openvino on the CPU (--runtime auto or openvino, --device cpu)")
         sibling = rt.int8_sibling(weights)
         if sibling is None:
@@ -147,8 +186,19 @@ class Predictor:
         if n == self.num_stages:
             return self
         pred = Predictor.__new__(Predictor)
-        pred._assemble(self.spec.take(n), self.networks[:n], self.models[:n], self.device)
+        pred._assemble(self.spec.take(n), self.networks[:n], None if self._models is None else self._models[:n],
+                       self.device, self._weights)
         return pred
+
+    @property
+    def models(self) -> list:
+        """Each stage's torch network: None for a model loaded from an exported file; loaded from
+        the weights file on first use for one built from the cached export."""
+        if self._models is None:
+            from poser.models.deeppose import load_stages
+
+            self._models = [m for m, _ in load_stages(self._weights, "cpu", self.num_stages)]
+        return self._models
 
     @property
     def model(self) -> DeepPose:
@@ -160,16 +210,15 @@ class Predictor:
         return len(self.networks)
 
     # --- crops -> keypoints ----------------------------------------------------------------
-    @torch.no_grad()
-    def _forward(self, s: int, crops: torch.Tensor | np.ndarray) -> dict[str, torch.Tensor]:
+    def _forward(self, s: int, crops: torch.Tensor | np.ndarray) -> dict[str, np.ndarray]:
         """crops -> stage s's raw head outputs: (N, 3, S, S) float RGB in [0, 1] on the device
         (cut by grid_sample), or (N, S, S, 3) uint8 RGB (cut by OpenCV from photos), which
-        the runtime converts and normalises itself."""
+        OpenVINO converts and normalises itself."""
         spec, net = self.spec.stages[s], self.networks[s]
         if isinstance(crops, np.ndarray):
             if hasattr(net, "pixels"):          # a runtime that converts uint8 crops itself (OpenVINO)
                 return net.pixels(crops, spec.mean, spec.std)
-            return net(pixels_to_input(crops, spec.mean, spec.std, self.device))
+            return net(pixels_to_input(crops, spec.mean, spec.std))
         return net(normalize_input(crops, spec.mean, spec.std))
 
     def _stage(self, s: int, crop_fn, boxes: np.ndarray, owner: np.ndarray, flip: bool,
@@ -210,6 +259,8 @@ class Predictor:
     def predict_batch(self, images: torch.Tensor, boxes: np.ndarray, flip: bool = False) -> Prediction:
         """images (N, 3, H, W) uint8 RGB (one per box, same size), boxes (N, 4) xywh in them.
         Crops on the device with grid_sample: right for prepared crops and modest scaling."""
+        import torch
+
         images = images.to(self.device).float().div_(255)    # once: refinement stages crop each image K times
 
         def crops(m, owner, size):
@@ -265,6 +316,8 @@ class Predictor:
                       limit: int | None = None, progress=None) -> Prediction:
         """Every instance of a prepared cache (the first `limit`), in cache-crop pixels (the
         frame of cache.keypoints); `cache.matrix` maps them back to the original image."""
+        import torch
+
         n = len(cache) if limit is None else min(len(cache), limit)
         parts = []
         for s in range(0, n, batch_size):
@@ -276,6 +329,13 @@ class Predictor:
         if not parts:
             return Prediction.empty(self.skeleton.num_joints, self.num_stages)
         return Prediction.concat(parts)
+
+
+def _candidates(runtime: str, device, precision: str) -> list[tuple[str, str]]:
+    """(runtime, precision) pairs to try, in order: the one asked for, or what 'auto' tries."""
+    if runtime != "auto":
+        return [(rt.choose(runtime, device), precision)]
+    return rt.auto_candidates(device, precision)
 
 
 @functools.cache

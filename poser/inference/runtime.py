@@ -5,6 +5,10 @@ normalises those inside its compiled graph (measured: a quarter of a batch's tim
 was torch's conversion of the crops and the copy into the runtime, README); for the others the
 Predictor converts them (`codec.pixels_to_input`).
 
+Every network takes a normalised float32 batch, numpy or torch, and returns its raw outputs as
+numpy arrays, which the codec decodes (`codec.decode_outputs`): a model that runs on OpenVINO
+or ONNX Runtime never imports torch once its export is cached.
+
 - `torch`: eager PyTorch (CUDA, or the CPU in fp32 with channels_last).
 - `onnxruntime`: the network exported to ONNX, on ONNX Runtime's CPU provider.
 - `openvino`: the same ONNX graph compiled by OpenVINO for this CPU: bf16 where the CPU has
@@ -27,14 +31,19 @@ import json
 import os
 import warnings
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 
 from poser import __version__
 from poser.errors import PoserError
 from poser.files import atomic_path, write_json
+from poser.inference.device import device_type
 from poser.spec import ModelSpec, StageSpec
+from poser.threads import num_threads
+
+if TYPE_CHECKING:
+    import torch
 
 RUNTIMES = ("auto", "torch", "onnxruntime", "openvino")
 PRECISIONS = ("auto", "fp32", "bf16", "int8")
@@ -65,7 +74,7 @@ def require(runtime: str) -> None:
                          f"(pip install \"poser[{extra}]\")")
 
 
-def choose(runtime: str, device: torch.device, exported: str | None = None) -> str:
+def choose(runtime: str, device, exported: str | None = None) -> str:
     """The runtime `runtime` names, checked; 'auto' is `auto_order`'s first choice. `exported`:
     the suffix of an exported file (.onnx runs on either CPU runtime, OpenVINO's .xml on its own)."""
     allowed = {None: RUNTIMES[1:], ".onnx": ("onnxruntime", "openvino"), ".xml": ("openvino",)}[exported]
@@ -76,7 +85,7 @@ def choose(runtime: str, device: torch.device, exported: str | None = None) -> s
             raise PoserError(f"an exported model needs {' or '.join(allowed)} (pip install \"poser[{need}]\")")
         return order[0]
     require(runtime)
-    if runtime != "torch" and device.type != "cpu":
+    if runtime != "torch" and device_type(device) != "cpu":
         raise PoserError(f"--runtime {runtime} runs on the CPU; use --device cpu (or --runtime torch on CUDA)")
     if runtime not in allowed:
         hint = "; --runtime torch needs a poser weights file (.safetensors)" if runtime == "torch" else ""
@@ -84,14 +93,14 @@ def choose(runtime: str, device: torch.device, exported: str | None = None) -> s
     return runtime
 
 
-def auto_order(device: torch.device) -> list[str]:
+def auto_order(device) -> list[str]:
     """What 'auto' tries, in order: torch on CUDA; else the installed CPU runtimes, fastest first."""
-    if device.type == "cuda":
+    if device_type(device) == "cuda":
         return ["torch"]
     return [r for r in FASTEST_FIRST if installed(r)] + ["torch"]
 
 
-def auto_candidates(device: torch.device, precision: str = "auto") -> list[tuple[str, str]]:
+def auto_candidates(device, precision: str = "auto") -> list[tuple[str, str]]:
     """(runtime, precision) pairs that 'auto' tries in order. Precision 'auto' is bf16 on
     OpenVINO where the CPU computes bf16 natively (AMX / AVX-512 BF16), else fp32: measured
     within 0.005 PCP of fp32 in both protocols on the shipped model (README, Runtimes)."""
@@ -103,9 +112,9 @@ def auto_candidates(device: torch.device, precision: str = "auto") -> list[tuple
 
 
 def build(runtime: str, path: Path, precision: str = "auto"):
-    """A network of `runtime` from an exported file, on this process's torch thread count."""
+    """A network of `runtime` from an exported file, on the threads `threads.set_threads` chose."""
     require(runtime)
-    threads = torch.get_num_threads()
+    threads = num_threads()
     if runtime == "onnxruntime":
         if precision in ("bf16", "int8"):
             raise PoserError(f"--precision {precision} runs on openvino only (ONNX Runtime runs fp32 here)")
@@ -138,19 +147,29 @@ def bf16_cpu() -> bool:
     return "BF16" in ov_core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
 
 
-# --- networks: normalised crops (N, 3, S, S) -> raw head outputs -------------------------------
+# --- networks: normalised crops (N, 3, S, S) -> raw head outputs as numpy ---------------------
+
+def as_numpy(x) -> np.ndarray:
+    """A network input, numpy or a torch tensor on any device, as contiguous float32 numpy."""
+    return np.ascontiguousarray(x if isinstance(x, np.ndarray) else x.detach().cpu().numpy(), np.float32)
+
 
 class TorchNetwork:
     runtime, precision = "torch", "fp32"
 
     def __init__(self, model: torch.nn.Module, channels_last: bool = True) -> None:
         self.model, self.channels_last = model, channels_last
+        self.device = next(model.parameters()).device
 
-    @torch.no_grad()
-    def __call__(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+    def __call__(self, x) -> dict[str, np.ndarray]:
+        import torch
+
+        x = torch.from_numpy(x) if isinstance(x, np.ndarray) else x
+        x = x.to(self.device)
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
-        return self.model(x)
+        with torch.no_grad():
+            return {k: v.float().cpu().numpy() for k, v in self.model(x).items()}
 
 
 class OnnxRuntimeNetwork:
@@ -169,10 +188,9 @@ class OnnxRuntimeNetwork:
         self.input = self.session.get_inputs()[0].name
         self.path, self.side = path, self.session.get_inputs()[0].shape[-1]
 
-    def __call__(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+    def __call__(self, x) -> dict[str, np.ndarray]:
         _check_side(self.path, self.side, x.shape[-1])
-        out = self.session.run(self.names, {self.input: np.ascontiguousarray(x.numpy(), np.float32)})
-        return {n: torch.from_numpy(v) for n, v in zip(self.names, out, strict=True)}
+        return dict(zip(self.names, self.session.run(self.names, {self.input: as_numpy(x)}), strict=True))
 
 
 class OpenVinoNetwork:
@@ -192,7 +210,6 @@ class OpenVinoNetwork:
             model = core.read_model(str(path))
             self.names = [o.get_any_name() for o in model.outputs]     # compiling may rename fused outputs
             quantized = model.has_rt_info(PRECISION_KEY) and model.get_rt_info(PRECISION_KEY).astype(str) == "int8"
-            self.compiled = core.compile_model(model, "CPU", config)
             self.model, self.config = model, config
         except Exception as e:
             raise PoserError(f"{path}: not a model OpenVINO can read ({_first_line(e)})") from None
@@ -200,26 +217,31 @@ class OpenVinoNetwork:
             raise PoserError(f"{path}: not an int8 model (make one with poser export --int8)")
         self.precision = "int8" if quantized else precision     # int8 layers stay int8, the rest runs fp32
         self.path, self.side = path, model.inputs[0].get_partial_shape()[3].get_length()
-        self.request = self.compiled.create_infer_request()
-        self._pixel_requests: dict[tuple, tuple] = {}
+        # Compiled on first use, per input kind (None: normalised floats; (mean, std): uint8
+        # pixels): photos need only the pixel graph, prepared caches only the float one.
+        self._requests: dict[tuple | None, tuple] = {}
 
-    def __call__(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+    def __call__(self, x) -> dict[str, np.ndarray]:
         _check_side(self.path, self.side, x.shape[-1])
-        return self._outputs(self.compiled, self.request.infer({0: np.ascontiguousarray(x.numpy(), np.float32)}))
+        return self._infer(None, as_numpy(x))
 
-    def pixels(self, crops: np.ndarray, mean, std) -> dict[str, torch.Tensor]:
-        """uint8 crops (N, S, S, 3) through a second compiled graph (made on first use) whose
-        input is those pixels: layout, type and normalisation happen inside OpenVINO."""
+    def pixels(self, crops: np.ndarray, mean, std) -> dict[str, np.ndarray]:
+        """uint8 crops (N, S, S, 3) through a second compiled graph whose input is those
+        pixels: layout, type and normalisation happen inside OpenVINO."""
         _check_side(self.path, self.side, crops.shape[2])
-        key = (tuple(mean), tuple(std))
-        if key not in self._pixel_requests:
-            compiled = ov_core().compile_model(_pixel_graph(self.model.clone(), mean, std), "CPU", self.config)
-            self._pixel_requests[key] = compiled, compiled.create_infer_request()
-        compiled, request = self._pixel_requests[key]
-        return self._outputs(compiled, request.infer({0: np.ascontiguousarray(crops, np.uint8)}))
+        return self._infer((tuple(mean), tuple(std)), np.ascontiguousarray(crops, np.uint8))
 
-    def _outputs(self, compiled, res) -> dict[str, torch.Tensor]:
-        return {n: torch.from_numpy(np.array(res[o])) for n, o in zip(self.names, compiled.outputs, strict=True)}
+    def _infer(self, key, x: np.ndarray) -> dict[str, np.ndarray]:
+        if key not in self._requests:
+            model = self.model if key is None else _pixel_graph(self.model.clone(), *key)
+            try:
+                compiled = ov_core().compile_model(model, "CPU", self.config)
+            except Exception as e:
+                raise PoserError(f"{self.path}: OpenVINO cannot compile it for this CPU ({_first_line(e)})") from None
+            self._requests[key] = compiled, compiled.create_infer_request()
+        compiled, request = self._requests[key]
+        res = request.infer({0: x})
+        return {n: np.array(res[o]) for n, o in zip(self.names, compiled.outputs, strict=True)}
 
 
 def _pixel_graph(model, mean, std):
@@ -253,6 +275,7 @@ def export_onnx(model: torch.nn.Module, spec: StageSpec, path: Path) -> Path:
     """One network as ONNX: input `input` (N, 3, S, S) normalised, dynamic batch; outputs the
     head's raw outputs by name; the stage's spec in the file's metadata (`poser_meta`)."""
     import onnx
+    import torch
 
     model = model.eval().float().to("cpu")
     dummy = torch.zeros(2, 3, spec.input_size, spec.input_size)
@@ -395,10 +418,15 @@ def _weights_key(path: str, size: int, mtime: int) -> str:
     return f"{h.hexdigest()[:20]}-{__version__}"
 
 
+def cached_onnx_paths(weights: Path, n: int) -> list[Path]:
+    """Where the ONNX graphs of a weights file's first n stages are cached."""
+    folder = cache_root() / "onnx" / weights_key(weights)
+    return [folder / f"stage{s}.onnx" for s in range(1, n + 1)]
+
+
 def cached_onnx(weights: Path, stages: list[tuple[torch.nn.Module, StageSpec]]) -> list[Path]:
     """The ONNX graphs of a weights file's stages, exported once into the cache."""
-    folder = cache_root() / "onnx" / weights_key(weights)
-    paths = [folder / f"stage{s}.onnx" for s in range(1, len(stages) + 1)]
+    paths = cached_onnx_paths(weights, len(stages))
     for (model, spec), p in zip(stages, paths, strict=True):
         if not p.is_file():
             export_onnx(model, spec, p)
@@ -411,10 +439,10 @@ def parity(reference: list, candidate: list, specs: ModelSpec, seed: int = 0) ->
     integral head's whole-map expectation) is continuous in the input, so the difference
     measures the runtime, not the instability of a flat heatmap's arg-max."""
     worst = 0.0
-    g = torch.Generator().manual_seed(seed)
+    rng = np.random.default_rng(seed)
     for ref, cand, spec in zip(reference, candidate, specs.stages, strict=True):
-        x = torch.randn(4, 3, spec.input_size, spec.input_size, generator=g)
-        worst = max(worst, float((ref(x)["coords"].float() - cand(x)["coords"].float()).abs().max()))
+        x = rng.standard_normal((4, 3, spec.input_size, spec.input_size), dtype=np.float32)
+        worst = max(worst, float(np.abs(ref(x)["coords"] - cand(x)["coords"]).max()))
     return worst
 
 
@@ -422,16 +450,22 @@ def parity_record(weights: Path) -> Path:
     return cache_root() / "onnx" / weights_key(weights) / "parity.json"
 
 
-def remember_parity(weights: Path, runtime: str, precision: str, diff: float) -> None:
+def _parity_entry(runtime: str, precision: str, stages: int) -> str:
+    return f"{runtime}/{precision}/{stages}"        # measured over the first `stages` networks
+
+
+def remember_parity(weights: Path, runtime: str, precision: str, stages: int, diff: float) -> None:
     path = parity_record(weights)
     data = json.loads(path.read_text()) if path.is_file() else {}
-    data[f"{runtime}/{precision}"] = diff
+    data[_parity_entry(runtime, precision, stages)] = diff
     write_json(path, data)
 
 
-def known_parity(weights: Path, runtime: str, precision: str) -> float | None:
+def known_parity(weights: Path, runtime: str, precision: str, stages: int) -> float | None:
     path = parity_record(weights)
     try:
-        return json.loads(path.read_text()).get(f"{runtime}/{precision}") if path.is_file() else None
+        data = json.loads(path.read_text()) if path.is_file() else {}
     except (OSError, ValueError):
         return None
+    diff = data.get(_parity_entry(runtime, precision, stages))
+    return float(diff) if isinstance(diff, int | float) else None

@@ -11,9 +11,10 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from poser.codec import HEADS
 from poser.errors import PoserError
 from poser.models.backbones import create_backbone, pyramid, trunk
-from poser.models.heads import HEADS, FCHead, IntegralHead
+from poser.models.heads import FCHead, IntegralHead
 from poser.models.weights import load_weights
 from poser.spec import ModelSpec, StageSpec
 

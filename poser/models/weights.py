@@ -9,15 +9,17 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
 from safetensors import SafetensorError, safe_open
-from safetensors.torch import load_file, save_file
 
 from poser import __version__
 from poser.errors import PoserError
 from poser.files import atomic_path
 from poser.spec import ModelSpec
+
+if TYPE_CHECKING:       # torch loads with the tensors, not for a file's metadata (inference needs only that)
+    import torch
 
 FORMAT = "poser-weights/1"
 
@@ -30,6 +32,8 @@ def _store(name: str, v: torch.Tensor, storage: str) -> dict[str, torch.Tensor]:
     """One tensor as stored. int8 quantises weight matrices and kernels symmetrically per output
     channel (1/4 of fp32 at ~0.4% error per weight); vectors (biases, norms) stay fp16, where
     a rounding error would shift every output of a channel alike."""
+    import torch
+
     v = v.detach().cpu()
     if not v.is_floating_point() or storage == "fp32":
         return {name: v.contiguous()}
@@ -44,6 +48,8 @@ def _store(name: str, v: torch.Tensor, storage: str) -> dict[str, torch.Tensor]:
 def save_weights(path: Path, state_dict: dict[str, torch.Tensor], meta: dict, storage: str = "fp32") -> None:
     """Write model weights with `meta` (JSON-able) into `path`, atomically; `storage` is fp32,
     fp16 or int8 (loading always gives fp32 tensors back)."""
+    from safetensors.torch import save_file
+
     if storage not in STORAGES:
         raise PoserError(f"unknown weight storage {storage!r} (one of {', '.join(STORAGES)})")
     tensors = {}
@@ -71,7 +77,7 @@ def read_meta(path: Path) -> dict:
     if not path.is_file():
         raise PoserError(f"weights file not found: {path}")
     try:
-        with safe_open(str(path), framework="pt") as f:
+        with safe_open(str(path), framework="numpy") as f:
             md = f.metadata() or {}
     except (SafetensorError, OSError, ValueError) as e:
         raise PoserError(f"{path} is not a safetensors file ({e})") from None
@@ -90,6 +96,9 @@ def read_spec(path: Path) -> ModelSpec:
 
 def load_weights(path: Path) -> tuple[dict[str, torch.Tensor], dict]:
     """A weights file's tensors (as fp32, whatever the storage) and metadata."""
+    import torch
+    from safetensors.torch import load_file
+
     meta = read_meta(path)
     try:
         stored = load_file(str(path))
@@ -112,6 +121,9 @@ def read_state_dict(path: Path, option: str) -> dict[str, torch.Tensor]:
     """A foreign state dict (ImageNet backbones, detectors): .safetensors, or a .pth / .pt read
     tensors-only (`weights_only`): pickled Python objects are never loaded. `option` names the
     flag in errors."""
+    import torch
+    from safetensors.torch import load_file
+
     path = Path(path)
     if not path.is_file():
         raise PoserError(f"{option} {path}: no such file")

@@ -7,10 +7,10 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from poser.codec import HEADS
 from poser.errors import PoserError
 from poser.inference.cascade import SUB_IMAGE
 from poser.models.backbones import BACKBONES
-from poser.models.heads import HEADS
 from poser.train.augment import Augment
 from poser.train.losses import HEATMAP_WEIGHT, LOSSES
 

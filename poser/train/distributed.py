@@ -38,9 +38,9 @@ def under_torchrun() -> bool:
 def init(device: str = "auto") -> Dist:
     """Join the process group if there is one; pick this process's device."""
     if not under_torchrun() or int(os.environ["WORLD_SIZE"]) == 1:
-        return Dist(0, 1, 0, resolve_device(device))
+        return Dist(0, 1, 0, torch.device(resolve_device(device)))
     rank, world, local = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"]), int(os.environ["LOCAL_RANK"])
-    dev = resolve_device(device)
+    dev = torch.device(resolve_device(device))
     if dev.type == "cuda":
         torch.cuda.set_device(local)
         dev = torch.device("cuda", local)
@@ -85,7 +85,7 @@ def launch(fn, *args, gpus: int = 1, procs: int = 1, device: str = "auto") -> No
             raise PoserError(f"--gpus {gpus}: only {torch.cuda.device_count()} CUDA device(s) visible")
         world = gpus
     elif procs > 1:
-        if resolve_device(device).type != "cpu":
+        if resolve_device(device) != "cpu":
             raise PoserError("--procs is for CPU training; on GPUs use --gpus N")
         world = procs
     else:

@@ -39,8 +39,8 @@ def calibration_crops(predictor: Predictor, root: Path, boxes: int = 256, photos
         def __init__(self, net, into: list) -> None:
             self.net, self.into = net, into
 
-        def __call__(self, x: torch.Tensor):
-            self.into.append(x.cpu().numpy().copy())
+        def __call__(self, x):
+            self.into.append(rt.as_numpy(x).copy())
             return self.net(x)
 
     networks = predictor.networks
