@@ -2,7 +2,11 @@
 (the tracker, its IoU association, One-Euro smoothing).
 
 Each person is a `Track`. Between detections a track's box follows its own keypoints of the
-previous frame (DeepPose needs a box, and the last pose is the best guess of the next); a
+previous frame (DeepPose needs a box, and the last pose is the best guess of the next): every
+joint of it, the unsure ones too, so that feet the model scores low (small, blurred, or pressed
+on the crop's edge) still keep room for the legs, and at most `GROW_CAP` x the size of the box
+the track was last detected with, so that a pose drawn toward a second person cannot carry its
+box away (`next_box`); a
 detection round (every N frames, on the first frame, and whenever a track gets lost) matches
 boxes to tracks by IoU, refreshes matched tracks, starts tracks for new people and ends lost
 tracks nobody found again. A track whose pose stays implausible for `MAX_MISSES` frames ends.
@@ -20,6 +24,7 @@ from poser import geometry as g
 MATCH_IOU = 0.3         # a detection continues a track when their boxes overlap at least this much
 MAX_MISSES = 5          # frames a track may go without a plausible pose before it ends
 SAME_PERSON = 0.1       # two tracks whose poses differ by less than this x box side are one person
+GROW_CAP = 1.5          # a track's box side is at most this x its last detected box's
 
 
 class OneEuro:
@@ -55,10 +60,17 @@ def plausible(coords: np.ndarray, scores: np.ndarray, box: np.ndarray, min_score
     return bool(span.max() > 0.15 * max(box[2], box[3]))   # not collapsed to a point
 
 
-def next_box(coords: np.ndarray, scores: np.ndarray, min_score: float, wh: tuple[int, int]) -> np.ndarray:
-    """The box of a pose's confident joints grown as training boxes are, clipped to the frame."""
-    kp = np.concatenate([coords, (scores >= min_score)[:, None].astype(float)], -1)[None]
-    b = g.keypoint_box(kp, g.PERSON_BOX_MARGIN)[0]
+def next_box(coords: np.ndarray, wh: tuple[int, int], detected: np.ndarray | None = None) -> np.ndarray:
+    """The box of all of a pose's joints grown as training boxes are, each side at most
+    GROW_CAP x the `detected` box's (around the joints' centre), clipped to the frame. (The box
+    of the confident joints alone lost the legs for good: a foot scored under the threshold
+    left the box at the knee, the next crop cut the shin, and the model put the ankle on the
+    crop's edge at knee height: tests/test_tracking.py.)"""
+    kp = np.concatenate([coords, np.isfinite(coords).all(-1, keepdims=True).astype(float)], -1)[None]
+    b = g.keypoint_box(np.nan_to_num(kp), g.PERSON_BOX_MARGIN)[0]
+    if detected is not None:
+        size = np.minimum(b[2:], GROW_CAP * detected[2:])
+        b = np.concatenate([b[:2] + (b[2:] - size) / 2, size])
     x0, y0 = max(0.0, b[0]), max(0.0, b[1])
     x1, y1 = min(float(wh[0]), b[0] + b[2]), min(float(wh[1]), b[1] + b[3])
     return np.array([x0, y0, max(1.0, x1 - x0), max(1.0, y1 - y0)])
@@ -94,6 +106,7 @@ class Track:
     box: np.ndarray                     # where the person is looked for in the next frame
     score: float                        # the detection score that started or last refreshed it
     misses: int = 0                     # consecutive frames without a plausible pose
+    detected: np.ndarray | None = None  # the box it was last detected with (next_box's size cap)
     filter: OneEuro | None = None
     pose: np.ndarray | None = field(default=None, repr=False)
 
@@ -124,13 +137,15 @@ class Tracker:
         matched = {t for t, _ in pairs}
         for t, d in pairs:
             self.tracks[t].box, self.tracks[t].score = boxes[d].astype(float).copy(), float(scores[d])
+            self.tracks[t].detected = self.tracks[t].box.copy()
         # A lost track (no plausible pose) that the detection round does not find either is gone:
         # kept, it would hold a slot and spawn a duplicate when the person is detected again.
         self.tracks = [t for i, t in enumerate(self.tracks) if i in matched or t.misses == 0]
         used = {d for _, d in pairs}
         for d in range(len(boxes)):
             if d not in used and len(self.tracks) < self.max_people:
-                self.tracks.append(Track(self.next_id, boxes[d].astype(float).copy(), float(scores[d]),
+                box = boxes[d].astype(float).copy()
+                self.tracks.append(Track(self.next_id, box, float(scores[d]), detected=box.copy(),
                                          filter=OneEuro() if self.smooth else None))
                 self.next_id += 1
 
@@ -147,7 +162,9 @@ class Tracker:
             if t.filter is not None:
                 coords[i] = t.filter(coords[i], dt)
             if plausible(coords[i], scores[i], t.box, min_score):
-                t.box, t.misses, t.pose = next_box(coords[i], scores[i], min_score, wh), 0, coords[i]
+                # The cap holds between detection rounds; a track that only the person search
+                # started (one person, no rounds) follows its pose wherever it grows.
+                t.box, t.misses, t.pose = next_box(coords[i], wh, t.detected if self.every else None), 0, coords[i]
             else:
                 t.misses += 1
                 if t.filter is not None:
