@@ -1,6 +1,8 @@
 """Drawing skeletons: limbs coloured by side, faint or skipped joints by confidence.
 
-Images are BGR uint8 (OpenCV's order), drawn in place. Coordinates in image pixels.
+Images are BGR uint8 (OpenCV's order), drawn in place. Coordinates in image pixels. Every limb
+and joint has a dark outline, so a skeleton reads on any background, a limb of its own colour
+included (the synthetic figures wear red-orange and blue limbs).
 """
 
 from __future__ import annotations
@@ -10,7 +12,9 @@ import numpy as np
 
 from poser.skeletons import Skeleton
 
-SIDE_COLOURS = {"L": (0, 140, 255), "R": (255, 140, 0), "C": (80, 220, 80)}   # orange, blue, green (BGR)
+# mmpose's convention: left green, right orange, centre light blue (BGR)
+SIDE_COLOURS = {"L": (0, 255, 0), "R": (0, 128, 255), "C": (255, 153, 51)}
+OUTLINE = (20, 20, 20)
 
 
 # Distinct, saturated BGR colours for tracked people (Tableau 10 without its greys).
@@ -58,16 +62,20 @@ def draw_pose(img: np.ndarray, coords: np.ndarray, skeleton: Skeleton, scores: n
     roi = img[y0:y1, x0:x1]
     strong, weak = roi.copy(), roi.copy()
     pts = np.round((np.nan_to_num(coords) - [x0, y0]) * 16).astype(np.int64)  # 4 bits of sub-pixel precision
-    for a, b in skeleton.draw_limbs:
-        if ok[a] and ok[b]:
-            layer = weak if faint[a] or faint[b] else strong
-            cv2.line(layer, tuple(pts[a]), tuple(pts[b]), colour or _limb_colour(skeleton, a, b), w, cv2.LINE_AA,
-                     shift=4)
+    edge = max(1, w // 2)           # outline width on each side of a stroke
+    limbs = [(a, b) for a, b in skeleton.draw_limbs if ok[a] and ok[b]]
+    for a, b in limbs:              # outlines first, so no limb's outline crosses another limb
+        layer = weak if faint[a] or faint[b] else strong
+        cv2.line(layer, tuple(pts[a]), tuple(pts[b]), OUTLINE, w + 2 * edge, cv2.LINE_AA, shift=4)
+    for a, b in limbs:
+        layer = weak if faint[a] or faint[b] else strong
+        cv2.line(layer, tuple(pts[a]), tuple(pts[b]), colour or _limb_colour(skeleton, a, b), w, cv2.LINE_AA,
+                 shift=4)
     for j in np.flatnonzero(ok):
         layer = weak if faint[j] else strong
         c = colour or SIDE_COLOURS[skeleton.sides[j]]
-        cv2.circle(layer, tuple(pts[j]), (w + 2) * 16, c, -1, cv2.LINE_AA, shift=4)
-        cv2.circle(layer, tuple(pts[j]), (w + 2) * 16, (255, 255, 255), max(1, w // 2), cv2.LINE_AA, shift=4)
+        cv2.circle(layer, tuple(pts[j]), (w + 1 + edge) * 16, OUTLINE, -1, cv2.LINE_AA, shift=4)
+        cv2.circle(layer, tuple(pts[j]), (w + 1) * 16, c, -1, cv2.LINE_AA, shift=4)
     # Faint strokes are the weak layer blended over the strong one.
     changed = np.any(weak != roi, axis=-1)
     if changed.any():
@@ -81,5 +89,15 @@ def draw_box(img: np.ndarray, box: np.ndarray, colour: tuple[int, int, int] = (2
 
 
 def label(img: np.ndarray, text: str, org: tuple[int, int] = (4, 16)) -> None:
-    for col, t in (((0, 0, 0), 3), ((255, 255, 255), 1)):
-        cv2.putText(img, text, org, cv2.FONT_HERSHEY_SIMPLEX, 0.45, col, t, cv2.LINE_AA)
+    """White text on a dark band, scaled down to fit the image's width (a small tile's label
+    would otherwise run off its edge into the next tile)."""
+    scale = 0.45
+    (tw, th), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, 1)
+    room = img.shape[1] - org[0] - 2
+    if tw > room > 0:
+        scale *= room / tw
+        (tw, th), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, 1)
+    x, y = org
+    band = img[max(0, y - th - 3): min(img.shape[0], y + base + 1), max(0, x - 2): min(img.shape[1], x + tw + 2)]
+    band[:] = (band * 0.35).astype(img.dtype)           # darken behind the text: readable on any photo
+    cv2.putText(img, text, org, cv2.FONT_HERSHEY_SIMPLEX, scale, (255, 255, 255), 1, cv2.LINE_AA)
