@@ -2,6 +2,7 @@
 
 import cv2
 import numpy as np
+import pytest
 
 from poser.evaluate.metrics import pdj
 from poser.inference.predictor import Predictor, search_box
@@ -48,3 +49,49 @@ def test_search_boxes_hold_every_joint_and_narrow_to_training_boxes():
     # A pose collapsed to one point still gives a box with a size, centred on it.
     point = search_box(np.full((5, 2), 50.0))
     assert np.allclose(point, [46, 46, 8, 8])
+
+
+def test_scene_starts_tile_the_longer_side_with_squares():
+    from poser.inference.search import scene_starts
+
+    wide = scene_starts(np.zeros((360, 640, 3), np.uint8))
+    assert wide.tolist() == [[0, 0, 640, 360], [0, 0, 360, 360], [140, 0, 360, 360], [280, 0, 360, 360]]
+    tall = scene_starts(np.zeros((500, 300, 3), np.uint8))
+    assert tall.tolist() == [[0, 0, 300, 500], [0, 0, 300, 300], [0, 100, 300, 300], [0, 200, 300, 300]]
+    assert scene_starts(np.zeros((300, 340, 3), np.uint8)).tolist() == [[0, 0, 340, 300]]   # nearly square
+
+
+def test_prominence_is_pose_size_times_confidence():
+    from poser.inference.search import prominence
+
+    rng = np.random.default_rng(0)
+    pose = rng.random((17, 2)) * [40, 100] + [100, 100]           # 40 x 100 px
+    shape = (400, 400, 3)
+    sure, unsure = np.full(17, 0.8), np.full(17, 0.1)
+    assert prominence(pose, sure, shape) < prominence(pose * 2, sure, shape)      # larger wins
+    assert prominence(pose * 3, unsure, shape) < prominence(pose, sure, shape)    # unless the model is unsure
+    side = np.sqrt(np.ptp(pose[:, 0]) * np.ptp(pose[:, 1]) / 400 ** 2)
+    assert prominence(pose, sure, shape) == pytest.approx(0.8 * side)
+
+
+def test_a_search_from_several_starts_keeps_the_most_prominent_result():
+    # Two figures side by side in a wide frame, one large, one small: the search from the scene's
+    # starts returns the most prominent of what each start alone finds, and that one's box.
+    from poser.inference.predictor import DEFAULT_WEIGHTS
+    from poser.inference.search import prominence, scene_starts
+
+    big, _, _ = one_person(1, side=360, body=(0.8, 0.9))
+    small, _, _ = one_person(2, side=120, body=(0.7, 0.8))
+    frame = np.full((360, 640, 3), 127, np.uint8)
+    frame[:, :360], frame[200:320, 460:580] = big, small
+    rgb = cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
+    pred = Predictor.from_file(DEFAULT_WEIGHTS)
+    starts = scene_starts(rgb)
+    alone = [pred.find_person([rgb], starts=[s[None]])[0] for s in starts]
+    kept = pred.find_person([rgb], starts=[starts])[0]
+    scores = [prominence(r.coords[0], r.score[0], rgb.shape) for r in alone]
+    best = alone[int(np.argmax(scores))]
+    assert np.abs(kept.coords - best.coords).max() < 1.0 and np.abs(kept.boxes - best.boxes).max() < 1.0
+    assert prominence(kept.coords[0], kept.score[0], rgb.shape) == pytest.approx(max(scores), abs=0.01)
+    whole = pred.find_person([rgb])[0]                  # the default start is the whole image alone
+    assert np.abs(whole.coords - alone[0].coords).max() < 1e-6

@@ -29,7 +29,7 @@ from poser.files import atomic_path, write_json
 from poser.imageio import read_rgb, truncated_jpeg
 from poser.inference.poses import MIN_SCORE, Poses
 from poser.inference.predictor import Predictor
-from poser.inference.search import SEARCH_PASSES
+from poser.inference.search import SEARCH_PASSES, scene_starts
 from poser.video.io import FrameReader, FrameWriter
 from poser.video.tracking import Tracker
 
@@ -155,11 +155,15 @@ class PersonBoxes:
                                 "score": float(c), "category_id": 1} for bb, c in zip(b, sc, strict=True)]
                 out.append((b, sc))
             return out
-        return [self._searched(im) if self.uses_search(s) else self.file.lookup(s.path.name, frame or 0)
-                for s, im in zip(srcs, images, strict=True)]
+        return [self._searched(im, frame is not None) if self.uses_search(s) else
+                self.file.lookup(s.path.name, frame or 0) for s, im in zip(srcs, images, strict=True)]
 
-    def _searched(self, image: np.ndarray) -> Boxes:
-        found = self.predictor.find_person([image], self.cfg.search_passes, self.cfg.flip)[0]
+    def _searched(self, image: np.ndarray, scene: bool) -> Boxes:
+        """The person search's box: from the whole image for a photo (one person, as LSP's
+        protocol), from the scene's starts for a video frame, keeping the most prominent person
+        (inference/search.py)."""
+        starts = [scene_starts(image)] if scene else None
+        found = self.predictor.find_person([image], self.cfg.search_passes, self.cfg.flip, starts)[0]
         return found.boxes, np.ones(1)
 
 

@@ -32,7 +32,15 @@ from poser.inference import runtime as rt
 from poser.inference.cascade import SUB_IMAGE, joint_boxes, pose_diameter
 from poser.inference.device import device_type
 from poser.inference.prediction import Prediction
-from poser.inference.search import SEARCH_PASSES, moved, next_pass, search_box, search_margin, whole_image_box
+from poser.inference.search import (
+    SEARCH_PASSES,
+    moved,
+    next_pass,
+    prominence,
+    search_box,
+    search_margin,
+    whole_image_box,
+)
 from poser.models.weights import read_spec
 from poser.skeletons import Skeleton, get_skeleton
 from poser.spec import ModelSpec, StageSpec
@@ -295,22 +303,32 @@ class Predictor:
             pr.visible[off], pr.score[off] = 0.0, 0.0
         return preds
 
-    def find_person(self, images: list[np.ndarray], passes: int = SEARCH_PASSES,
-                    flip: bool = False) -> list[Prediction]:
+    def find_person(self, images: list[np.ndarray], passes: int = SEARCH_PASSES, flip: bool = False,
+                    starts: list[np.ndarray] | None = None) -> list[Prediction]:
         """The one person in each whole image (H, W, 3) uint8 RGB, with no box given (the
         person search, inference/search.py): one Prediction per image, whose `boxes` is the
-        box of the last pass. Images whose estimate has settled skip to the last pass."""
-        res = self.predict_images(images, [whole_image_box(im) for im in images], flip)
-        step: dict[int, int] = {i: 0 for i in range(len(images))} if passes > 0 else {}
+        box of the last pass. Images whose estimate has settled skip to the last pass.
+        `starts`: per image, (S, 4) boxes to search from (default: the whole image), of whose
+        results the most prominent person is kept (`search.prominence`)."""
+        starts = starts if starts is not None else [whole_image_box(im) for im in images]
+        owner = [i for i, st in enumerate(starts) for _ in range(len(st))]
+        imgs = [images[i] for i in owner]
+        res = self.predict_images(imgs, [b[None] for st in starts for b in np.asarray(st, float)], flip)
+        step: dict[int, int] = {j: 0 for j in range(len(imgs))} if passes > 0 else {}
         while step:
             todo = list(step)
-            boxes = [search_box(res[i].coords[0], search_margin(step[i], passes))[None] for i in todo]
-            for i, r in zip(todo, self.predict_images([images[i] for i in todo], boxes, flip), strict=True):
-                k = next_pass(step.pop(i), passes, moved(res[i].coords[0], r.coords[0]))
-                res[i] = r
+            boxes = [search_box(res[j].coords[0], search_margin(step[j], passes))[None] for j in todo]
+            for j, r in zip(todo, self.predict_images([imgs[j] for j in todo], boxes, flip), strict=True):
+                k = next_pass(step.pop(j), passes, moved(res[j].coords[0], r.coords[0]))
+                res[j] = r
                 if k is not None:
-                    step[i] = k
-        return res
+                    step[j] = k
+        best: dict[int, tuple[float, Prediction]] = {}
+        for i, r in zip(owner, res, strict=True):
+            p = prominence(r.coords[0], r.score[0], images[i].shape)
+            if i not in best or p > best[i][0]:
+                best[i] = p, r
+        return [best[i][1] for i in range(len(images))]
 
     def predict_cache(self, cache, flip: bool = False, batch_size: int = 64,
                       limit: int | None = None, progress=None) -> Prediction:

@@ -6,6 +6,12 @@ rough, and as training boxes are (`PERSON_BOX_MARGIN`) at the last pass, so the 
 the kind the model was trained on. An image whose estimate has settled (moved less than
 `SETTLED` of the pose's size in a pass) goes straight to that last pass: a quarter fewer
 crops on LSP-Extended at the same PCP (measured: README).
+
+A scene (a video frame of a street or a pitch) holds several people, and from the whole frame
+the model may settle on any of them, often a small one in the middle distance. There the search
+starts from several boxes (`scene_starts`: the whole frame and square windows along its longer
+side, where a person near the camera fills one) and keeps the most prominent person found:
+the largest pose times its mean joint score (`prominence`).
 """
 
 from __future__ import annotations
@@ -55,3 +61,26 @@ def next_pass(k: int, passes: int, move: float) -> int | None:
     if k >= passes - 1:
         return None
     return passes - 1 if move < SETTLED else k + 1
+
+
+def scene_starts(image: np.ndarray) -> np.ndarray:
+    """(S, 4) xywh boxes a scene's search starts from: the whole image and, for an image more
+    than 1.2x as long as it is wide, squares of its shorter side at the start, middle and end of
+    its longer side (a person near the camera is about as tall as the frame)."""
+    h, w = image.shape[:2]
+    boxes = [[0.0, 0.0, float(w), float(h)]]
+    side, long = min(w, h), max(w, h)
+    if long > 1.2 * side:
+        for f in (0.0, 0.5, 1.0):
+            at = f * (long - side)
+            boxes.append([at, 0.0, side, side] if w > h else [0.0, at, side, side])
+    return np.array(boxes)
+
+
+def prominence(coords: np.ndarray, scores: np.ndarray, shape: tuple[int, ...]) -> float:
+    """How prominent one found person (K, 2) px, scores (K,) is in an image of `shape`: the
+    side of the pose's box (the square root of its area) over the image's, times the mean joint
+    score (a large pose the model is unsure of, spread over the frame, does not win)."""
+    box = search_box(coords, 0.0)
+    size = np.sqrt(max(box[2], 1.0) * max(box[3], 1.0) / (shape[0] * shape[1]))
+    return float(min(size, 1.0) * np.mean(scores))

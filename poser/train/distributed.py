@@ -16,7 +16,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from poser.errors import PoserError
-from poser.inference.device import resolve_device
+from poser.inference.device import device_type, resolve_device
 
 
 @dataclass
@@ -85,7 +85,7 @@ def launch(fn, *args, gpus: int = 1, procs: int = 1, device: str = "auto") -> No
             raise PoserError(f"--gpus {gpus}: only {torch.cuda.device_count()} CUDA device(s) visible")
         world = gpus
     elif procs > 1:
-        if resolve_device(device) != "cpu":
+        if device_type(resolve_device(device) if device == "auto" else device) != "cpu":
             raise PoserError("--procs is for CPU training; on GPUs use --gpus N")
         world = procs
     else:
