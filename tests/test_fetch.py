@@ -336,6 +336,9 @@ def test_ctrl_c_stops_a_download_within_a_second_and_keeps_the_part(tmp_path):
     threading.Thread(target=httpd.serve_forever, daemon=True).start()
     url = f"http://127.0.0.1:{httpd.server_address[1]}/big.zip"
     timer = threading.Timer(1.0, os.kill, (os.getpid(), signal.SIGINT))      # a real Ctrl-C
+    # Python's own Ctrl-C handler, as in a terminal: a shell starts background jobs (`cmd &`,
+    # nohup) with SIGINT ignored, and there Ctrl-C would never reach the download at all.
+    handler = signal.signal(signal.SIGINT, signal.default_int_handler)
     t0 = time.time()
     timer.start()
     try:
@@ -343,6 +346,7 @@ def test_ctrl_c_stops_a_download_within_a_second_and_keeps_the_part(tmp_path):
             fetch_mod.download_all([RemoteFile(url, tmp_path / "big.zip")], backoff=0.01)
     finally:
         httpd.shutdown()
+        signal.signal(signal.SIGINT, handler)
     assert time.time() - t0 < 3.0                    # not at the end of the file (12 s)
     part = tmp_path / "big.zip.part"
     assert part.is_file() and 0 < part.stat().st_size < 8 << 20 and not (tmp_path / "big.zip").exists()
