@@ -125,9 +125,9 @@ def _truth_boxes(kp: np.ndarray) -> list[float]:
 
 
 @pytest.mark.xfail(strict=False, reason=(
-    "issue 26 item 6: with the 90 s fixture model a track's pose can slide onto the other figure "
-    "while they cross (its box grows onto the person below), and the next detection round starts a "
-    "third track; failed at 60c2196 too on 2026-12-02, passed the day before"))
+    "a model limit, not the tracker's: the 90 s fixture model's pose slides onto the other figure "
+    "while they cross, and the next detection round starts a third track (failed at 60c2196 too on "
+    "2026-12-02, passed the day before; the box cap of video/tracking.py did not change it)"))
 def test_two_people_crossing_keep_their_track_ids(trained_run, tmp_path):
     truth = write_crossing_video(tmp_path / "cross.mp4")         # (frames, 2, 17, 3)
     # A detector that is always right (the figures' true boxes), saved as a detector run is.
