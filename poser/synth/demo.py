@@ -31,7 +31,8 @@ class DemoConfig:
     # Stage one's learning rate decays over its epochs, so fewer epochs learn less per epoch too.
     # Measured (stage-one val PCP / the cascade's / joints over --min-score per video frame, of
     # 17 / seconds): 8 epochs 0.24 / 0.33 / 6.1 / 167 s, 16 0.54 / 0.59 / 10.8 / 198 s, 24 0.66 /
-    # 0.71 / 15.4 / 318 s. At 24 the pictures show whole skeletons (figure.jpg: 15 of 17 joints).
+    # 0.71 / 13-15 / 220 s (two quiet cores). At 24 figure.jpg shows 12-15 of 17 joints (runs
+    # differ in their float sums); the legs are what a small model still misses most.
     epochs: int = 24                # stage one
     stage2_epochs: int = 3
     video_frames: int = 90
