@@ -32,7 +32,7 @@ MIN_SCORE = 0.2        # joints scored below are not drawn and not `visible` (an
 
 @dataclass
 class Poses:
-    """keypoints (N, K, 2) px; scores (N, K) in [0, 1] (what they mean: models/heads.py);
+    """keypoints (N, K, 2) px; scores (N, K) in [0, 1] (what they mean: codec.py, the decode);
     in_crop (N, K): the model's probability that the joint is inside the person's crop;
     `visible` (N, K) bool, as in keypoints.json: in_crop >= 0.5 and score >= MIN_SCORE
     (`visible_at` for another threshold); boxes (N, 4) xywh used for each person and

@@ -14,7 +14,7 @@ import numpy as np
 @dataclass(frozen=True)
 class Prediction:
     coords: np.ndarray          # (N, K, 2) px: the last stage's estimate
-    score: np.ndarray           # (N, K) in [0, 1], as the head defines it (models/heads.py)
+    score: np.ndarray           # (N, K) in [0, 1], as the decode defines it (codec.py)
     visible: np.ndarray         # (N, K) probability that the joint lies inside its crop
     stages: np.ndarray          # (N, S, K, 2) px: the estimate after each stage
     boxes: np.ndarray           # (N, 4) xywh: the person box each crop came from

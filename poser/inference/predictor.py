@@ -12,8 +12,8 @@ torch is imported only where a torch network runs: a weights file whose export t
 runtime is cached (with its measured parity) builds that runtime from the cache directly, and
 its torch networks load only if asked for (`models`).
 
-Shapes: N person boxes, K joints, S stages. Scores are in [0, 1], decoded by the model's head
-(models/heads.py says what they mean for each head).
+Shapes: N person boxes, K joints, S stages. Scores are in [0, 1], decoded by the codec
+(codec.py says what they mean for each head).
 """
 
 from __future__ import annotations
@@ -109,24 +109,20 @@ class Predictor:
 
     @classmethod
     def _from_cache(cls, path: Path, device, stages: int | None, runtime: str, precision: str) -> Predictor | None:
-        """The model on `runtime` straight from the cache, torch not loaded: what `with_runtime`
-        would choose, where an earlier run exported these weights and measured that runtime's
-        parity (None where it has not, or where the choice is torch)."""
+        """The model on `runtime` straight from the cache, torch not loaded, where the parity
+        records already decide what `with_runtime` would choose and its export is cached (None
+        where they do not, or where the choice is torch)."""
         spec = read_spec(path)
         if stages is not None and stages > len(spec):
             return None                     # load_stages says so, naming the file
         spec = spec.take(stages)
-        for name, prec in _candidates(runtime, device, precision):
-            known = rt.known_parity(path, name, prec, len(spec)) if name != "torch" else None
-            onnx = rt.cached_onnx_paths(path, len(spec))
-            if known is None or not all(p.is_file() for p in onnx):
-                return None                 # torch decides (and records) this candidate
-            if runtime == "auto" and known > rt.tolerance(prec):
-                continue
-            pred = cls.__new__(cls)
-            pred._assemble(spec, [rt.build(name, p, prec) for p in onnx], None, device_type(device), path)
-            return pred
-        return None
+        name, prec, decided = _recorded_choice(path, device, len(spec), runtime, precision)
+        onnx = rt.cached_onnx_paths(path, len(spec))
+        if name == "torch" or not decided or not all(p.is_file() for p in onnx):
+            return None
+        pred = cls.__new__(cls)
+        pred._assemble(spec, [rt.build(name, p, prec) for p in onnx], None, device_type(device), path)
+        return pred
 
     @classmethod
     def _from_export(cls, path: Path, stages: int | None, runtime: str, precision: str) -> Predictor:
@@ -146,22 +142,18 @@ class Predictor:
         outputs match torch's (rt.parity, remembered in the cache), else torch."""
         if precision == "int8":
             return self._int8(runtime, weights)
-        n = self.num_stages
-        for name, prec in _candidates(runtime, self.device, precision):
+        n, built = self.num_stages, {}
+        while True:             # each pass measures one candidate the records do not know yet
+            name, prec, decided = _recorded_choice(weights, self.device, n, runtime, precision)
             if name == "torch":
                 return self
-            known = rt.known_parity(weights, name, prec, n)
-            if runtime == "auto" and known is not None and known > rt.tolerance(prec):
-                continue                    # measured before: does not match torch, not worth building
-            onnx = rt.cached_onnx(weights, list(zip(self.models, self.spec.stages, strict=True)))
-            nets = [rt.build(name, p, prec) for p in onnx]
-            if known is None:
-                known = rt.parity(self.networks, nets, self.spec)
-                rt.remember_parity(weights, name, prec, n, known)
-            if known <= rt.tolerance(prec) or runtime != "auto":
-                self.networks = nets
+            if (name, prec) not in built:
+                onnx = rt.cached_onnx(weights, list(zip(self.models, self.spec.stages, strict=True)))
+                built[name, prec] = [rt.build(name, p, prec) for p in onnx]
+            if decided:
+                self.networks = built[name, prec]
                 return self
-        return self
+            rt.remember_parity(weights, name, prec, n, rt.parity(self.networks, built[name, prec], self.spec))
 
     def _int8(self, runtime: str, weights: Path) -> Predictor:
         """The int8 model quantized from these weights (`<stem>.int8.xml` beside them). Only when
@@ -349,11 +341,23 @@ class Predictor:
         return Prediction.concat(parts)
 
 
-def _candidates(runtime: str, device, precision: str) -> list[tuple[str, str]]:
-    """(runtime, precision) pairs to try, in order: the one asked for, or what 'auto' tries."""
-    if runtime != "auto":
-        return [(rt.choose(runtime, device), precision)]
-    return rt.auto_candidates(device, precision)
+def _recorded_choice(weights: Path, device, stages: int, runtime: str, precision: str) -> tuple[str, str, bool]:
+    """What the runtime choice is, as far as the parity records (rt.remember_parity) tell:
+    (runtime, precision, True) when decided; (runtime, precision, False) for the first candidate
+    whose parity with torch has not been measured yet (measure it, then ask again). Candidates
+    are the one asked for, or what 'auto' tries in order: the first within its tolerance, torch
+    last."""
+    candidates = [(rt.choose(runtime, device), precision)] if runtime != "auto" else rt.auto_candidates(device,
+                                                                                                          precision)
+    for name, prec in candidates:
+        if name == "torch":
+            return name, prec, True
+        known = rt.known_parity(weights, name, prec, stages)
+        if known is None:
+            return name, prec, False
+        if runtime != "auto" or known <= rt.tolerance(prec):
+            return name, prec, True
+    return "torch", "fp32", True
 
 
 @functools.cache

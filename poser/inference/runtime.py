@@ -457,7 +457,9 @@ def _parity_entry(runtime: str, precision: str, stages: int) -> str:
 def remember_parity(weights: Path, runtime: str, precision: str, stages: int, diff: float) -> None:
     path = parity_record(weights)
     data = json.loads(path.read_text()) if path.is_file() else {}
-    data[_parity_entry(runtime, precision, stages)] = diff
+    # A non-finite difference (a NaN output) is recorded as a mismatch: strict JSON would write
+    # it as null, which reads back as "not measured" and would have it measured forever.
+    data[_parity_entry(runtime, precision, stages)] = diff if np.isfinite(diff) else 1e30
     write_json(path, data)
 
 

@@ -144,7 +144,7 @@ def read_state_dict(path: Path, option: str) -> dict[str, torch.Tensor]:
 def export_weights(src: Path, dst: Path, storage: str = "fp16", decode_radius: float | None = None) -> dict:
     """Re-store a weights file or cascade bundle (e.g. a run's best.safetensors as the fp16 or
     int8 file to ship); `decode_radius` records the integral head's measured decode radius
-    (models/heads.py) for every stage. Returns both sizes in bytes."""
+    (codec.local) for every stage. Returns both sizes in bytes."""
     state, meta = load_weights(src)
     spec = ModelSpec.from_meta(meta, str(src))
     if decode_radius is not None:
