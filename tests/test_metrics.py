@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from poser.evaluate.metrics import pcp, pdj
+from poser.evaluate.metrics import pcp, pdj, score_reliability
 from poser.skeletons import LSP14
 
 
@@ -39,3 +39,23 @@ def test_pcp_and_pdj_hand_cases():
     gt2 = gt.copy()
     gt2[0, j["left_ankle"], 2] = 0
     assert pdj(pred, gt2, LSP14)["at_0.2"] == 1.0 and pdj(pred, gt2, LSP14)["joints_counted"] == 13
+
+
+def test_score_reliability_finds_the_score_above_which_joints_are_mostly_right():
+    gt = np.repeat(_lsp_pose(), 40, axis=0)                     # 40 people, 560 joints; torso 116.6 px
+    rng = np.random.default_rng(0)
+    scores = rng.uniform(0, 1, (40, 14))
+    pred = gt[..., :2].copy()
+    # Joints scored under 0.1 are always wrong (50 px = 0.43 torso), those in 0.1-0.15 right 1 in 3,
+    # everything from 0.15 right: the model's joints are more likely right than wrong from 0.15.
+    wrong = (scores < 0.1) | ((scores < 0.15) & (rng.uniform(size=scores.shape) < 2 / 3))
+    pred[wrong] += (50, 0)
+    r = score_reliability(pred, scores, gt, LSP14)
+    assert r["min_score"] == 0.15
+    by = {b["from"]: b for b in r["bins"]}
+    assert by[0.0]["right"] == 0.0 and by[0.6]["right"] == 1.0
+    assert sum(b["joints"] for b in r["bins"]) == 560
+    # A model right everywhere may draw every joint; NaN scores (no prediction) are not counted as right.
+    assert score_reliability(gt[..., :2], scores, gt, LSP14)["min_score"] == 0.0
+    scores[0] = np.nan
+    assert sum(b["joints"] for b in score_reliability(gt[..., :2], scores, gt, LSP14)["bins"]) == 546

