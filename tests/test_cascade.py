@@ -99,7 +99,7 @@ def test_train_stage_two_needs_its_stage_one(synth_root, tmp_path):
 def test_stage_two_improves_tight_pdj_on_held_out_images(trained_run, learn_root, tmp_path):
     stage1 = json.loads((trained_run / "config.json").read_text())
     cfg = replace(TrainConfig.from_dict(stage1), stage=2, from_run=str(trained_run), out=str(tmp_path),
-                  name="stage2", run=None, epochs=6, aug=Augment(flip=0.0))
+                  name="stage2", run=None, epochs=3, aug=Augment(flip=0.0))  # +0.09 / +0.15 at 3
     fit(cfg)
     res = runner.invoke(app, ["eval", "--weights", str(tmp_path / "stage2" / "best.safetensors"), "--data",
                               str(learn_root), "--out", str(tmp_path), "--json", str(tmp_path / "r.json")])
