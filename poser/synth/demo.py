@@ -33,7 +33,7 @@ class DemoConfig:
     # Measured (stage-one val PCP / the cascade's / joints over --min-score per video frame, of
     # 17 / seconds): 8 epochs 0.24 / 0.33 / 6.1 / 167 s, 16 0.54 / 0.59 / 10.8 / 198 s, 24 0.66 /
     # 0.71 / 13-15 / 220 s (two quiet cores). Drawn from the score its evaluation finds right
-    # half the time (0.15, not annotate's 0.2), figure.jpg draws 16 of 17 joints, the video 14-15.
+    # half the time (0.15-0.2), figure.jpg draws 14-16 of 17 joints, a video frame 13-15.
     epochs: int = 24                # stage one
     stage2_epochs: int = 3
     video_frames: int = 90
