@@ -101,10 +101,11 @@ def score_reliability(pred: np.ndarray, scores: np.ndarray, gt: np.ndarray, skel
         rows.append({"from": lo, "to": hi, "joints": int(k.sum()),
                      "right": float((err[k] < 0.2).mean()) if k.any() else float("nan")})
     for r in reversed(rows):            # walk down from the top bin while bins stay right >= 50%
-        if r["joints"] and r["right"] < 0.5:
+        if not r["joints"]:
+            continue
+        if r["right"] < 0.5:
             break
-        if r["joints"]:
-            min_score = r["from"]
+        min_score = r["from"]
     return {"bins": rows, "min_score": min_score}
 
 
