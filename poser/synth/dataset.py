@@ -110,18 +110,8 @@ def _pose(rng: np.random.Generator, h: float) -> tuple[np.ndarray, np.ndarray, d
     neck_pt = up * torso
     head_up = _unit(tilt + rng.normal(0, 0.25))
     c = neck_pt + head_up * (neck + head_r)
-    head_right = np.array([-head_up[1], head_up[0]])
     yaw = rng.uniform(-1, 1) * (1 - wf)         # profile figures turn their face sideways
-    occl = np.zeros(17, bool)
-    pts[J["nose"]] = c - head_up * 0.15 * head_r + head_right * yaw * 0.8 * head_r
-    for lr, sg in side.items():
-        pts[J[f"{lr}_eye"]] = c + head_up * 0.2 * head_r + head_right * (sg * 0.4 * wf + yaw * 0.6) * head_r
-        pts[J[f"{lr}_ear"]] = c + head_right * (sg * 0.95 * wf + yaw * 0.2) * head_r
-    if s < 0:                                    # seen from behind: face hidden
-        occl[[J["nose"], J["left_eye"], J["right_eye"]]] = True
-    elif wf < 0.55:                              # profile: the far eye and ear are hidden
-        far = "left" if yaw * s < 0 else "right"
-        occl[[J[f"{far}_eye"], J[f"{far}_ear"]]] = True
+    occl = _face(pts, c, head_up, head_r, s, wf, yaw)
     for lr, sg in side.items():
         out = sg * right
         for top, mid, end, l1, l2, lo, hi, bend in (
@@ -136,6 +126,24 @@ def _pose(rng: np.random.Generator, h: float) -> tuple[np.ndarray, np.ndarray, d
     geo = {"head_c": c, "head_r": head_r, "neck": neck_pt, "facing": s,
            "arm_w": 0.05 * h * rng.uniform(0.7, 1.3), "leg_w": 0.07 * h * rng.uniform(0.7, 1.3)}
     return pts, occl, geo
+
+
+def _face(pts: np.ndarray, c: np.ndarray, head_up: np.ndarray, head_r: float, s: float, wf: float,
+          yaw: float) -> np.ndarray:
+    """Place nose, eyes and ears in `pts` around head centre `c`; returns the view-occluded flags.
+    `s` +1 faces the camera, `wf` is the apparent width (1 frontal), `yaw` turns the face."""
+    head_right = np.array([-head_up[1], head_up[0]])
+    occl = np.zeros(17, bool)
+    pts[J["nose"]] = c - head_up * 0.15 * head_r + head_right * yaw * 0.8 * head_r
+    for lr, sg in (("left", s), ("right", -s)):
+        pts[J[f"{lr}_eye"]] = c + head_up * 0.2 * head_r + head_right * (sg * 0.4 * wf + yaw * 0.6) * head_r
+        pts[J[f"{lr}_ear"]] = c + head_right * (sg * 0.95 * wf + yaw * 0.2) * head_r
+    if s < 0:                                    # seen from behind: face hidden
+        occl[[J["nose"], J["left_eye"], J["right_eye"]]] = True
+    elif wf < 0.55:                              # profile: the far eye and ear are hidden
+        far = "left" if yaw * s < 0 else "right"
+        occl[[J[f"{far}_eye"], J[f"{far}_ear"]]] = True
+    return occl
 
 
 def _colour(rng: np.random.Generator, hue: tuple[int, int] | None = None) -> tuple[int, ...]:

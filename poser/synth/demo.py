@@ -1,8 +1,9 @@
 """`poser demo`: the whole pipeline on synthetic data, on a CPU, in a few minutes, offline.
 
 Generate a synthetic COCO-format dataset -> prepare it -> train stage one -> train a cascade
-stage two on top -> evaluate (PCP / PDJ / COCO AP, per stage) -> annotate a synthetic video and
-an image. Every step is the library call the matching command makes.
+stage two on top -> evaluate (PCP / PDJ / COCO AP, per stage) -> annotate a synthetic video (a
+figure walking across a scene) and an image. Every step is the library call the matching
+command makes.
 """
 
 from __future__ import annotations
@@ -19,7 +20,8 @@ from poser.console import log
 from poser.evaluate.run import EvalConfig, evaluate
 from poser.inference.poses import MIN_SCORE
 from poser.inference.predictor import Predictor
-from poser.synth.dataset import SynthConfig, generate, one_person, write_video
+from poser.synth.dataset import SynthConfig, generate, one_person
+from poser.synth.walk import write_walk_video
 from poser.train.augment import Augment
 from poser.train.config import TrainConfig
 from poser.train.loop import fit
@@ -72,7 +74,7 @@ def run_demo(cfg: DemoConfig) -> dict:
     step("evaluation")
     media = out / "media"
     media.mkdir(parents=True, exist_ok=True)
-    write_video(media / "walk.mp4", cfg.video_frames, (640, 360), 30.0, seed=cfg.seed + 1)
+    write_walk_video(media / "walk.mp4", cfg.video_frames, (640, 360), 30.0, seed=cfg.seed + 1)
     img, _, _ = one_person(cfg.seed + 2)
     cv2.imwrite(str(media / "figure.jpg"), img)
     ann_dir = out / "annotate"
