@@ -1,5 +1,6 @@
 import json
 
+import cv2
 import numpy as np
 import pytest
 from pycocotools.coco import COCO
@@ -101,3 +102,31 @@ def test_existing_output_and_failures_leave_nothing_half_written(tmp_path, monke
     monkeypatch.setattr(synth, "render_image", real)
     generate(out, SynthConfig(images=6, seed=9), overwrite=True)
     assert len(json.loads((out / "annotations" / "person_keypoints_train.json").read_text())["images"]) == 5
+
+
+def test_walking_clip_moves_its_limbs_and_keeps_the_body_whole(tmp_path):
+    from poser.synth.walk import write_walk_video
+
+    frames, size, period = 40, (320, 180), 20
+    truth = write_walk_video(tmp_path / "walk.mp4", frames, size, 25.0, seed=3, period=period)
+    assert truth.shape == (frames, 17, 3)
+    cap, read = cv2.VideoCapture(str(tmp_path / "walk.mp4")), []
+    while (got := cap.read())[0]:
+        read.append(got[1])
+    assert len(read) == frames and read[0].shape == (size[1], size[0], 3)
+    assert np.abs(read[0].astype(int) - read[-1]).mean() > 1     # the picture changes
+    assert (truth[:, :, 2] > 0).all()                          # the whole body in frame
+    assert ((truth[:, :, 2] == 2).sum(1) >= 14).all()          # most joints on top (legs cross)
+    xy = truth[:, :, :2]
+    pelvis = (xy[:, J["left_hip"]] + xy[:, J["right_hip"]]) / 2
+    assert (np.diff(pelvis[:, 0]) > 0).all()                   # walks left to right
+    # Rigid bones: every frame's thigh, shin and forearm keep their length.
+    for a, b in (("left_hip", "left_knee"), ("right_knee", "right_ankle"), ("left_elbow", "left_wrist")):
+        bone = np.linalg.norm(xy[:, J[a]] - xy[:, J[b]], axis=1)
+        assert bone.std() < 0.02 * bone.mean()
+    # The legs swing in opposition: which ankle leads flips twice a stride.
+    lead = np.sign(xy[:, J["left_ankle"], 0] - xy[:, J["right_ankle"], 0])
+    assert (np.diff(lead[:period]) != 0).sum() == 2
+    # Upright: the head above the shoulders above the hips above the ankles, every frame.
+    for upper, lower in (("nose", "left_shoulder"), ("left_shoulder", "left_hip"), ("left_hip", "left_ankle")):
+        assert (xy[:, J[upper], 1] < xy[:, J[lower], 1]).all()

@@ -38,6 +38,8 @@ class DemoConfig:
     # At 1e-2, 24 epochs: stage one 0.855, stage two on top 0.877 (at 1e-3 stage two fell to 0.82).
     # Command: poser train --data runs/demo/data --backbone mobilenet_v3_small --input-size 96
     #   --batch-size 32 --flip 0 --epochs 24 --lr 1e-2, then --stage 2 --from RUN --epochs 3.
+    # Its pictures from a fresh clone (seed 0, 378 s on two EPYC cores): figure.jpg 17 of 17
+    # joints drawn, walk.mp4 16.8 per frame (never under 16), PDJ@0.2 0.96 against its truth.
     lr: float = 1e-2
     epochs: int = 24                # stage one
     stage2_epochs: int = 3
