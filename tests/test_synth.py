@@ -130,3 +130,22 @@ def test_walking_clip_moves_its_limbs_and_keeps_the_body_whole(tmp_path):
     # Upright: the head above the shoulders above the hips above the ankles, every frame.
     for upper, lower in (("nose", "left_shoulder"), ("left_shoulder", "left_hip"), ("left_hip", "left_ankle")):
         assert (xy[:, J[upper], 1] < xy[:, J[lower], 1]).all()
+
+
+def test_video_accuracy_scores_records_against_the_clips_truth(tmp_path):
+    from poser.synth.demo import video_accuracy
+    from poser.synth.walk import write_walk_video
+
+    truth = write_walk_video(tmp_path / "walk.mp4", 10, (320, 180), 25.0, seed=1)
+    src = str(tmp_path / "walk.mp4")
+
+    def record(frame: int, xy: np.ndarray, score: float) -> dict:
+        kp = {j: [float(x), float(y), score] for j, (x, y) in zip(COCO17.joints, xy, strict=True)}
+        return {"source": src, "type": "video", "frame": frame, "persons": [{"keypoints": kp}]}
+
+    records = [record(f, truth[f, :, :2] + 1.0, 0.9) for f in range(2, 10)]      # right, 1 px off
+    records.append(record(0, truth[0, :, :2] + 100.0, 0.1))                     # wrong, under min score
+    records.append({"source": src, "type": "video", "frame": 1, "persons": []})  # nobody found
+    records.append(record(0, truth[0, :, :2], 0.9) | {"source": "other.mp4"})   # another input
+    got = video_accuracy(records, src, truth, min_score=0.2)
+    assert got == {"pdj_0.2": 0.8, "joints_drawn": 17 * 8 / 10, "fewest_drawn": 0}

@@ -81,6 +81,25 @@ class SynthConfig:
     body: tuple[float, float] = (0.35, 0.9)   # a figure's height, as a share of the image height
 
 
+@dataclass(frozen=True)
+class Body:
+    """A figure's mean proportions, as shares of its height (`_pose` varies each by +-15%)."""
+    torso: float = 0.30         # pelvis to neck
+    neck: float = 0.04
+    head_r: float = 0.065
+    upper_arm: float = 0.17
+    lower_arm: float = 0.15
+    thigh: float = 0.23
+    shin: float = 0.23
+    hip: float = 0.08           # half the hip width, seen from the front
+    shoulder: float = 0.11      # half the shoulder width
+    arm_w: float = 0.05         # limb thickness
+    leg_w: float = 0.07
+
+
+BODY = Body()
+
+
 def _unit(a: float) -> np.ndarray:
     return np.array([math.sin(a), -math.cos(a)])  # angle from image-up, clockwise
 
@@ -100,13 +119,14 @@ def _pose(rng: np.random.Generator, h: float) -> tuple[np.ndarray, np.ndarray, d
     s = 1.0 if rng.random() < 0.6 else -1.0     # +1: facing the camera (person's left on image right)
     wf = rng.uniform(0.3, 1.0)                  # apparent width: 1 frontal, small in profile
     k = rng.uniform(0.85, 1.15, size=8)         # per-figure proportions
-    torso, neck, head_r = 0.30 * h * k[0], 0.04 * h, 0.065 * h * k[1]
-    ua, la, ul, ll = 0.17 * h * k[2], 0.15 * h * k[3], 0.23 * h * k[4], 0.23 * h * k[5]
+    torso, neck, head_r = BODY.torso * h * k[0], BODY.neck * h, BODY.head_r * h * k[1]
+    ua, la = BODY.upper_arm * h * k[2], BODY.lower_arm * h * k[3]
+    ul, ll = BODY.thigh * h * k[4], BODY.shin * h * k[5]
     pts = np.zeros((17, 2))
     side = {"left": s, "right": -s}
     for lr, sg in side.items():
-        pts[J[f"{lr}_hip"]] = sg * right * 0.08 * h * wf * k[6]
-        pts[J[f"{lr}_shoulder"]] = up * torso + sg * right * 0.11 * h * wf * k[7]
+        pts[J[f"{lr}_hip"]] = sg * right * BODY.hip * h * wf * k[6]
+        pts[J[f"{lr}_shoulder"]] = up * torso + sg * right * BODY.shoulder * h * wf * k[7]
     neck_pt = up * torso
     head_up = _unit(tilt + rng.normal(0, 0.25))
     c = neck_pt + head_up * (neck + head_r)
@@ -124,7 +144,7 @@ def _pose(rng: np.random.Generator, h: float) -> tuple[np.ndarray, np.ndarray, d
             d2 = _rot(d, rng.choice([-1, 1]) * rng.uniform(0, bend) * rng.random())
             pts[J[f"{lr}_{end}"]] = pts[J[f"{lr}_{mid}"]] + d2 * l2
     geo = {"head_c": c, "head_r": head_r, "neck": neck_pt, "facing": s,
-           "arm_w": 0.05 * h * rng.uniform(0.7, 1.3), "leg_w": 0.07 * h * rng.uniform(0.7, 1.3)}
+           "arm_w": BODY.arm_w * h * rng.uniform(0.7, 1.3), "leg_w": BODY.leg_w * h * rng.uniform(0.7, 1.3)}
     return pts, occl, geo
 
 
@@ -144,6 +164,12 @@ def _face(pts: np.ndarray, c: np.ndarray, head_up: np.ndarray, head_r: float, s:
         far = "left" if yaw * s < 0 else "right"
         occl[[J[f"{far}_eye"], J[f"{far}_ear"]]] = True
     return occl
+
+
+def _moved(pts: np.ndarray, geo: dict, shift: np.ndarray) -> np.ndarray:
+    """A pose `shift`ed: its joints returned, its drawing geometry (head, neck) moved in place."""
+    geo["head_c"], geo["neck"] = geo["head_c"] + shift, geo["neck"] + shift
+    return pts + shift
 
 
 def _colour(rng: np.random.Generator, hue: tuple[int, int] | None = None) -> tuple[int, ...]:
@@ -253,7 +279,7 @@ def render_image(cfg: SynthConfig, number: int) -> tuple[bytes, int, int, list[d
         cx = rng.uniform(x0 + span[0] * (0.5 - out), max(x0 + span[0] * (0.5 - out) + 1, x1 - span[0] * (0.5 - out)))
         cy = rng.uniform(span[1] * (0.5 - out), max(span[1] * (0.5 - out) + 1, h - span[1] * (0.5 - out)))
         shift = np.array([cx, cy]) - (lo + hi) / 2
-        pts, geo["head_c"], geo["neck"] = pts + shift, geo["head_c"] + shift, geo["neck"] + shift
+        pts = _moved(pts, geo, shift)
         _draw_figure(cv, rng, pts, geo, f)
         figs.append((pts, occl, body))
     for pts, _, body in figs:                    # occluders over some joints
@@ -372,6 +398,14 @@ def one_person(seed: int = 0, side: int = 240, clutter: float = 0.0,
     raise PoserError(f"no clean one-person figure for seed {seed}")
 
 
+def mp4_writer(path: Path, fps: float, size: tuple[int, int]) -> cv2.VideoWriter:
+    """An open OpenCV mp4 writer for the synthetic clips (`size` is width, height)."""
+    vw = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), fps, size)
+    if not vw.isOpened():
+        raise PoserError(f"OpenCV cannot write {path}")
+    return vw
+
+
 def write_video(path: Path, frames: int = 60, size: tuple[int, int] = (640, 360), fps: float = 30.0,
                 seed: int = 0, step: int = 3, side: int = 240, origin: tuple[int, int] = (100, 60)) -> np.ndarray:
     """An mp4 of one synthetic figure (`one_person(seed, side)`) starting at `origin` and moving
@@ -379,9 +413,7 @@ def write_video(path: Path, frames: int = 60, size: tuple[int, int] = (640, 360)
     img, kp, _ = one_person(seed, side=side)
     h, w = img.shape[:2]
     ox, oy = origin
-    vw = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), fps, size)
-    if not vw.isOpened():
-        raise PoserError(f"OpenCV cannot write {path}")
+    vw = mp4_writer(path, fps, size)
     truth = []
     for f in range(frames):
         x0 = min(ox + step * f, size[0] - w)
@@ -401,9 +433,7 @@ def write_crossing_video(path: Path, frames: int = 50, size: tuple[int, int] = (
     frame, the second starts at the right in row `rows[1]` and moves left (drawn over the
     first where they overlap). Returns their keypoints per frame (frames, 2, 17, 3)."""
     figs = [one_person(s, side=side)[:2] for s in seeds]
-    vw = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), fps, size)
-    if not vw.isOpened():
-        raise PoserError(f"OpenCV cannot write {path}")
+    vw = mp4_writer(path, fps, size)
     truth = []
     for f in range(frames):
         canvas = np.full((size[1], size[0], 3), 127, np.uint8)

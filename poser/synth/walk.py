@@ -13,11 +13,9 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-import cv2
 import numpy as np
 
-from poser.errors import PoserError
-from poser.synth.dataset import J, _annotation, _background, _Canvas, _draw_figure, _face
+from poser.synth.dataset import BODY, J, _annotation, _background, _Canvas, _draw_figure, _face, _moved, mp4_writer
 
 UP, DOWN, RIGHT = np.array([0.0, -1.0]), np.array([0.0, 1.0]), np.array([1.0, 0.0])
 
@@ -30,24 +28,24 @@ def _limb_dir(a: float) -> np.ndarray:
 def walking_pose(phase: float, h: float, wf: float = 0.75) -> tuple[np.ndarray, np.ndarray, dict]:
     """Joints (17, 2) of a figure `h` px tall at gait `phase` (radians), pelvis at the origin,
     walking towards image right; view-occluded flags; the drawing geometry."""
-    torso, neck, head_r = 0.30 * h, 0.04 * h, 0.065 * h
-    ua, la, ul, ll = 0.17 * h, 0.15 * h, 0.23 * h, 0.23 * h
+    torso, head_r = BODY.torso * h, BODY.head_r * h
     pts = np.zeros((17, 2))
     swing = math.sin(phase)
     for lr, sg in (("left", 1.0), ("right", -1.0)):   # facing the camera: the left side on image right
-        pts[J[f"{lr}_hip"]] = sg * RIGHT * 0.08 * h * wf
-        pts[J[f"{lr}_shoulder"]] = UP * torso + sg * RIGHT * 0.11 * h * wf
+        pts[J[f"{lr}_hip"]] = sg * RIGHT * BODY.hip * h * wf
+        pts[J[f"{lr}_shoulder"]] = UP * torso + sg * RIGHT * BODY.shoulder * h * wf
         thigh = 0.45 * sg * swing                      # the legs swing in opposition
         flex = 0.1 + 0.6 * max(0.0, sg * math.cos(phase))   # the knee bends while its leg swings forward
-        pts[J[f"{lr}_knee"]] = pts[J[f"{lr}_hip"]] + _limb_dir(thigh) * ul
-        pts[J[f"{lr}_ankle"]] = pts[J[f"{lr}_knee"]] + _limb_dir(thigh - flex) * ll
+        pts[J[f"{lr}_knee"]] = pts[J[f"{lr}_hip"]] + _limb_dir(thigh) * BODY.thigh * h
+        pts[J[f"{lr}_ankle"]] = pts[J[f"{lr}_knee"]] + _limb_dir(thigh - flex) * BODY.shin * h
         arm = -0.35 * sg * swing + 0.12 * sg           # against the same side's leg, a little out
-        pts[J[f"{lr}_elbow"]] = pts[J[f"{lr}_shoulder"]] + _limb_dir(arm) * ua
-        pts[J[f"{lr}_wrist"]] = pts[J[f"{lr}_elbow"]] + _limb_dir(arm + 0.35) * la
+        pts[J[f"{lr}_elbow"]] = pts[J[f"{lr}_shoulder"]] + _limb_dir(arm) * BODY.upper_arm * h
+        pts[J[f"{lr}_wrist"]] = pts[J[f"{lr}_elbow"]] + _limb_dir(arm + 0.35) * BODY.lower_arm * h
     neck_pt = UP * torso
-    c = neck_pt + UP * (neck + head_r)
+    c = neck_pt + UP * (BODY.neck * h + head_r)
     occl = _face(pts, c, UP, head_r, 1.0, wf, yaw=0.25)   # the face turned towards where it walks
-    geo = {"head_c": c, "head_r": head_r, "neck": neck_pt, "facing": 1.0, "arm_w": 0.05 * h, "leg_w": 0.07 * h}
+    geo = {"head_c": c, "head_r": head_r, "neck": neck_pt, "facing": 1.0,
+           "arm_w": BODY.arm_w * h, "leg_w": BODY.leg_w * h}
     return pts, occl, geo
 
 
@@ -57,16 +55,14 @@ def write_walk_video(path: Path, frames: int = 90, size: tuple[int, int] = (640,
     every `period` frames; returns its COCO keypoints per frame (frames, 17, 3)."""
     w, h = size
     background = _background(np.random.default_rng([seed, 0]), w, h, clutter=0.0)
-    vw = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), fps, size)
-    if not vw.isOpened():
-        raise PoserError(f"OpenCV cannot write {path}")
+    vw = mp4_writer(path, fps, size)
     tall = body * h
     truth = []
     for f in range(frames):
         pts, occl, geo = walking_pose(2 * math.pi * f / period, tall)
         x = w * (0.15 + 0.7 * f / max(1, frames - 1))
         shift = np.array([x, 0.95 * h - pts[:, 1].max()])    # the lower foot on the ground
-        pts, geo["head_c"], geo["neck"] = pts + shift, geo["head_c"] + shift, geo["neck"] + shift
+        pts = _moved(pts, geo, shift)
         cv = _Canvas(background.copy())
         _draw_figure(cv, np.random.default_rng([seed, 1]), pts, geo, 0)   # the same colours each frame
         vw.write(cv.img)
