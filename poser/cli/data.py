@@ -100,6 +100,26 @@ def fetch_detector(
     results.print(f"{path} ({path.stat().st_size / 1e6:.1f} MB)", soft_wrap=True)
 
 
+@app.command("fetch-blazepose")
+@report_errors
+def fetch_blazepose(
+    source: Annotated[str | None, typer.Option(
+        "--from", help="A local pose_landmark_*.tflite, npm .tgz or mediapipe .whl [default: npm pack "
+        "@mediapipe/pose, else pip download mediapipe==0.10.14].")] = None,
+    json_out: JsonOpt = None,
+) -> None:
+    """Fetch MediaPipe's pose-trained BlazePose networks (Apache-2.0) for --backbone blazepose_*
+    --pretrained mediapipe, into poser's cache ($POSER_CACHE, else ~/.cache/poser)."""
+    from poser.data.fetch.blazepose import fetch_blazepose as run
+
+    found = run(source)
+    table = Table("variant", "file", title="BlazePose landmark networks")
+    for variant, path in found.items():
+        table.add_row(variant, path)
+    results.print(table)
+    write_result(json_out, found)
+
+
 @app.command()
 @report_errors
 def synth(

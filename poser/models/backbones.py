@@ -16,6 +16,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from poser.errors import PoserError
+from poser.models import blazepose
 from poser.models.weights import read_state_dict
 
 BACKBONES: dict[str, Callable[[], tuple[nn.Module, int]]] = {}
@@ -178,6 +179,9 @@ for _n in ("resnet18", "resnet34", "resnet50"):
 for _n in ("mobilenet_v3_small", "mobilenet_v3_large"):
     register(_n)(lambda n=_n: _mobilenet(n))
 
+for _v in blazepose.VARIANTS:        # pose-pretrained: MediaPipe's BlazePose landmark networks
+    register(f"blazepose_{_v}")(lambda v=_v: blazepose.create_trunk(v))
+
 # ImageNet weights published by torchvision, by backbone.
 _TV_WEIGHTS = {
     "resnet18": "ResNet18_Weights", "resnet34": "ResNet34_Weights", "resnet50": "ResNet50_Weights",
@@ -217,10 +221,18 @@ def pyramid(layers: list[nn.Module], x: torch.Tensor, levels: int = 4) -> list[t
 
 def create_backbone(name: str, pretrained: str | None = None) -> tuple[nn.Module, int]:
     """Build backbone `name`; `pretrained` is None, 'imagenet' (torchvision's weights,
-    downloaded once into torch's cache) or a local .pth/.pt/.safetensors state dict."""
+    downloaded once into torch's cache) or a local .pth/.pt/.safetensors state dict; for the
+    blazepose backbones 'mediapipe' (MediaPipe's .tflite, found as blazepose.find_tflite says)
+    or a .tflite path."""
     if name not in BACKBONES:
         raise PoserError(f"unknown backbone {name!r} (known: {', '.join(BACKBONES)})")
     module, dim = BACKBONES[name]()
+    if isinstance(module, blazepose.BlazeTrunk):
+        if pretrained and (pretrained == "mediapipe" or pretrained.endswith(".tflite")):
+            blazepose.load_mediapipe(module, pretrained)
+            return module, dim
+        if pretrained == "imagenet":
+            raise PoserError(f"{name} is pretrained on human pose, not ImageNet: --pretrained mediapipe")
     if pretrained:
         state = _pretrained_state(name, pretrained)
         try:

@@ -14,6 +14,7 @@ from torch import nn
 from poser.codec import HEADS
 from poser.errors import PoserError
 from poser.models.backbones import create_backbone, pyramid, trunk
+from poser.models.blazepose import BlazeHead, BlazeTrunk
 from poser.models.heads import FCHead, IntegralHead
 from poser.models.weights import load_weights
 from poser.spec import ModelSpec, StageSpec
@@ -24,13 +25,22 @@ class DeepPose(nn.Module):
     (heatmap soft-argmax over an FPN merge of the backbone's feature maps); see models/heads."""
 
     def __init__(self, backbone: str, num_joints: int, pretrained: str | None = None, sigma: bool = True,
-                 head: str = "fc") -> None:
+                 head: str = "fc", joints: tuple[str, ...] | None = None) -> None:
         super().__init__()
         if head not in HEADS:
             raise PoserError(f"unknown head {head!r} (known: {', '.join(HEADS)})")
         self.backbone, dim = create_backbone(backbone, pretrained)
         self.num_joints = num_joints
-        if head == "fc":
+        if isinstance(self.backbone, BlazeTrunk):
+            # BlazePose has its own decoder to stride 4: the head reads the map its landmark
+            # heatmaps are read from, and starts as those heatmaps for the joints it knows.
+            if head != "integral":
+                raise PoserError(f"backbone {backbone} takes the integral head (its heatmaps), not {head!r}")
+            self.head = BlazeHead(*self.backbone.channels(), num_joints)
+            if self.backbone.landmark_heatmap is not None and joints is not None:
+                self.head.start_from(self.backbone.landmark_heatmap, joints)
+            self.backbone.landmark_heatmap = None
+        elif head == "fc":
             self.head: nn.Module = FCHead(dim, num_joints, sigma)
         else:
             if hasattr(self.backbone, "fc"):          # AlexNet's FC layers: unused by a spatial head
@@ -40,7 +50,7 @@ class DeepPose(nn.Module):
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         """x: (N, 3, S, S) normalised images -> the head's raw outputs (coords (N, K, 2) and
         visible logits (N, K) always; sigma (N, K, 2) or heatmap (N, K, h, w) by head)."""
-        if self.head.kind == "fc":
+        if self.head.kind == "fc" or isinstance(self.backbone, BlazeTrunk):
             return self.head(self.backbone(x))
         return self.head(pyramid(trunk(self.backbone), x))
 
@@ -55,8 +65,9 @@ def _pyramid_channels(backbone: nn.Module) -> list[int]:
 
 
 def create_model(backbone: str, num_joints: int, pretrained: str | None = None, sigma: bool = True,
-                 head: str = "fc") -> DeepPose:
-    return DeepPose(backbone, num_joints, pretrained, sigma, head)
+                 head: str = "fc", joints: tuple[str, ...] | None = None) -> DeepPose:
+    """`joints` (names) lets a pose-pretrained head start from what it knows of each joint."""
+    return DeepPose(backbone, num_joints, pretrained, sigma, head, joints)
 
 
 def model_from_spec(spec: StageSpec) -> DeepPose:

@@ -30,6 +30,7 @@ class TrainConfig:
     epochs: int = 90
     batch_size: int = 64                # per process
     lr: float = 1e-3
+    backbone_lr: float = 1.0            # the backbone's learning rate, x lr: below 1 keeps what a pretrained one knows
     weight_decay: float = 1e-4
     warmup_epochs: float = 1.0
     grad_clip: float = 5.0
@@ -77,8 +78,9 @@ def check_config(cfg: TrainConfig) -> None:
     if cfg.head != "fc" and loss_kind(cfg) == "rle":
         raise PoserError("--loss rle needs the fc head's sigma output; the integral head trains with l1, "
                          "smooth_l1 or l2 (plus its heatmap term)")
-    if cfg.pretrained and cfg.pretrained != "imagenet" and not Path(cfg.pretrained).is_file():
-        raise PoserError(f"--pretrained {cfg.pretrained}: no such file (use 'imagenet' or a weights file)")
+    if cfg.pretrained and cfg.pretrained not in ("imagenet", "mediapipe") and not Path(cfg.pretrained).is_file():
+        raise PoserError(f"--pretrained {cfg.pretrained}: no such file (use 'imagenet', 'mediapipe' for the "
+                         "blazepose backbones, or a weights file)")
     if cfg.init and not Path(cfg.init).is_file():
         raise PoserError(f"--init {cfg.init}: no such weights file")
     if cfg.init and cfg.stage > 1:
@@ -93,7 +95,8 @@ def check_config(cfg: TrainConfig) -> None:
 
 def _check_numbers(cfg: TrainConfig) -> None:
     """Finite numbers in range, said by option name (torch's own errors name neither)."""
-    positive = {"--lr": cfg.lr, "--batch-size": cfg.batch_size, "--epochs": cfg.epochs}
+    positive = {"--lr": cfg.lr, "--batch-size": cfg.batch_size, "--epochs": cfg.epochs,
+                "--backbone-lr": cfg.backbone_lr}
     at_least_0 = {"--weight-decay": cfg.weight_decay, "--heatmap-weight": cfg.heatmap_weight,
                   "--rotate": cfg.aug.rotate}
     fractions = {"--loose": cfg.aug.loose, "--flip": cfg.aug.flip,

@@ -272,7 +272,8 @@ def build_stages(cfg: TrainConfig, d: distributed.Dist, train_ds: CacheDataset) 
 def build_model(cfg: TrainConfig, d: distributed.Dist, prev: list, skeleton) -> tuple[Objective, nn.Module]:
     """The network and its loss as one module, and that module as the processes train it."""
     kind = loss_kind(cfg)
-    model = create_model(cfg.backbone, skeleton.num_joints, cfg.pretrained, sigma=kind == "rle", head=cfg.head)
+    model = create_model(cfg.backbone, skeleton.num_joints, cfg.pretrained, sigma=kind == "rle", head=cfg.head,
+                         joints=skeleton.joints)
     if prev and (prev[-1][1].backbone, prev[-1][1].head, prev[-1][1].sigma_head) == (
             cfg.backbone, cfg.head, kind == "rle"):
         # A refinement stage starts from the previous stage's weights (its own copy): it already
@@ -289,7 +290,13 @@ def build_model(cfg: TrainConfig, d: distributed.Dist, prev: list, skeleton) -> 
 
 def build_optimizer(cfg: TrainConfig, d: distributed.Dist, objective: Objective, steps: int):
     """AdamW, linear warm-up then cosine, and the fp16 gradient scaler (off unless CUDA lacks bf16)."""
-    opt = torch.optim.AdamW(objective.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    groups = objective.parameters()
+    if cfg.backbone_lr != 1.0:          # two groups only then: a saved run's optimiser state keeps fitting
+        backbone = list(objective.model.backbone.parameters())
+        ids = {id(p) for p in backbone}
+        groups = [{"params": backbone, "lr": cfg.lr * cfg.backbone_lr},
+                  {"params": [p for p in objective.parameters() if id(p) not in ids], "lr": cfg.lr}]
+    opt = torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, _warmup_cosine(steps * cfg.epochs, int(cfg.warmup_epochs * steps)))
     cuda = d.device.type == "cuda"
     scaler = torch.amp.GradScaler("cuda", enabled=cfg.amp and cuda and not torch.cuda.is_bf16_supported())
