@@ -11,6 +11,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from poser.errors import PoserError
+
 
 @contextmanager
 def atomic_path(path: Path) -> Iterator[Path]:
@@ -58,21 +60,49 @@ def strict_json(obj: object) -> object:
     return obj
 
 
+OWNED = ".poser-folder"     # in every folder poser makes whole: the only folders it ever replaces
+
+
+def check_replaceable(path: Path, known: tuple[str, ...] = ()) -> None:
+    """Poser replaces only a folder it made: refuse, in one line and before any work, an
+    existing `path` that is a file, or a folder that is not empty, has no OWNED marker and holds
+    a name outside `known` (what poser writes there; folders of earlier versions have no marker)."""
+    path = Path(path)
+    if not path.exists() and not path.is_symlink():
+        return
+    if not path.is_dir() or path.is_symlink():
+        raise PoserError(f"{path} exists and is not a folder poser made; nothing was changed (choose another)")
+    names = [p.name for p in path.iterdir()]
+    if OWNED in names:
+        return
+    other = sorted(n for n in names if n not in known and not n.startswith(".poser"))
+    if other:
+        more = f" and {len(other) - 3} more" if len(other) > 3 else ""
+        raise PoserError(f"{path} holds files poser did not write ({', '.join(other[:3])}{more}); nothing was "
+                         "changed: choose a new or empty folder")
+
+
 @contextmanager
-def atomic_dir(path: Path, overwrite: bool = False) -> Iterator[Path]:
+def atomic_dir(path: Path, overwrite: bool = False, known: tuple[str, ...] = ()) -> Iterator[Path]:
     """Yield a temporary folder that becomes `path` when the block succeeds.
 
-    With `overwrite`, an existing `path` is replaced only after the new one is complete.
+    With `overwrite`, an existing `path` is replaced only after the new one is complete, and
+    only if poser made it (`check_replaceable`, with `known` the names poser writes there).
+    The new folder carries the OWNED marker.
     """
-    path = Path(path)
+    path = Path(path).resolve()         # '.' has no name to put a sibling beside
+    if overwrite:
+        check_replaceable(path, known)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent))
     try:
         yield tmp
+        (tmp / OWNED).write_text("made by poser: poser may replace this folder\n")
         os.chmod(tmp, 0o777 & ~_UMASK)      # mkdtemp's 0700 likewise
         if path.exists():
             if not overwrite:
                 raise FileExistsError(path)
+            check_replaceable(path, known)   # again: it may have changed while the work ran
             old = path.with_name(f".{path.name}.old-{os.getpid()}")
             os.replace(path, old)
             os.replace(tmp, path)

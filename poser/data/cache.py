@@ -116,7 +116,9 @@ def build_cache(
     chunk_groups = np.array_split(np.arange(len(groups)), n_chunks)
     if len(inst) == 0:
         raise PoserError("no person instances to prepare")
-    with atomic_dir(out, overwrite=True) as tmp, progress("instances") as bar:
+    shards = tuple(f"shard-{c:03d}.bin" for c in range(1000))      # what a cache folder holds
+    with atomic_dir(out, overwrite=True, known=("index.npz", "meta.json", *shards)) as tmp, \
+            progress("instances") as bar:
         task = bar.add_task(f"prepare {out.name}", total=len(inst))
         jobs = []
         for c, gi in enumerate(chunk_groups):

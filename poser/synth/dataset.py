@@ -32,7 +32,7 @@ import numpy as np
 
 from poser.console import progress
 from poser.errors import PoserError
-from poser.files import atomic_dir, write_json
+from poser.files import atomic_dir, check_replaceable, write_json
 from poser.skeletons import COCO17
 
 J = {n: i for i, n in enumerate(COCO17.joints)}
@@ -335,6 +335,9 @@ def _render_batch(args: tuple[SynthConfig, list[int], list[Path]]) -> list[tuple
     return out
 
 
+SYNTH_NAMES = ("train", "val", "annotations", "cache")    # what a synthetic dataset folder holds
+
+
 def generate(out: Path, cfg: SynthConfig, overwrite: bool = False, workers: int = 0) -> dict:
     """Write a synthetic COCO-format dataset to `out` (train and val splits); returns a summary.
 
@@ -347,11 +350,13 @@ def generate(out: Path, cfg: SynthConfig, overwrite: bool = False, workers: int 
         raise PoserError("--val-fraction must be between 0 and 1")
     if out.exists() and not overwrite:
         raise PoserError(f"{out} already exists; pass --overwrite to replace it")
+    if overwrite:
+        check_replaceable(out, SYNTH_NAMES)
     n_val = max(1, round(cfg.images * cfg.val_fraction))
     splits = {"train": range(1, cfg.images - n_val + 1), "val": range(cfg.images - n_val + 1, cfg.images + 1)}
     workers = workers or (2 if cfg.images >= 400 else 1)
     summary: dict = {"out": str(out), "seed": cfg.seed, "splits": {}}
-    with atomic_dir(out, overwrite=overwrite) as tmp, progress("images") as bar:
+    with atomic_dir(out, overwrite=overwrite, known=SYNTH_NAMES) as tmp, progress("images") as bar:
         task = bar.add_task("synth", total=cfg.images)
         for split, numbers in splits.items():
             (tmp / split).mkdir()

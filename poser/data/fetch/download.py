@@ -281,11 +281,25 @@ def extract_zip(zip_path: Path, root: Path) -> list[str]:
             raise PoserError(f"{zip_path.name}: corrupt zip ({e}); nothing was marked extracted") from None
     # "./" (an entry some zip tools write for the archive's own folder) has no parts: not a top.
     tops = sorted({parts[0] for i in infos if (parts := PurePosixPath(i.filename.replace("\\", "/")).parts)})
+    clash = [c for name in tops for c in _clashes(tmp / name, root / name)]
+    if clash:               # checked whole before anything moves: a file never replaces a folder
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise PoserError(f"{zip_path.name}: entry {clash[0].relative_to(root)} would replace a folder (or a "
+                         f"folder a file) of the same name in {root}; nothing was extracted")
     for name in tops:
         _merge(tmp / name, root / name)
     shutil.rmtree(tmp, ignore_errors=True)
     marker.write_text("\n".join(tops))
     return tops
+
+
+def _clashes(src: Path, dst: Path) -> list[Path]:
+    """Paths under `dst` where `src`'s tree has a file and `dst`'s a folder, or the reverse."""
+    if not dst.exists():
+        return []
+    if src.is_dir() and dst.is_dir():
+        return [c for child in src.iterdir() for c in _clashes(child, dst / child.name)]
+    return [dst] if src.is_dir() != dst.is_dir() else []
 
 
 def _merge(src: Path, dst: Path) -> None:
@@ -295,6 +309,4 @@ def _merge(src: Path, dst: Path) -> None:
         for child in src.iterdir():
             _merge(child, dst / child.name)
     else:
-        if dst.is_dir():
-            shutil.rmtree(dst)
-        os.replace(src, dst)
+        os.replace(src, dst)    # a file over a file an interrupted run left (folders: _clashes refused)

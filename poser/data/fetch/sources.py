@@ -25,7 +25,7 @@ from poser.data.lsp import detect_layout
 from poser.data.matfile import read_mat
 from poser.data.prepare import prepare_split
 from poser.errors import PoserError
-from poser.files import atomic_dir
+from poser.files import atomic_dir, check_replaceable
 
 COCO_URL = "http://images.cocodataset.org"
 # Official sizes; MD5s as used by widely used download scripts (COCO publishes none).
@@ -96,6 +96,10 @@ def fetch_coco(
     return summary
 
 
+# What an LSP import folder holds: what poser writes there (folders of earlier versions lack the marker).
+LSP_NAMES = ("joints.mat", "images", "README.txt", "README.md", "cache", ".downloads")
+
+
 def fetch_lsp(
     source: str, dest: Path | None = None, data_root: Path = Path("data"), prepare: bool = True,
     spec: CacheSpec = CacheSpec(), backoff: float = 1.0,
@@ -106,7 +110,9 @@ def fetch_lsp(
     `dest` given, temporary files and downloads go beside it, never into ./data.
     """
     if dest is not None:
-        data_root = Path(dest).resolve().parent
+        dest = Path(dest).resolve()
+        check_replaceable(dest, LSP_NAMES)     # before any download: a folder of the user's is refused
+        data_root = dest.parent
     summary: dict = {"source": source, "splits": {}}
     with tempfile.TemporaryDirectory(prefix=".poser-import-", dir=_mkdir(data_root)) as tmp:
         tmp = Path(tmp)
@@ -140,7 +146,7 @@ def fetch_lsp(
         if _same_import(folder, dest, len(images)):
             summary["imported"] = "already present"
         else:
-            with atomic_dir(dest, overwrite=True) as new:
+            with atomic_dir(dest, overwrite=True, known=LSP_NAMES) as new:
                 shutil.copy2(folder / "joints.mat", new / "joints.mat")
                 (new / "images").mkdir()
                 for p in images:
