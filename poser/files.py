@@ -13,11 +13,55 @@ from pathlib import Path
 
 from poser.errors import PoserError
 
+# The files annotate reads from a folder, by suffix (lower case).
+IMAGE_EXT = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"})
+VIDEO_EXT = frozenset({".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv", ".flv"})
+MEDIA_SUFFIXES = IMAGE_EXT | VIDEO_EXT
+
+_INPUTS: set[tuple[int, int]] = set()     # (device, inode) of the running command's input files
+
+
+def _key(path: Path) -> tuple[int, int] | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
+
+
+def guard(inputs: list[Path], outputs: list[Path], read_from_folders: frozenset[str] = frozenset()) -> None:
+    """An output never replaces an input: refuse (one line, before any work) an output path that
+    is an input file (hard links and symlinks included) or an existing file inside an input
+    folder with a suffix read from folders (`read_from_folders`: annotate's images and videos);
+    and remember the input files, so no write of this process (`atomic_path`) replaces one
+    later either."""
+    files, folders = [], []
+    for p in map(Path, inputs):
+        (folders if p.is_dir() else files).append(p)
+    _INPUTS.update(k for k in map(_key, files) if k)
+    for out in map(Path, outputs):
+        key = _key(out)
+        if key is None or out.is_dir():
+            continue
+        inside = next((f for f in folders if out.suffix.lower() in read_from_folders
+                       and out.resolve().is_relative_to(f.resolve())), None)
+        if key in _INPUTS or inside is not None:
+            what = "is an input" if inside is None else f"is a file inside the input folder {inside}"
+            raise PoserError(f"{out} {what}: poser never writes over its inputs; choose another output path")
+
+
+def check_not_input(path: Path) -> None:
+    """Refuse to write `path` when it is one of the command's input files (`guard`)."""
+    if _INPUTS and _key(path) in _INPUTS:
+        raise PoserError(f"{path} is an input: poser never writes over its inputs; choose another output path")
+
 
 @contextmanager
 def atomic_path(path: Path) -> Iterator[Path]:
-    """Yield a temporary path beside `path`; it replaces `path` only if the block succeeds."""
+    """Yield a temporary path beside `path`; it replaces `path` only if the block succeeds, and
+    never when `path` is one of the command's inputs (`guard`)."""
     path = Path(path)
+    check_not_input(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
     os.close(fd)

@@ -111,3 +111,83 @@ def test_a_zip_file_entry_never_replaces_a_folder(tmp_path):
         extract_zip(z, root)
     assert (root / "precious" / "work.txt").read_text() == "keep"
     assert not (root / "annotations").exists()         # checked whole before anything moved
+
+
+# --- outputs never replace inputs, never land outside --out ---------------------------------
+
+def _photo(path):
+    import cv2
+
+    from poser.synth.dataset import one_person
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    cv2.imwrite(str(path), one_person(seed=3, side=160)[0])
+    return path
+
+
+def _run(*args):
+    return runner.invoke(app, [str(a) for a in args])
+
+
+def test_an_output_option_naming_an_input_is_refused_before_any_work(tmp_path):
+    photo = _photo(tmp_path / "photo.jpg")
+    os.link(photo, tmp_path / "link.jpg")
+    boxes = tmp_path / "b.json"
+    boxes.write_text('[{"file_name": "photo.jpg", "bbox": [10, 10, 60, 120], "score": 0.9}]')
+    preds = tmp_path / "p.json"
+    preds.write_text("[]")
+    weights = tmp_path / "w.safetensors"
+    from poser.inference.predictor import DEFAULT_WEIGHTS
+
+    weights.write_bytes(DEFAULT_WEIGHTS.read_bytes())
+    before = _tree(tmp_path)
+    cases = [
+        ("annotate", photo, "--json", photo, "--out", tmp_path / "o1"),
+        ("annotate", photo, "--json", tmp_path / "link.jpg", "--out", tmp_path / "o2"),     # a hard link
+        ("annotate", photo, "--boxes", boxes, "--save-boxes", boxes, "--out", tmp_path / "o3"),
+        ("annotate", tmp_path, "--save-boxes", photo, "--out", tmp_path / "o4"),           # inside an input folder
+        ("eval", "--predictions", preds, "--data", tmp_path, "--json", preds),
+        ("export", weights, weights, "--storage", "fp16"),
+    ]
+    for case in cases:
+        res = _run(*case)
+        assert res.exit_code != 0 and "never writes over its inputs" in res.output, (case, res.output)
+    assert _tree(tmp_path) == before
+    assert not any((tmp_path / f"o{i}").exists() for i in range(1, 5))
+
+
+def test_annotate_dotdot_writes_inside_out_only(tmp_path, monkeypatch):
+    _photo(tmp_path / "a" / "photos" / "p1.jpg")
+    (tmp_path / "a" / "photos" / "sub").mkdir()
+    (tmp_path / "b" / "out").mkdir(parents=True)
+    (tmp_path / "b" / "p1.jpg").write_bytes(b"unrelated")
+    monkeypatch.chdir(tmp_path / "a" / "photos" / "sub")
+    res = _run("annotate", "..", "--out", tmp_path / "b" / "out", "--device", "cpu")
+    assert res.exit_code == 0, res.output
+    assert (tmp_path / "b" / "p1.jpg").read_bytes() == b"unrelated"
+    assert (tmp_path / "b" / "out" / "photos" / "p1.jpg").is_file()
+
+
+def test_a_file_in_out_that_poser_did_not_write_is_kept(tmp_path):
+    photo = _photo(tmp_path / "in" / "a.png")
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "a.png").write_bytes(b"someone else's")
+    for _ in range(2):                  # the second run replaces its own copy, not the stranger
+        res = _run("annotate", photo, "--out", out, "--device", "cpu")
+        assert res.exit_code == 0, res.output
+    assert (out / "a.png").read_bytes() == b"someone else's"
+    assert (out / "a.annotated.png").is_file() and not (out / "a.annotated_2.png").exists()
+
+
+def test_annotating_dot_twice_skips_its_own_outputs(tmp_path, monkeypatch):
+    import json
+
+    for n in (1, 2):
+        _photo(tmp_path / f"p{n}.jpg")
+    monkeypatch.chdir(tmp_path)
+    for _ in range(2):
+        res = _run("annotate", ".", "--device", "cpu", "--json", tmp_path / "r.json")
+        assert res.exit_code == 0, res.output
+    doc = json.loads(next((tmp_path / "runs" / "annotate").glob("*2/keypoints.json")).read_text())
+    assert len(doc["items"]) == 2

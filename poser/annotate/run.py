@@ -13,6 +13,9 @@ run never leaves a half-written file that looks finished.
 
 from __future__ import annotations
 
+import json
+import os
+import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -25,7 +28,7 @@ from poser import __version__
 from poser.console import log, progress
 from poser.detect.boxes import Boxes, Detections, read_detections, select
 from poser.errors import PoserError
-from poser.files import atomic_path, write_json
+from poser.files import IMAGE_EXT, VIDEO_EXT, atomic_path, check_not_input, write_json
 from poser.imageio import read_rgb, truncated_jpeg
 from poser.inference.poses import MIN_SCORE, Poses
 from poser.inference.predictor import Predictor
@@ -35,8 +38,6 @@ from poser.video.tracking import Tracker
 
 DETECT_EVERY = 10       # video frames between detector runs (a guess: not yet measured on real footage)
 
-IMAGE_EXT = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
-VIDEO_EXT = {".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv", ".flv"}
 
 
 @dataclass
@@ -75,17 +76,19 @@ class Result:
     seconds: float = 0.0
 
 
-def collect(inputs: list[str]) -> tuple[list[Source], list[dict]]:
-    """Expand files and folders (recursively, sorted) into sources; problems as failures."""
+def collect(inputs: list[str], out_dir: Path | None = None) -> tuple[list[Source], list[dict]]:
+    """Expand files and folders (recursively, sorted) into sources; problems as failures.
+    A folder's files are named below the folder's own name ('.' and '..' by the folders they
+    are); `out_dir` and earlier annotate outputs inside an input folder are not inputs."""
     sources, failed = [], []
     for raw in inputs:
         p = Path(raw)
         if p.is_dir():
-            files = sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in IMAGE_EXT | VIDEO_EXT)
+            files = _media_files(p, out_dir)
             if not files:
                 failed.append({"source": str(p), "error": "folder has no images or videos"})
             for f in files:
-                sources.append(_source(f, Path(p.name) / f.relative_to(p)))
+                sources.append(_source(f, Path(p.resolve().name or "root") / f.relative_to(p)))
         elif p.is_file():
             sources.append(_source(p, Path(p.name)))
         else:
@@ -97,6 +100,29 @@ def collect(inputs: list[str]) -> tuple[list[Source], list[dict]]:
         if n:
             s.rel = s.rel.with_name(f"{s.rel.stem}_{n}{s.rel.suffix}")
     return sources, failed
+
+
+def _media_files(folder: Path, out_dir: Path | None) -> list[Path]:
+    """Images and videos below `folder`, sorted, skipping `out_dir` and any folder holding an
+    annotate run's keypoints.json (annotating `.` twice must not annotate the first run's output)."""
+    skip = out_dir.resolve() if out_dir is not None else None
+    found = []
+    for dirpath, dirnames, filenames in os.walk(folder):
+        here = Path(dirpath)
+        if here.resolve() == skip or _annotate_output(here):
+            dirnames[:] = []
+            continue
+        dirnames.sort()
+        found += [here / f for f in filenames if Path(f).suffix.lower() in IMAGE_EXT | VIDEO_EXT]
+    return sorted(found)
+
+
+def _annotate_output(folder: Path) -> bool:
+    try:
+        with open(folder / "keypoints.json", "rb") as f:
+            return b'"poser-keypoints/' in f.read(64)
+    except OSError:
+        return False
 
 
 def _source(path: Path, rel: Path) -> Source:
@@ -180,7 +206,7 @@ def annotate(cfg: AnnotateConfig, predictor: Predictor, out_dir: Path, boxes: Pe
 
 
 def _annotate(cfg: AnnotateConfig, predictor: Predictor, out_dir: Path, boxes: PersonBoxes) -> Result:
-    sources, failed = collect(cfg.inputs)
+    sources, failed = collect(cfg.inputs, out_dir)
     keep_inputs(sources, out_dir)
     res = Result(failed=failed)
     for f in failed:
@@ -211,17 +237,39 @@ def _annotate(cfg: AnnotateConfig, predictor: Predictor, out_dir: Path, boxes: P
 
 
 def keep_inputs(sources: list[Source], out_dir: Path) -> None:
-    """An output never replaces an input: a source whose output path is an input's (`--out` is
-    the inputs' own folder) is written beside it as `<name>.annotated<ext>`, and said once."""
+    """An output never replaces an input nor a file poser did not write: a source whose output
+    path is an input's (`--out` is the inputs' own folder) or another existing file that no
+    earlier run into `out_dir` wrote (its keypoints.json lists what it wrote) is written beside
+    it as `<name>.annotated<ext>` (`_2`, ... if that is taken too), and said once."""
     inputs = {s.path.resolve() for s in sources}
+    ours = _written_before(out_dir)
+    taken = {(out_dir / s.rel).resolve() for s in sources}
     moved = []
     for s in sources:
-        if (out_dir / s.rel).resolve() in inputs:
-            s.rel = s.rel.with_name(f"{s.rel.stem}.annotated{s.rel.suffix}")
+        dst = (out_dir / s.rel).resolve()
+        if dst in inputs or (dst.exists() and dst not in ours):
+            base, n = s.rel.with_name(f"{s.rel.stem}.annotated{s.rel.suffix}"), 1
+            s.rel = base
+            while (out_dir / s.rel).resolve() in taken or ((out_dir / s.rel).exists()
+                                                           and (out_dir / s.rel).resolve() not in ours):
+                n += 1
+                s.rel = base.with_name(f"{base.stem}_{n}{base.suffix}")
+            taken.add((out_dir / s.rel).resolve())
             moved.append(s)
     if moved:
-        log.warning(f"--out holds the inputs: {len(moved)} annotated cop{'y' if len(moved) == 1 else 'ies'} "
-                    f"written beside them as <name>.annotated<ext> (e.g. {moved[0].rel}); no input is replaced")
+        log.warning(f"--out holds the inputs or other files: {len(moved)} annotated cop"
+                    f"{'y' if len(moved) == 1 else 'ies'} written beside them as <name>.annotated<ext> (e.g. "
+                    f"{moved[0].rel}); no input and no file poser did not write is replaced")
+
+
+def _written_before(out_dir: Path) -> set[Path]:
+    """The annotated copies an earlier run into `out_dir` wrote, as its keypoints.json lists them."""
+    try:
+        doc = json.loads((out_dir / "keypoints.json").read_text())
+        return {(out_dir / r["output"]).resolve() for r in doc.get("items", []) if isinstance(r, dict)
+                and isinstance(r.get("output"), str)}
+    except (OSError, ValueError, TypeError, AttributeError):
+        return set()
 
 
 def _write_json(cfg: AnnotateConfig, predictor: Predictor, out_dir: Path, boxes: PersonBoxes, res: Result) -> None:
@@ -277,7 +325,7 @@ def _images(cfg, predictor: Predictor, sources: list[Source], boxes, out_dir: Pa
             h, w = im.shape[:2]
             poses = Poses.from_prediction(pred, predictor.skeleton, bs)
             res.records.append({"source": str(s.path), "type": "image", "frame": 0, "width": w, "height": h,
-                                "persons": poses.to_json(cfg.min_score)})
+                                "output": str(s.rel) if cfg.draw else None, "persons": poses.to_json(cfg.min_score)})
             if cfg.draw:
                 writes.append(io.submit(write, s, im, poses))
         res.frames += len(ok)
@@ -313,7 +361,9 @@ def _video(cfg, predictor: Predictor, s: Source, boxes: PersonBoxes, out_dir: Pa
     dst = out_dir / s.rel
     dst.parent.mkdir(parents=True, exist_ok=True)
     searching = boxes.uses_search(s)
-    writer = FrameWriter(dst.with_name(f".{dst.stem}.partial.mp4"), fps,
+    fd, tmp = tempfile.mkstemp(prefix=f".{dst.stem}.", suffix=".partial.mp4", dir=dst.parent)  # one per run
+    os.close(fd)
+    writer = FrameWriter(Path(tmp), fps,
                          lambda frame, poses: poses.draw(frame, cfg.min_score, colour_by_track=not searching),
                          enabled=cfg.draw)
     tracker = Tracker(1 if searching else cfg.max_people, cfg.detect_every if boxes.periodic(s) else None,
@@ -335,7 +385,8 @@ def _video(cfg, predictor: Predictor, s: Source, boxes: PersonBoxes, out_dir: Pa
                 pred = pred.with_coords(tracker.update(pred.coords, pred.score, (w, h), cfg.min_score, dt))
                 poses = Poses.from_prediction(pred, predictor.skeleton, box_scores, ids)
                 recs.append({"source": str(s.path), "type": "video", "frame": n, "width": w, "height": h,
-                             "fps": fps, "time_ms": round(reader.time_ms, 3),
+                             "output": str(s.rel) if cfg.draw else None, "fps": fps,
+                             "time_ms": round(reader.time_ms, 3),
                              "persons": poses.to_json(cfg.min_score)})
                 writer.put((frame, poses))
                 n += 1
@@ -350,7 +401,9 @@ def _video(cfg, predictor: Predictor, s: Source, boxes: PersonBoxes, out_dir: Pa
         writer.tmp.unlink(missing_ok=True)
         raise PoserError("video has no frames")
     if cfg.draw:
+        check_not_input(dst)
         writer.tmp.replace(dst)
+    writer.tmp.unlink(missing_ok=True)      # not drawn: the empty placeholder
     if reader.total and n < reader.total:   # a cut file decodes its first part and ends without an error
         res.warnings.append({"source": str(s.path), "warning": f"only {n} of the {reader.total} frames its header "
                              "announces could be decoded (a truncated file?); the rest is missing"})

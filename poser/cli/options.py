@@ -20,6 +20,7 @@ from rich.text import Text
 from poser import __version__
 from poser.console import console, show_messages
 from poser.errors import PoserError
+from poser.files import MEDIA_SUFFIXES, guard
 from poser.inference.runtime import PRECISIONS, RUNTIMES
 from poser.threads import configure_openmp
 
@@ -74,6 +75,21 @@ PrecisionOpt = Annotated[Precision, typer.Option(
     "fp32 or bf16 (openvino).")]
 
 
+# Every command's options by role, by parameter name: what it reads, and the files it writes.
+# `report_errors` checks them against each other before the command runs (files.guard).
+INPUT_OPTIONS = ("inputs", "weights", "boxes", "predictions", "init", "pretrained", "source", "detector_weights",
+                 "calibration")
+OUTPUT_OPTIONS = ("json_out", "save_boxes", "dst", "out")
+
+
+def _paths(kwargs: dict) -> tuple[list[Path], list[Path]]:
+    def flat(names):
+        vals = [kwargs.get(n) for n in names]
+        return [Path(x) for v in vals if v for x in (v if isinstance(v, list) else [v])
+                if isinstance(x, str | Path) and str(x) not in ("imagenet", "mediapipe")]
+    return flat(INPUT_OPTIONS), flat(OUTPUT_OPTIONS)
+
+
 def report_errors(fn: Callable) -> Callable:
     """PoserError -> one red line on stderr and its exit code; Ctrl-C or SIGTERM -> exit 130,
     after the command's own cleanup (SIGTERM is raised as KeyboardInterrupt in the command, so
@@ -82,6 +98,7 @@ def report_errors(fn: Callable) -> Callable:
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         try:
+            guard(*_paths(kwargs), read_from_folders=MEDIA_SUFFIXES)
             with _sigterm_interrupts():
                 return fn(*args, **kwargs)
         except PoserError as e:
