@@ -3,7 +3,11 @@ person boxes, COCO joints mapped to LSP-14 (the 12 limb joints exist in both; LS
 head top have no COCO counterpart and are not scored). Draws the skeletons for looking at.
 
     python benchmarks/coco_lsp_pcp.py ../shared/datasets/coco-sample \\
-        --annotations person_keypoints_sample.json --out runs/coco-look [--weights W] [--flip]
+        --annotations person_keypoints_sample.json --out runs/coco-look [--weights W] [--flip] \\
+        [--peer runs/peer/mediapipe-coco.json]
+
+`--peer`: COCO-17 results on the same crops (benchmarks/mediapipe_peer.py --coco), scored on the
+same persons beside poser (a person the peer misses counts as wrong).
 
 The drawn photos are for looking at here; never commit them (the photos are COCO's).
 """
@@ -46,12 +50,14 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=Path("runs/coco-look"))
     ap.add_argument("--weights", default=None)
     ap.add_argument("--flip", action="store_true")
+    ap.add_argument("--peer", type=Path, default=None)
     args = ap.parse_args()
     coco = json.loads((args.root / args.annotations).read_text())
     files = {im["id"]: im["file_name"] for im in coco["images"]}
     model = poser.load(args.weights)
     args.out.mkdir(parents=True, exist_ok=True)
-    preds, gts = [], []
+    preds, gts, peer_preds = [], [], []
+    peer = {r["ann_id"]: r for r in json.loads(args.peer.read_text())} if args.peer else {}
     by_image: dict[int, list] = {}
     for a in coco["annotations"]:
         if a.get("num_keypoints", 0) > 0 and not a.get("iscrowd"):
@@ -66,10 +72,18 @@ def main() -> None:
         for a, kp in zip(anns, poses.keypoints, strict=True):
             gts.append(coco_to_lsp(np.array(a["keypoints"], float).reshape(17, 3)))
             preds.append(kp)
+            far = np.full((17, 3), -1e6)            # a missed person: every joint wrong
+            peer_kp = np.array(peer[a["id"]]["keypoints"], float).reshape(17, 3) if a["id"] in peer else far
+            peer_preds.append(coco_to_lsp(peer_kp)[:, :2])
         cv2.imwrite(str(args.out / f"{iid}.jpg"), poses.draw(bgr.copy()))
     res = pcp(np.array(preds), np.array(gts), LSP14)
-    print(json.dumps({"persons": len(gts), "pcp_arms_legs": round(res["mean"], 3),
-                      "per_kind": {k: round(v, 3) for k, v in res["per_kind"].items() if v == v}}))
+    out = {"persons": len(gts), "pcp_arms_legs": round(res["mean"], 3),
+           "per_kind": {k: round(v, 3) for k, v in res["per_kind"].items() if v == v}}
+    if args.peer:
+        p = pcp(np.array(peer_preds), np.array(gts), LSP14)
+        out["peer"] = {"file": str(args.peer), "found": len(peer), "pcp_arms_legs": round(p["mean"], 3),
+                       "per_kind": {k: round(v, 3) for k, v in p["per_kind"].items() if v == v}}
+    print(json.dumps(out))
 
 
 if __name__ == "__main__":

@@ -19,6 +19,13 @@ left wrist 15; neck = the shoulders' midpoint; head top (BlazePose has none) = t
 away from the neck by half the neck-to-nose distance. Neck and head top are approximations;
 the headline PCP (arms and legs) uses neither. A photo where BlazePose finds nobody gets no
 result (its person counts as missed).
+
+`--coco ANNOTATIONS` runs it instead on the crops poser's model sees for each annotated person of a
+COCO keypoint file (the box grown 15% a side, squared, x 1.25; black beyond the photo), and writes
+COCO-17 results with the annotation's id (`ann_id`), for benchmarks/coco_lsp_pcp.py --peer:
+
+    mpvenv/bin/python benchmarks/mediapipe_peer.py ../shared/datasets/coco-sample \
+        --coco person_keypoints_sample.json --out runs/peer/mediapipe-coco.json
 """
 
 from __future__ import annotations
@@ -32,6 +39,7 @@ import cv2
 import numpy as np
 
 LSP_FROM_BLAZEPOSE = [28, 26, 24, 23, 25, 27, 16, 14, 12, 11, 13, 15]
+COCO_FROM_BLAZEPOSE = [0, 2, 5, 7, 8, 11, 12, 13, 14, 15, 16, 23, 24, 25, 26, 27, 28]
 
 
 def to_lsp(lm: np.ndarray) -> np.ndarray:
@@ -45,6 +53,44 @@ def to_lsp(lm: np.ndarray) -> np.ndarray:
     return out
 
 
+def person_crop(bgr: np.ndarray, box, margin: float = 0.15, square: float = 1.25) -> tuple[np.ndarray, np.ndarray]:
+    """poser's crop of a person box (xywh): the box grown `margin` a side, squared, x `square`.
+    Returns the crop and its top-left corner in the photo (the crop is at the photo's scale)."""
+    x, y, w, h = box
+    x, y, w, h = x - margin * w, y - margin * h, w * (1 + 2 * margin), h * (1 + 2 * margin)
+    side = int(round(max(w, h) * square))
+    x0, y0 = int(round(x + w / 2 - side / 2)), int(round(y + h / 2 - side / 2))
+    crop = np.zeros((side, side, 3), np.uint8)
+    sx0, sy0, sx1, sy1 = max(x0, 0), max(y0, 0), min(x0 + side, bgr.shape[1]), min(y0 + side, bgr.shape[0])
+    crop[sy0 - y0: sy1 - y0, sx0 - x0: sx1 - x0] = bgr[sy0:sy1, sx0:sx1]
+    return crop, np.array([x0, y0], float)
+
+
+def coco_crops(root: Path, annotations: str, out: Path, complexity: int) -> None:
+    import mediapipe as mp
+
+    coco = json.loads((root / annotations).read_text())
+    files = {im["id"]: im["file_name"] for im in coco["images"]}
+    results = []
+    with mp.solutions.pose.Pose(static_image_mode=True, model_complexity=complexity) as pose:
+        for a in coco["annotations"]:
+            if a.get("num_keypoints", 0) == 0 or a.get("iscrowd"):
+                continue
+            bgr = cv2.imread(str(next(root.rglob(files[a["image_id"]]))))
+            crop, corner = person_crop(bgr, a["bbox"])
+            found = pose.process(cv2.cvtColor(crop, cv2.COLOR_BGR2RGB)).pose_landmarks
+            if found is None:
+                continue
+            side = crop.shape[0]
+            lm = np.array([[p.x * side + corner[0], p.y * side + corner[1], p.visibility] for p in found.landmark])
+            kp = lm[COCO_FROM_BLAZEPOSE]
+            results.append({"image_id": a["image_id"], "ann_id": a["id"], "category_id": 1,
+                            "keypoints": [round(float(v), 2) for v in kp.ravel()], "score": float(kp[:, 2].mean())})
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(results))
+    print(json.dumps({"persons_found": len(results)}))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("images", type=Path)
@@ -52,7 +98,10 @@ def main() -> None:
     ap.add_argument("--last", type=int, default=9000)
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--complexity", type=int, default=1)
+    ap.add_argument("--coco", default=None, help="a COCO keypoint file below IMAGES: crops mode (see above)")
     args = ap.parse_args()
+    if args.coco:
+        return coco_crops(args.images, args.coco, args.out, args.complexity)
     import mediapipe as mp
 
     files = [args.images / f"im{n:05d}.jpg" for n in range(args.first, args.last + 1)]
