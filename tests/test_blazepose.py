@@ -89,8 +89,7 @@ def test_the_head_starts_from_blazepose_heatmap_channels(tflite_file):
     if variant == "heavy":
         pytest.skip("one large variant is enough: lite and full cover the code")
     m = create_model(f"blazepose_{variant}", 14, "mediapipe", sigma=False, head="integral", joints=LSP14.joints)
-    _, w = read_tflite(bp.find_tflite(variant))
-    full, _ = read_tflite(bp.find_tflite(variant))
+    full, w = read_tflite(bp.find_tflite(variant))
     op = next(o for o in full["ops"] if o["out"] == full["outputs"][bp.HEATMAP_OUTPUT])
     w39 = w[f"op{op['id']}.weight"]
     head = m.head.logits.weight.detach()

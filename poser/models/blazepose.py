@@ -158,7 +158,7 @@ def load_mediapipe(trunk: BlazeTrunk, where: str = "mediapipe") -> None:
     full, weights = read_tflite(path)
     if prune(full) != topology(trunk.variant):
         raise PoserError(f"{path}: not the BlazePose {trunk.variant} graph poser rebuilds (another version?)")
-    trunk.net.load_state_dict({f"convs.{k}": weights[k] for k in (f"{n}.weight" for n in trunk.net.convs)}
-                              | {f"convs.{n}.bias": weights[f"{n}.bias"] for n in trunk.net.convs})
+    trunk.net.load_state_dict({f"convs.{n}.{p}": weights[f"{n}.{p}"]
+                               for n in trunk.net.convs for p in ("weight", "bias")})
     heatmap_op = next(op for op in full["ops"] if op["out"] == full["outputs"][HEATMAP_OUTPUT])
     trunk.landmark_heatmap = (weights[f"op{heatmap_op['id']}.weight"], weights[f"op{heatmap_op['id']}.bias"])

@@ -75,6 +75,8 @@ def check_config(cfg: TrainConfig) -> None:
         raise PoserError(f"unknown loss {cfg.loss!r} (known: auto, {', '.join(LOSSES)})")
     if cfg.head not in HEADS:
         raise PoserError(f"unknown head {cfg.head!r} (known: {', '.join(HEADS)})")
+    if cfg.backbone.startswith("blazepose") and cfg.head != "integral":
+        raise PoserError(f"--backbone {cfg.backbone} takes --head integral (BlazePose's own heatmaps)")
     if cfg.head != "fc" and loss_kind(cfg) == "rle":
         raise PoserError("--loss rle needs the fc head's sigma output; the integral head trains with l1, "
                          "smooth_l1 or l2 (plus its heatmap term)")
