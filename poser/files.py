@@ -56,6 +56,13 @@ def check_not_input(path: Path) -> None:
         raise PoserError(f"{path} is an input: poser never writes over its inputs; choose another output path")
 
 
+def temp_prefix(path: Path) -> str:
+    """The start of a temporary name beside `path`: hidden, recognisable, and short enough that
+    a legal 255-byte name plus mkstemp's random part and a suffix stays legal."""
+    stem = path.name.encode()[:80].decode(errors="ignore")
+    return f".{stem}."
+
+
 @contextmanager
 def atomic_path(path: Path) -> Iterator[Path]:
     """Yield a temporary path beside `path`; it replaces `path` only if the block succeeds, and
@@ -63,7 +70,7 @@ def atomic_path(path: Path) -> Iterator[Path]:
     path = Path(path)
     check_not_input(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=temp_prefix(path), suffix=".part", dir=path.parent)
     os.close(fd)
     try:
         yield Path(tmp)

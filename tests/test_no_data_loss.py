@@ -191,3 +191,67 @@ def test_annotating_dot_twice_skips_its_own_outputs(tmp_path, monkeypatch):
         assert res.exit_code == 0, res.output
     doc = json.loads(next((tmp_path / "runs" / "annotate").glob("*2/keypoints.json")).read_text())
     assert len(doc["items"]) == 2
+
+
+# --- results are written, per item, whatever else fails ---------------------------------------
+
+def test_a_second_run_into_the_same_out_keeps_the_first_runs_partial_and_results(tmp_path):
+    """Case 6: another run's partial video in --out is not this run's; a failed second run does
+    not take the first run's results out of keypoints.json."""
+    import json
+
+    from poser.synth.dataset import write_video
+
+    clip = tmp_path / "clip.mp4"
+    write_video(clip, 6, (256, 160), 10.0, seed=3, step=0, side=128, origin=(40, 16))
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / ".clip.partial.mp4").write_bytes(b"another run, still writing")
+    res = _run("annotate", clip, "--out", out, "--device", "cpu")
+    assert res.exit_code == 0, res.output
+    assert (out / ".clip.partial.mp4").read_bytes() == b"another run, still writing"
+    assert len(json.loads((out / "keypoints.json").read_text())["items"]) == 6
+    clip.write_bytes(b"not a video any more")
+    res = _run("annotate", clip, "--out", out, "--device", "cpu")
+    doc = json.loads((out / "keypoints.json").read_text())
+    assert [f["source"] for f in doc["failed"]] == [str(clip)]
+    assert len(doc["items"]) == 6 and (out / "clip.mp4").is_file()     # the first run's, still true
+
+
+def test_a_failed_write_fails_that_item_only_and_names_the_file(tmp_path, monkeypatch):
+    """Case 7: a full disk for one copy; and a legal 250-byte name (its temporary name must be too)."""
+    import errno
+    import json
+
+    import poser.annotate.run as run
+
+    names = ["a.jpg", "b.jpg", "c" * 246 + ".jpg"]
+    photos = [_photo(tmp_path / "in" / n) for n in names]
+    real = run.atomic_path
+
+    def full_for_b(path):
+        if path.name == "b.jpg":
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(path)
+
+    monkeypatch.setattr(run, "atomic_path", full_for_b)
+    out = tmp_path / "out"
+    res = _run("annotate", *photos, "--out", out, "--device", "cpu")
+    doc = json.loads((out / "keypoints.json").read_text())
+    assert [f["source"] for f in doc["failed"]] == [str(photos[1])]
+    assert str(out / "b.jpg") in doc["failed"][0]["error"] and "No space left" in doc["failed"][0]["error"]
+    assert sorted(i["source"] for i in doc["items"]) == [str(photos[0]), str(photos[2])]
+    assert (out / "a.jpg").is_file() and (out / names[2]).is_file() and not (out / "b.jpg").exists()
+    assert res.exit_code != 0 and "b.jpg" in res.output
+
+
+def test_a_folder_where_a_result_file_goes_is_refused_before_the_work(tmp_path):
+    """Case 8: --save-boxes naming a folder, or a folder called keypoints.json in --out."""
+    photo = _photo(tmp_path / "p.jpg")
+    (tmp_path / "boxes").mkdir()
+    res = _run("annotate", photo, "--save-boxes", tmp_path / "boxes", "--out", tmp_path / "o1")
+    assert res.exit_code != 0 and "is a folder" in res.output and "Traceback" not in res.output
+    (tmp_path / "o2" / "keypoints.json").mkdir(parents=True)
+    res = _run("annotate", photo, "--out", tmp_path / "o2")
+    assert res.exit_code != 0 and "is a folder" in res.output
+    assert not (tmp_path / "o1").exists() and list((tmp_path / "o2").iterdir()) == [tmp_path / "o2" / "keypoints.json"]

@@ -28,7 +28,7 @@ from poser import __version__
 from poser.console import log, progress
 from poser.detect.boxes import Boxes, Detections, read_detections, select
 from poser.errors import PoserError
-from poser.files import IMAGE_EXT, VIDEO_EXT, atomic_path, check_not_input, write_json
+from poser.files import IMAGE_EXT, VIDEO_EXT, atomic_path, check_not_input, temp_prefix, write_json
 from poser.imageio import read_rgb, truncated_jpeg
 from poser.inference.poses import MIN_SCORE, Poses
 from poser.inference.predictor import Predictor
@@ -205,7 +205,18 @@ def annotate(cfg: AnnotateConfig, predictor: Predictor, out_dir: Path, boxes: Pe
         cv2.setNumThreads(threads)
 
 
+def check_outputs(cfg: AnnotateConfig, out_dir: Path | None) -> None:
+    """Before any work: the files written at the end must be writable as files (a folder in the
+    way would lose the whole run's results after all the work)."""
+    for f in (out_dir and out_dir / "keypoints.json", Path(cfg.save_boxes) if cfg.save_boxes else None):
+        if f is not None and f.is_dir():
+            raise PoserError(f"{f} is a folder: annotate writes a file there; nothing was done (choose another)")
+    if out_dir is not None and out_dir.exists() and not out_dir.is_dir():
+        raise PoserError(f"--out {out_dir} is a file, not a folder; nothing was done")
+
+
 def _annotate(cfg: AnnotateConfig, predictor: Predictor, out_dir: Path, boxes: PersonBoxes) -> Result:
+    check_outputs(cfg, out_dir)
     sources, failed = collect(cfg.inputs, out_dir)
     keep_inputs(sources, out_dir)
     res = Result(failed=failed)
@@ -276,12 +287,27 @@ def _write_json(cfg: AnnotateConfig, predictor: Predictor, out_dir: Path, boxes:
     if cfg.save_boxes:
         write_json(Path(cfg.save_boxes), boxes.saved, indent=None)
     sk = predictor.skeleton
+    model = predictor.spec.summary() | {"runtime": predictor.runtime}
     write_json(out_dir / "keypoints.json", {
-        "format": "poser-keypoints/1", "poser_version": __version__,
-        "model": predictor.spec.summary() | {"runtime": predictor.runtime},
+        "format": "poser-keypoints/1", "poser_version": __version__, "model": model,
         "skeleton": {"name": sk.name, "joints": list(sk.joints), "limbs": [list(lb) for lb in sk.draw_limbs]},
-        "items": res.records, "failed": res.failed, "warnings": res.warnings,
+        "items": _earlier_records(out_dir, model, res) + res.records, "failed": res.failed,
+        "warnings": res.warnings,
     }, indent=None)
+
+
+def _earlier_records(out_dir: Path, model: dict, res: Result) -> list[dict]:
+    """What an earlier run of the same model into `out_dir` found for sources this run did not
+    annotate (not given, or failed now) and whose annotated copy is still there: a second run,
+    failed or partial, never takes the first run's results out of the folder's keypoints.json."""
+    try:
+        doc = json.loads((out_dir / "keypoints.json").read_text())
+        items = doc["items"] if doc.get("model") == model else []
+    except (OSError, ValueError, TypeError, KeyError, AttributeError):
+        return []
+    done = {r["source"] for r in res.records}
+    return [r for r in items if isinstance(r, dict) and r.get("source") not in done
+            and (r.get("output") is None or (out_dir / str(r["output"])).is_file())]
 
 
 def _report(f: dict) -> None:
@@ -296,13 +322,18 @@ def _images(cfg, predictor: Predictor, sources: list[Source], boxes, out_dir: Pa
     def read(s: Source) -> np.ndarray | None:
         return read_rgb(s.path)
 
-    def write(s: Source, img: np.ndarray, poses: Poses) -> None:
+    def write(s: Source, img: np.ndarray, poses: Poses) -> str | None:
+        """The annotated copy; an error (full disk, a name too long) as one line naming the file."""
         canvas = poses.draw(cv2.cvtColor(img, cv2.COLOR_RGB2BGR), cfg.min_score, boxes=not boxes.only_search)
         dst = out_dir / s.rel
-        dst.parent.mkdir(parents=True, exist_ok=True)
         ok, buf = cv2.imencode(dst.suffix if dst.suffix.lower() in IMAGE_EXT else ".jpg", canvas)
-        with atomic_path(dst) as tmp:
-            tmp.write_bytes(buf.tobytes())
+        try:
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            with atomic_path(dst) as tmp:
+                tmp.write_bytes(buf.tobytes())
+        except (OSError, PoserError) as e:
+            return f"{dst}: {e.strerror or e}" if isinstance(e, OSError) else str(e)
+        return None
 
     def run(chunk: list[Source], imgs: list[np.ndarray | None], io, writes: list) -> None:
         ok = [(s, im) for s, im in zip(chunk, imgs, strict=True) if im is not None]
@@ -327,8 +358,18 @@ def _images(cfg, predictor: Predictor, sources: list[Source], boxes, out_dir: Pa
             res.records.append({"source": str(s.path), "type": "image", "frame": 0, "width": w, "height": h,
                                 "output": str(s.rel) if cfg.draw else None, "persons": poses.to_json(cfg.min_score)})
             if cfg.draw:
-                writes.append(io.submit(write, s, im, poses))
+                writes.append((res.records[-1], io.submit(write, s, im, poses)))
         res.frames += len(ok)
+
+    def settle(writes: list) -> None:
+        """A copy that could not be written moves its record to `failed`; the rest still runs."""
+        for rec, f in writes:
+            err = f.result()
+            if err is not None:
+                res.records[:] = [r for r in res.records if r is not rec]
+                res.failed.append({"source": rec["source"], "error": f"could not write the annotated copy: {err}"})
+                _report(res.failed[-1])
+        writes.clear()
 
     chunks = [sources[i: i + cfg.batch_size] for i in range(0, len(sources), cfg.batch_size)]
     with progress("images") as bar, ThreadPoolExecutor(2) as io:
@@ -345,10 +386,10 @@ def _images(cfg, predictor: Predictor, sources: list[Source], boxes, out_dir: Pa
                 done = {r["source"] for r in res.records}
                 res.failed += [{"source": str(s.path), "error": "interrupted"}
                                for s in chunk if str(s.path) not in done]
+                settle(writes)
                 raise
             bar.advance(task, len(chunk))
-        for f in writes:
-            f.result()
+        settle(writes)
 
 
 # --- videos ---------------------------------------------------------------------------------
@@ -361,7 +402,7 @@ def _video(cfg, predictor: Predictor, s: Source, boxes: PersonBoxes, out_dir: Pa
     dst = out_dir / s.rel
     dst.parent.mkdir(parents=True, exist_ok=True)
     searching = boxes.uses_search(s)
-    fd, tmp = tempfile.mkstemp(prefix=f".{dst.stem}.", suffix=".partial.mp4", dir=dst.parent)  # one per run
+    fd, tmp = tempfile.mkstemp(prefix=temp_prefix(dst), suffix=".partial.mp4", dir=dst.parent)  # one per run
     os.close(fd)
     writer = FrameWriter(Path(tmp), fps,
                          lambda frame, poses: poses.draw(frame, cfg.min_score, colour_by_track=not searching),

@@ -70,6 +70,7 @@ def annotate(
     """Draw skeletons on images, folders and videos; write keypoint JSON."""
     set_threads(threads)
     from poser.annotate.run import annotate as run_annotate
+    from poser.annotate.run import check_outputs
     from poser.inference.device import resolve_device
     from poser.inference.predictor import Predictor, resolve_weights
     from poser.runs import check_writable, new_run_dir
@@ -82,6 +83,7 @@ def annotate(
                          save_boxes=str(save_boxes) if save_boxes else None)
     if boxes and detector:
         raise PoserError("give --boxes or --detector, not both")
+    check_outputs(cfg, Path(out) if out else None)
     predictor = Predictor.from_file(resolve_weights(weights), resolve_device(device.value), stages, runtime.value,
                                     precision.value)
     from poser.annotate.run import PersonBoxes
