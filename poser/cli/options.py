@@ -161,7 +161,7 @@ ThreadsOpt = Annotated[int | None, typer.Option(
     "--threads", min=1, help="CPU threads for torch [default: OMP_NUM_THREADS, else the cores free at the start].")]
 StagesOpt = Annotated[int | None, typer.Option(
     "--stages", min=1, help="Run only the first N stages of a cascade [default: all].")]
-CacheSizeOpt = Annotated[int, typer.Option("--cache-size", min=64, help="Side of the prepared crops (px).")]
+CacheSizeOpt = Annotated[int, typer.Option("--cache-size", min=64, max=1024, help="Side of the prepared crops (px).")]
 SearchOpt = Annotated[int, typer.Option(
     "--search", min=0, help="Person search without boxes: passes after the whole-image one.")]
 DetectorOpt = Annotated[str | None, typer.Option(

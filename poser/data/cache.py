@@ -41,12 +41,17 @@ if TYPE_CHECKING:
     import torch
 
 CACHE_VERSION = 2
+MAX_CACHE_SIZE = 1024   # px: a crop of 1024 x 1024 x 3 is 3 MB in memory; 100000 would be 30 GB
 @dataclass(frozen=True)
 class CacheSpec:
     size: int = 256         # cache crop side (px)
     margin: float = 2.0     # crop side = margin x the longer side of the person box
     quality: int = 95       # JPEG quality
     context: float = 3.0    # grow the crop to hold the whole photo, up to this x the box's longer side
+
+    def __post_init__(self) -> None:
+        if not 16 <= self.size <= MAX_CACHE_SIZE:
+            raise PoserError(f"--cache-size {self.size}: must be between 16 and {MAX_CACHE_SIZE} px")
 
 
 def cache_dir(root: Path, split: str, spec: CacheSpec, cache_root: Path | None = None) -> Path:

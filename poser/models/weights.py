@@ -48,16 +48,26 @@ def _store(name: str, v: torch.Tensor, storage: str) -> dict[str, torch.Tensor]:
 def save_weights(path: Path, state_dict: dict[str, torch.Tensor], meta: dict, storage: str = "fp32") -> None:
     """Write model weights with `meta` (JSON-able) into `path`, atomically; `storage` is fp32,
     fp16 or int8 (loading always gives fp32 tensors back)."""
-    from safetensors.torch import save_file
-
     if storage not in STORAGES:
         raise PoserError(f"unknown weight storage {storage!r} (one of {', '.join(STORAGES)})")
     tensors = {}
     for k, v in state_dict.items():
         tensors.update(_store(k, v, storage))
     md = {"format": FORMAT, "poser_version": __version__, "storage": storage, "meta": json.dumps(meta)}
-    with atomic_path(path) as tmp:
-        save_file(tensors, str(tmp), metadata=md)
+    write_safetensors(path, tensors, md)
+
+
+def write_safetensors(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> None:
+    """Tensors into `path`, atomically; a failure (a full disk) is one line naming the file, and
+    what `path` held before is unchanged."""
+    from safetensors.torch import save_file
+
+    try:
+        with atomic_path(path) as tmp:
+            save_file(tensors, str(tmp), metadata=metadata)
+    except (SafetensorError, OSError) as e:
+        why = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
+        raise PoserError(f"could not write {path}: {why}; what it held before is unchanged") from None
 
 
 def save_model(path: Path, states: list[dict[str, torch.Tensor]], spec: ModelSpec, storage: str = "fp32") -> None:

@@ -4,7 +4,7 @@ the command line shows are these), and the checks that fail in a second on a bad
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from poser.codec import HEADS
@@ -51,13 +51,49 @@ class TrainConfig:
     from_run: str | None = None         # ... on top of this run folder / weights file (stages 1..stage-1)
     sub_image: float = SUB_IMAGE        # refinement sub-image side, x torso diameter
     threads: int | None = None          # CPU threads of torch, recorded at the start: a resume reuses them
+    workdir: str | None = None          # the working directory at the start: a resume reads relative paths from it
 
     @staticmethod
     def from_dict(d: dict) -> TrainConfig:
+        """A config from JSON; a value of the wrong type (`"batch_size": "eight"`) is a PoserError
+        naming the field, not a traceback later."""
         d = dict(d)
-        d["aug"] = Augment(**d.get("aug", {}))
-        known = TrainConfig.__dataclass_fields__
-        return TrainConfig(**{k: v for k, v in d.items() if k in known})
+        aug = d.get("aug", {})
+        if not isinstance(aug, dict):
+            raise PoserError(f"aug: expected an object, got {aug!r}")
+        d["aug"] = Augment(**_typed(Augment, aug))
+        return TrainConfig(**_typed(TrainConfig, {k: v for k, v in d.items() if k != "aug"}) | {"aug": d["aug"]})
+
+    def relative_to_start(self) -> TrainConfig:
+        """Relative paths (data, init, pretrained, from_run) read from the working directory the
+        run started in, whatever the current one: a resume from elsewhere trains on the same data."""
+        if not self.workdir:
+            return self
+        def fix(p: str | None) -> str | None:
+            if p is None or p in ("imagenet", "mediapipe") or Path(p).is_absolute():
+                return p
+            return str(Path(self.workdir) / p)
+        return replace(self, data=fix(self.data), init=fix(self.init), pretrained=fix(self.pretrained),
+                       from_run=fix(self.from_run))
+
+
+_TYPES = {"int": (int,), "float": (int, float), "str": (str,), "bool": (bool,)}
+
+
+def _typed(cls, d: dict) -> dict:
+    """The entries of `d` that are fields of `cls`, each checked against the field's annotation."""
+    out = {}
+    for k, v in d.items():
+        f = cls.__dataclass_fields__.get(k)
+        if f is None:
+            continue
+        kinds = [t.strip() for t in (f.type if isinstance(f.type, str) else f.type.__name__).split("|")]
+        ok = (v is None and "None" in kinds) or any(
+            isinstance(v, _TYPES[t]) and not (t != "bool" and isinstance(v, bool)) for t in kinds if t in _TYPES)
+        if not ok and any(t in _TYPES for t in kinds):
+            raise PoserError(f"{k}: expected {f.type}, got {v!r}")
+        out[k] = v
+    return out
 
 
 def loss_kind(cfg: TrainConfig) -> str:

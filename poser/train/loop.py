@@ -234,7 +234,11 @@ def setup(cfg: TrainConfig, d: distributed.Dist) -> Trainer:
                 stage_data=stage_data, aug=aug, objective=objective, train_module=train_module, opt=opt,
                 sched=sched, scaler=scaler, run=run)
     if cfg.resume:
-        restore(t, load_state(run / "last.state.safetensors"))
+        try:
+            restore(t, load_state(run / "last.state.safetensors"))
+        except (RuntimeError, KeyError, ValueError, TypeError) as e:    # another run's state, another head
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise PoserError(f"--resume {run}: its saved state does not fit its config.json ({first[:200]})") from None
         if d.is_main:
             tidy_run(run, t.epoch)
     done = read_jsonl(run / "metrics.jsonl") if d.is_main else []
@@ -486,7 +490,7 @@ def _progress() -> Progress:
 def start_run(cfg: TrainConfig) -> TrainConfig:
     """Create the run folder (next free name) with its config.json; `cfg.run` names it."""
     run = new_run_dir(Path(cfg.out), cfg.name)
-    cfg = replace(cfg, run=str(run))
+    cfg = replace(cfg, run=str(run), workdir=os.getcwd())
     save_config(run, asdict(cfg))
     return cfg
 
@@ -505,10 +509,12 @@ def resume_run(run: Path, epochs: int | None = None, device: str | None = None,
     `device` and `workers` (None: as before) apply to this continuation only."""
     cfg_file = run / "config.json"
     if not cfg_file.is_file() or not (run / "last.state.safetensors").is_file():
-        raise PoserError(f"--resume {run}: not a run folder with a saved state")
+        hint = (f"; its weights can start a new run: --init {run / 'last.safetensors'}"
+                if (run / "last.safetensors").is_file() else "")
+        raise PoserError(f"--resume {run}: not a run folder with a saved training state{hint}")
     try:
         cfg = TrainConfig.from_dict(json.loads(cfg_file.read_text()))
-    except (ValueError, TypeError, AttributeError) as e:     # not JSON, or not a config's fields
+    except (ValueError, TypeError, AttributeError, PoserError) as e:     # not JSON, or not a config's fields
         raise PoserError(f"--resume {run}: config.json is not a readable training config ({e})") from None
     done = state_epochs(run / "last.state.safetensors")     # not metrics.jsonl: a killed save can leave a line more
     if (epochs or cfg.epochs) <= done:
@@ -517,7 +523,7 @@ def resume_run(run: Path, epochs: int | None = None, device: str | None = None,
         cfg = replace(cfg, epochs=epochs)
         save_config(run, asdict(cfg))
     where = {k: v for k, v in (("device", device), ("workers", workers)) if v is not None}
-    return replace(cfg, resume=str(run), **where)
+    return replace(cfg.relative_to_start(), resume=str(run), **where)
 
 
 def run_summary(run: Path) -> dict:

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import torch
 from safetensors import SafetensorError, safe_open
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 
 from poser.errors import PoserError
-from poser.files import atomic_path
+from poser.models.weights import write_safetensors
 
 STATE_FORMAT = "poser-state/1"
 
@@ -48,8 +48,7 @@ def save_state(path: Path, state: dict) -> None:
     ints, as in optimiser state) as safetensors, atomically."""
     tensors: dict[str, torch.Tensor] = {}
     outline = _flatten(state, tensors, "s")
-    with atomic_path(path) as tmp:
-        save_file(tensors, str(tmp), metadata={"format": STATE_FORMAT, "outline": json.dumps(outline)})
+    write_safetensors(path, tensors, {"format": STATE_FORMAT, "outline": json.dumps(outline)})
 
 
 def load_state(path: Path) -> dict:
