@@ -34,7 +34,7 @@ from poser.console import log, progress
 from poser.data.records import Instances
 from poser.errors import PoserError
 from poser.files import atomic_dir
-from poser.imageio import decode_rgb
+from poser.imageio import decode_rgb, read_bgr
 from poser.skeletons import get_skeleton
 
 if TYPE_CHECKING:
@@ -73,7 +73,7 @@ def _build_chunk(job: tuple) -> dict:
     pos, i = 0, 0
     with open(shard, "wb") as fh:
         for path, rows in zip(paths, rows_per_image, strict=True):
-            img = cv2.imread(str(path), cv2.IMREAD_COLOR)
+            img = read_bgr(path)
             for _ in rows:
                 if img is not None:
                     crop = g.warp_image(img, mats[i], spec.size)

@@ -7,11 +7,12 @@ import io
 import json
 import math
 from collections import Counter
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import numpy as np
 from pycocotools.coco import COCO
 
+from poser.console import log
 from poser.data.records import Instances
 from poser.errors import PoserError
 from poser.skeletons import COCO17
@@ -33,6 +34,8 @@ def load_coco_json(path: Path) -> COCO:
         raise PoserError(
             f"{path} is not a COCO annotation file (needs lists 'images', 'annotations', 'categories')"
         )
+    _check_images(data["images"], path)
+    _unique_annotation_ids(data["annotations"], path)
     coco = COCO()
     coco.dataset = data
     with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints progress chatter
@@ -41,6 +44,42 @@ def load_coco_json(path: Path) -> COCO:
         except (KeyError, TypeError) as e:
             raise PoserError(f"{path}: malformed COCO record (missing or bad field {e})") from None
     return coco
+
+
+def _check_images(images: list, path: Path) -> None:
+    """Each image: an integer id of its own and a file name inside the image folder. Two
+    images sharing an id would crop one photo's people from the other; `../x.jpg` or an
+    absolute name would read a file outside the dataset."""
+    first: dict[int, int] = {}
+    for i, im in enumerate(images):
+        iid = im.get("id") if isinstance(im, dict) else None
+        if not isinstance(iid, int) or isinstance(iid, bool):
+            raise PoserError(f"{path}: images[{i}] needs an integer id, not {iid!r}")
+        name = im.get("file_name")
+        if not isinstance(name, str) or not name.strip():
+            raise PoserError(f"{path}: images[{i}] (id {iid}) needs a file_name, not {name!r}")
+        parts = PurePosixPath(name.replace("\\", "/")).parts
+        if name.startswith(("/", "\\")) or Path(name).is_absolute() or ".." in parts or ":" in parts[0]:
+            raise PoserError(f"{path}: images[{i}] file_name {name!r} is outside the dataset's image folder; "
+                             "refused")
+        if iid in first:
+            raise PoserError(f"{path}: images[{first[iid]}] and images[{i}] share id {iid}; every image needs "
+                             "its own")
+        first[iid] = i
+
+
+def _unique_annotation_ids(anns: list, path: Path) -> None:
+    """Annotation ids that repeat (or are missing) would make pycocotools hand out one person
+    for all of them: numbered 1..N in file order instead, and said so."""
+    ids = [a.get("id") if isinstance(a, dict) else None for a in anns]
+    valid = [i for i in ids if isinstance(i, int) and not isinstance(i, bool)]
+    if len(valid) == len(ids) and len(set(valid)) == len(valid):
+        return
+    log.warning(f"{path}: {len(ids) - len(set(valid))} of {len(ids)} annotation ids repeat or are missing; "
+                "annotations numbered 1..N in file order")
+    for n, a in enumerate(anns, start=1):
+        if isinstance(a, dict):
+            a["id"] = n
 
 
 def person_category(coco: COCO, path: Path | str = "") -> int:

@@ -7,6 +7,7 @@ A joint counts when its ground truth has a position (visibility flag > 0).
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import numpy as np
@@ -120,14 +121,16 @@ def coco_keypoint_ap(ann_file: Path, results: list[dict], sigmas: np.ndarray | N
     import contextlib
     import io
 
-    from pycocotools.coco import COCO
     from pycocotools.cocoeval import COCOeval
 
+    from poser.data.coco import load_coco_json  # checked, and annotation ids made unique
+
     # A result with a non-finite coordinate or score is a miss, never NaN handed to pycocotools
-    # (which would score it as a match).
-    results = [r for r in results if _finite(r.get("keypoints", ())) and _finite([r.get("score", 1.0)])]
+    # (which would score it as a match). A joint's confidence plays no part in OKS: NaN there is 0.
+    results = [r | {"keypoints": _confidence_finite(r["keypoints"])} for r in results
+               if _finite(_coordinates(r.get("keypoints", ()))) and _finite([r.get("score", 1.0)])]
     with contextlib.redirect_stdout(io.StringIO()):   # pycocotools prints as it goes
-        gt = COCO(str(ann_file))
+        gt = load_coco_json(ann_file)
         ids = sorted(gt.getImgIds() if image_ids is None else {int(i) for i in image_ids})
         if not results:
             return {k: 0.0 for k in COCO_STATS} | {"images": len(ids)}
@@ -140,6 +143,14 @@ def coco_keypoint_ap(ann_file: Path, results: list[dict], sigmas: np.ndarray | N
         ev.accumulate()
         ev.summarize()
     return {k: float(v) for k, v in zip(COCO_STATS, ev.stats, strict=True)} | {"images": len(ev.params.imgIds)}
+
+
+def _coordinates(kp) -> list:
+    return [v for i, v in enumerate(kp) if i % 3 != 2]
+
+
+def _confidence_finite(kp) -> list:
+    return [v if i % 3 != 2 or math.isfinite(v) else 0.0 for i, v in enumerate(kp)]
 
 
 def _finite(values) -> bool:

@@ -183,6 +183,12 @@ def predict(cfg: EvalConfig, predictor: Predictor | None, data: Split) -> Predic
     the ground-truth boxes (the prepared crops)."""
     if predictor is None:
         results = _read_results(Path(cfg.predictions), data.skeleton)
+        known = set(data.ids.tolist())
+        foreign = [r for r in results if r["image_id"] not in known]
+        if foreign:
+            log.warning(f"--predictions {cfg.predictions}: {len(foreign)} of {len(results)} entries are for images "
+                        f"not in the {cfg.split} split's people (e.g. image_id {foreign[0]['image_id']}); ignored")
+            results = [r for r in results if r["image_id"] in known]
         return _matched(results, data)
     if cfg.whole_image:
         results = search_photos(predictor, data.root, cfg.split, data.ids, cfg.search_passes, cfg.flip,
@@ -263,11 +269,25 @@ def ground_truth(cache: Cache) -> np.ndarray:
     return gt
 
 
+MAX_PREDICTIONS_BYTES = 1 << 30     # COCO test-dev's 20,000 photos x 20 people x 400 bytes is 160 MB
+
+
 def _read_results(path: Path, sk: Skeleton) -> list[dict]:
+    """COCO keypoint results, checked entry by entry; a file too large, not a list, or nested
+    without end is one line before it fills the memory. A missing score counts as 1."""
     try:
+        size = path.stat().st_size
+        with open(path, "rb") as f:
+            start = f.read(4096).lstrip(b" \t\r\n\xef\xbb\xbf")
+        if size > MAX_PREDICTIONS_BYTES:
+            raise PoserError(f"--predictions {path}: {size / 2**30:.1f} GiB is over the limit of "
+                             f"{MAX_PREDICTIONS_BYTES / 2**30:.0f} GiB; split it")
+        if start[:1] != b"[":
+            raise PoserError(f"--predictions {path}: expected a JSON list of COCO keypoint results")
         results = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise PoserError(f"--predictions {path}: not readable JSON ({e})") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
+        why = "nested too deeply" if isinstance(e, RecursionError) else str(e)
+        raise PoserError(f"--predictions {path}: not readable JSON ({why})") from None
     if not isinstance(results, list):
         raise PoserError(f"--predictions {path}: expected a list of COCO keypoint results")
     for i, r in enumerate(results):
@@ -279,6 +299,7 @@ def _read_results(path: Path, sk: Skeleton) -> list[dict]:
             raise PoserError(f"--predictions {path}: entry {i} has values of the wrong type (image_id must be an "
                              f"integer, keypoints and score numbers): {str(r)[:80]}")
         r.setdefault("category_id", 1)          # keypoint results are people; COCO's scorer needs the field
+        r.setdefault("score", 1.0)              # and ranks by score
     return results
 
 
