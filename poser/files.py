@@ -111,6 +111,16 @@ def strict_json(obj: object) -> object:
     return obj
 
 
+def missing_file(path: Path, what: str = "weights file") -> str:
+    """Why `path` is not a file to read, in words: a folder (with the file it may mean), or nothing."""
+    path = Path(path)
+    if path.is_dir():
+        inside = next((n for n in ("last.safetensors", "best.safetensors") if (path / n).is_file()), None)
+        hint = f" (e.g. {path / inside})" if inside else ""
+        return f"{path} is a folder, not a {what}{hint}"
+    return f"{what} not found: {path}"
+
+
 OWNED = ".poser-folder"     # in every folder poser makes whole: the only folders it ever replaces
 
 

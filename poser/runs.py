@@ -17,8 +17,10 @@ from poser.files import strict_json, write_bytes, write_json
 def new_run_dir(root: Path, name: str | None = None) -> Path:
     """A new folder under `root` (train, eval and annotate all make theirs here): `name` as
     given if free, else `<name>-2`, `<name>-3`, ... (said in a message); without a name the
-    next of exp1, exp2, ..."""
+    next of exp1, exp2, ...; a name is one folder name (no `/`, `..` or absolute path): a run
+    never lands outside `root`."""
     root = Path(root)
+    check_run_name(name)
     root.mkdir(parents=True, exist_ok=True)
     if name:
         path, n = root / name, 1
@@ -32,6 +34,13 @@ def new_run_dir(root: Path, name: str | None = None) -> Path:
         path = root / f"exp{max(taken, default=0) + 1}"
     path.mkdir()
     return path
+
+
+def check_run_name(name: str | None) -> None:
+    """A run name is one folder name: `../../x` or `/abs` would put the run outside runs/."""
+    if name is not None and (name in ("", ".", "..") or any(c in name for c in "/\\\0")):
+        raise PoserError(f"--name {name!r}: a run name is one folder name (no '/', '..' or absolute path); "
+                         "use --out for another place")
 
 
 def check_writable(path: Path) -> Path:

@@ -119,3 +119,17 @@ def test_an_image_declaring_too_many_pixels_is_not_decoded(tmp_path, caplog):
     doc = json.loads((tmp_path / "o" / "keypoints.json").read_text())
     assert [f["source"] for f in doc["failed"]] == [str(bomb)] and len(doc["items"]) == 1
     assert res.exit_code == 1 and "over poser's limit" in res.output
+
+
+def test_a_mat_file_that_inflates_without_end_is_refused_small(tmp_path):
+    """Case 16: a 2 MB joints.mat whose zlib element inflates to 2 GB grew past 8.7 GB."""
+    from poser.data.matfile import MAX_INFLATED, read_mat
+
+    comp = zlib.compressobj(9)
+    bomb = b"".join(comp.compress(b"\0" * (1 << 24)) for _ in range((MAX_INFLATED >> 24) + 4)) + comp.flush()
+    header = b"MATLAB 5.0 MAT-file".ljust(116, b" ") + b"\0" * 8 + struct.pack("<H", 0x0100) + b"IM"
+    path = tmp_path / "joints.mat"
+    path.write_bytes(header + struct.pack("<II", 15, len(bomb)) + bomb)
+    assert path.stat().st_size < 2 << 20
+    with pytest.raises(PoserError, match="inflates past"):
+        read_mat(path)

@@ -15,6 +15,7 @@ from poser import geometry as g
 from poser.cli import app
 from poser.detect import detectors as detect
 from poser.detect.boxes import Detections, select
+from poser.errors import PoserError
 from poser.synth.dataset import one_person, write_crossing_video, write_video
 
 runner = CliRunner()
@@ -179,3 +180,14 @@ def test_auto_detector_is_the_fastest_measured_on_the_device():
     assert all(resolve_detector(n) == n for n in DETECTORS)
     with pytest.raises(PoserError, match="known: auto, "):
         resolve_detector("yolo")
+
+
+def test_a_corrupt_cached_detector_file_is_named_not_missing(tmp_path, monkeypatch):
+    """Issue 37, case 19: it said the weights were not in torch's cache."""
+    name = "ssdlite320_mobilenet_v3_large"
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    cached = detect.cached_weights_path(name)
+    cached.parent.mkdir(parents=True)
+    cached.write_bytes(b"a download cut short")
+    with pytest.raises(PoserError, match="cannot be read.*delete that file"):
+        detect.create_detector(name, None, "cpu", 0.05)

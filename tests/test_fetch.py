@@ -361,3 +361,29 @@ def test_refused_connections_and_non_http_urls_fail_at_once(tmp_path):
     with pytest.raises(PoserError, match="not an http"):
         download(RemoteFile("file:///etc/passwd", tmp_path / "y.zip"), backoff=1.0)
     assert time.time() - t0 < 5          # no 61 s of retries
+
+
+def test_a_redirect_to_ftp_is_named_as_such(tmp_path):
+    """Issue 37, case 19: it was reported as "connection refused"."""
+    class Redirect(BaseHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+        def do_HEAD(self):
+            self.do_GET()
+
+        def do_GET(self):
+            self.send_response(302)
+            self.send_header("Location", "ftp://127.0.0.1:9/lspet.zip")
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Redirect)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    try:
+        with pytest.raises(PoserError, match=r"redirected to ftp://127.0.0.1:9/lspet.zip; poser follows http"):
+            fetch_lsp(f"http://127.0.0.1:{httpd.server_address[1]}/lspet.zip", dest=tmp_path / "d",
+                      data_root=tmp_path / "data", backoff=0.01)
+    finally:
+        httpd.shutdown()
+        httpd.server_close()

@@ -255,3 +255,37 @@ def test_a_folder_where_a_result_file_goes_is_refused_before_the_work(tmp_path):
     res = _run("annotate", photo, "--out", tmp_path / "o2")
     assert res.exit_code != 0 and "is a folder" in res.output
     assert not (tmp_path / "o1").exists() and list((tmp_path / "o2").iterdir()) == [tmp_path / "o2" / "keypoints.json"]
+
+
+def test_a_run_name_never_leads_outside_runs(tmp_path, monkeypatch):
+    """Case 19: `--name ../../x` or an absolute name wrote outside runs/<command>/."""
+    photo = _photo(tmp_path / "p.jpg")
+    monkeypatch.chdir(tmp_path)
+    for name in ("../../x", str(tmp_path / "abs"), "..", "a/b"):
+        for cmd in (["annotate", photo], ["train", "--data", tmp_path, "--epochs", "1"],
+                    ["eval", "--data", tmp_path, "--predictions", photo]):
+            res = _run(*cmd, "--name", name)
+            assert res.exit_code != 0 and "a run name is one folder name" in res.output, (cmd, name, res.output)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["p.jpg"]
+
+
+def test_annotate_quiets_opencvs_per_frame_warnings_while_it_runs(tmp_path, monkeypatch):
+    """Case 19: a video on a full disk printed 57 OpenCV WARN lines before poser's one error."""
+    import cv2
+
+    import poser.annotate.run as run
+
+    seen = []
+    real = run.FrameWriter
+
+    def spy(*args, **kwargs):
+        seen.append(cv2.utils.logging.getLogLevel())
+        return real(*args, **kwargs)
+
+    from poser.synth.dataset import write_video
+
+    write_video(tmp_path / "v.mp4", 3, (256, 160), 10.0, seed=3, step=0, side=128, origin=(40, 16))
+    monkeypatch.setattr(run, "FrameWriter", spy)
+    before = cv2.utils.logging.getLogLevel()
+    assert _run("annotate", tmp_path / "v.mp4", "--out", tmp_path / "o", "--device", "cpu").exit_code == 0
+    assert seen == [cv2.utils.logging.LOG_LEVEL_ERROR] and cv2.utils.logging.getLogLevel() == before

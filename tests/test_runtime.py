@@ -220,3 +220,61 @@ def test_int8_export_is_found_beside_its_weights_and_only_when_asked(synth_root,
                ModelSpec((spec,)))      # other weights: the old int8 file no longer belongs to them
     with pytest.raises(PoserError, match="no int8 model quantized from"):
         Predictor.from_file(weights, runtime="auto", precision="int8")
+
+
+# --- the second fault audit (issue 37): threads, the export cache ----------------------------
+
+@needs_runtimes
+@pytest.mark.parametrize("runtime", CPU_RUNTIMES)
+def test_one_model_is_safe_to_call_from_several_threads(cascade, runtime):
+    """Case 13: OpenVINO's one infer request raised "Infer Request is busy" in all but one thread."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    rgb, box = _photo()
+    model = Predictor.from_file(cascade, runtime=runtime, precision="fp32")
+    want = model.predict_image(rgb, box).coords
+    with ThreadPoolExecutor(6) as pool:
+        got = list(pool.map(lambda _: model.predict_image(rgb, box).coords, range(24)))
+    assert all(np.array_equal(g, want) for g in got)
+
+
+@needs_runtimes
+def test_a_broken_or_foreign_cached_export_is_rebuilt(cascade, tmp_path):
+    """Case 14: another model's stage1.onnx copied in, a truncated one, a corrupt parity.json."""
+    import shutil
+
+    runtime = CPU_RUNTIMES[0]
+    rgb, box = _photo()
+    want = Predictor.from_file(cascade, runtime="torch").predict_image(rgb, box).coords
+    first = Predictor.from_file(cascade, runtime=runtime, precision="fp32")
+    paths = rt.cached_onnx_paths(cascade, 2)
+    assert all(rt.cached_intact(p) for p in paths)
+    other = tmp_path / "other.safetensors"
+    torch.manual_seed(1)
+    spec = StageSpec(backbone="mobilenet_v3_small", skeleton="lsp14", joints=LSP14.joints, input_size=64,
+                     head="integral", decode_radius=6.0)
+    save_model(other, [create_model("mobilenet_v3_small", 14, head="integral").state_dict()], ModelSpec((spec,)))
+    Predictor.from_file(other, runtime=runtime, precision="fp32")
+    for corrupt in (lambda p: shutil.copy(rt.cached_onnx_paths(other, 1)[0], p),
+                    lambda p: p.write_bytes(p.read_bytes()[:1000])):
+        corrupt(paths[0])
+        for text in ("garbage{", "[]"):
+            rt.parity_record(cascade).write_text(text)
+            got = Predictor.from_file(cascade, runtime=runtime, precision="fp32").predict_image(rgb, box).coords
+            assert np.abs(got - want).max() < 0.05 and rt.cached_intact(paths[0])
+            corrupt(paths[0])
+    assert first.runtime == f"{runtime}/fp32"
+
+
+def test_unknown_precision_or_runtime_and_a_folder_as_weights_are_one_line(tmp_path):
+    """Case 19: precision="fp8" was accepted; a folder said "not found"."""
+    import poser
+
+    with pytest.raises(PoserError, match="unknown precision 'fp8'"):
+        poser.load(precision="fp8")
+    with pytest.raises(PoserError, match="unknown runtime 'tensorrt'"):
+        poser.load(runtime="tensorrt")
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "last.safetensors").write_bytes(DEFAULT_WEIGHTS.read_bytes())
+    with pytest.raises(PoserError, match=r"is a folder, not a weights file \(e.g. .*last.safetensors\)"):
+        poser.load(tmp_path / "run")

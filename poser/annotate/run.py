@@ -197,12 +197,15 @@ def annotate(cfg: AnnotateConfig, predictor: Predictor, out_dir: Path, boxes: Pe
     """Annotate every input into `out_dir`; writes `keypoints.json` there and returns the result.
     `boxes` (optional): where person boxes come from, e.g. `PersonBoxes(cfg, predictor,
     detector=your_detector)`; default: cfg's --boxes, --detector or the person search."""
-    threads = cv2.getNumThreads()
+    threads, level = cv2.getNumThreads(), cv2.utils.logging.getLogLevel()
     cv2.setNumThreads(1)    # OpenCV's pool would contend with the model's threads for the same cores
+    # A writer failing (a full disk) warns once per frame on stderr; poser reports it once.
+    cv2.utils.logging.setLogLevel(min(level, cv2.utils.logging.LOG_LEVEL_ERROR))
     try:
         return _annotate(cfg, predictor, out_dir, boxes or PersonBoxes(cfg, predictor))
     finally:
         cv2.setNumThreads(threads)
+        cv2.utils.logging.setLogLevel(level)
 
 
 def check_outputs(cfg: AnnotateConfig, out_dir: Path | None) -> None:

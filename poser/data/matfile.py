@@ -8,6 +8,7 @@ Tests check it against scipy.io.loadmat.
 
 from __future__ import annotations
 
+import itertools
 import struct
 import zlib
 from pathlib import Path
@@ -21,6 +22,9 @@ _MI = {1: "i1", 2: "u1", 3: "i2", 4: "u2", 5: "i4", 6: "u4", 7: "f4", 9: "f8", 1
 _MI_MATRIX, _MI_COMPRESSED = 14, 15
 # Numeric array classes (mxDOUBLE_CLASS .. mxUINT64_CLASS) -> numpy dtype. MATLAB may
 # store a double array's values in a smaller type; the class says what they are.
+# A compressed element inflates to at most this: LSP's largest joints.mat is 3.4 MB, and a
+# 2 MB file of zeros could otherwise ask for gigabytes.
+MAX_INFLATED = 256 << 20
 _CLASS = {6: "f8", 7: "f4", 8: "i1", 9: "u1", 10: "i2", 11: "u2", 12: "i4", 13: "u4",
           14: "i8", 15: "u8"}
 
@@ -43,7 +47,7 @@ def read_mat(path: Path) -> dict[str, np.ndarray]:
     try:
         for mi, body in _elements(raw, 128, order):
             if mi == _MI_COMPRESSED:
-                for mi2, body2 in _elements(zlib.decompress(body), 0, order):
+                for mi2, body2 in _elements(_inflate(body, path), 0, order):
                     _matrix(mi2, body2, order, out)
             else:
                 _matrix(mi, body, order, out)
@@ -51,6 +55,15 @@ def read_mat(path: Path) -> dict[str, np.ndarray]:
         raise PoserError(f"{path}: unsupported or corrupt MAT file (unknown element type {e})") from None
     except (struct.error, zlib.error, ValueError, IndexError) as e:
         raise PoserError(f"{path}: corrupt MAT file ({e})") from None
+    return out
+
+
+def _inflate(body: bytes, path: Path) -> bytes:
+    d = zlib.decompressobj()
+    out = d.decompress(body, MAX_INFLATED)
+    if d.unconsumed_tail:
+        raise PoserError(f"{path}: a compressed element inflates past {MAX_INFLATED >> 20} MB; not a joints file "
+                         "poser reads")
     return out
 
 
@@ -76,7 +89,7 @@ def _elements(buf: bytes, pos: int, order: str):
 def _matrix(mi: int, body: bytes, order: str, out: dict[str, np.ndarray]) -> None:
     if mi != _MI_MATRIX or not body:
         return
-    parts = list(_elements(body, 0, order))
+    parts = list(itertools.islice(_elements(body, 0, order), 4))   # flags, dims, name, real part
     if len(parts) < 4:
         return
     flags = np.frombuffer(parts[0][1], order + _MI[parts[0][0]])

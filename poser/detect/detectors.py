@@ -95,6 +95,11 @@ def _state(name: str, weights: str | Path | None) -> dict[str, torch.Tensor]:
         return torch.hub.load_state_dict_from_url(weights_url(name), map_location="cpu", progress=False,
                                                   check_hash=True, weights_only=True)
     except Exception as e:
+        cached = cached_weights_path(name)
+        if cached.is_file():        # there, but unreadable: a cut download, another file copied over it
+            raise PoserError(f"detector {name}: its cached COCO weights {cached} cannot be read ({type(e).__name__}: "
+                             f"{str(e)[:120]}); delete that file and run again to fetch them anew, or give "
+                             "--detector-weights FILE") from None
         raise PoserError(
             f"detector {name}: its COCO weights are not in torch's cache ({cached_weights_path(name)}) and "
             f"could not be fetched ({type(e).__name__}); fetch them once on a machine that is online "

@@ -41,7 +41,7 @@ from poser.inference.poses import Poses, coco_results
 from poser.inference.predictor import Predictor, cache_to_image
 from poser.inference.search import SEARCH_PASSES
 from poser.models.weights import read_spec
-from poser.runs import check_writable, new_run_dir
+from poser.runs import check_run_name, check_writable, new_run_dir
 from poser.skeletons import Skeleton
 from poser.spec import ModelSpec
 
@@ -112,6 +112,7 @@ def check(cfg: EvalConfig) -> ModelSpec | None:
         raise PoserError("give --boxes or --detector, not both")
     if (cfg.boxes or cfg.detector) and cfg.predictions:
         raise PoserError("--boxes and --detector need a model (--weights)")
+    check_run_name(cfg.name)
     spec = read_spec(Path(cfg.weights)) if cfg.weights else None   # a bad weights file fails first
     root = Path(cfg.data)
     if not root.is_dir():

@@ -96,6 +96,10 @@ class Predictor:
         .xml); `stages` runs only the first N stages; `runtime` as in inference/runtime.py (None:
         torch for a weights file, 'auto' for an exported one; the commands pass 'auto')."""
         path = Path(path)
+        if precision not in rt.PRECISIONS:
+            raise PoserError(f"unknown precision {precision!r} (one of {', '.join(rt.PRECISIONS)})")
+        if runtime is not None and runtime not in rt.RUNTIMES:
+            raise PoserError(f"unknown runtime {runtime!r} (one of {', '.join(rt.RUNTIMES)})")
         if rt.is_exported(path):
             return cls._from_export(path, stages, runtime or "auto", precision)
         runtime = runtime or "torch"
@@ -118,7 +122,7 @@ class Predictor:
         spec = spec.take(stages)
         name, prec, decided = _recorded_choice(path, device, len(spec), runtime, precision)
         onnx = rt.cached_onnx_paths(path, len(spec))
-        if name == "torch" or not decided or not all(p.is_file() for p in onnx):
+        if name == "torch" or not decided or not all(rt.cached_intact(p) for p in onnx):
             return None
         pred = cls.__new__(cls)
         pred._assemble(spec, [rt.build(name, p, prec) for p in onnx], None, device_type(device), path)

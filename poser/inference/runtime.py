@@ -29,6 +29,7 @@ import hashlib
 import importlib.util
 import json
 import os
+import threading
 import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -37,7 +38,7 @@ import numpy as np
 
 from poser import __version__
 from poser.errors import PoserError
-from poser.files import atomic_path, write_json
+from poser.files import atomic_path, missing_file, write_bytes, write_json
 from poser.inference.device import device_type
 from poser.spec import ModelSpec, StageSpec
 from poser.threads import num_threads
@@ -220,6 +221,9 @@ class OpenVinoNetwork:
         # Compiled on first use, per input kind (None: normalised floats; (mean, std): uint8
         # pixels): photos need only the pixel graph, prepared caches only the float one.
         self._requests: dict[tuple | None, tuple] = {}
+        # An infer request runs one inference at a time ("Infer Request is busy" otherwise):
+        # calls from several threads take turns, as torch's and ONNX Runtime's would share the cores.
+        self._lock = threading.Lock()
 
     def __call__(self, x) -> dict[str, np.ndarray]:
         _check_side(self.path, self.side, x.shape[-1])
@@ -232,6 +236,10 @@ class OpenVinoNetwork:
         return self._infer((tuple(mean), tuple(std)), np.ascontiguousarray(crops, np.uint8))
 
     def _infer(self, key, x: np.ndarray) -> dict[str, np.ndarray]:
+        with self._lock:
+            return self._infer_locked(key, x)
+
+    def _infer_locked(self, key, x: np.ndarray) -> dict[str, np.ndarray]:
         if key not in self._requests:
             model = self.model if key is None else _pixel_graph(self.model.clone(), *key)
             try:
@@ -351,7 +359,7 @@ def exported_spec(path: Path) -> ModelSpec:
 def exported_stages(path: Path) -> list[Path]:
     path = Path(path)
     if not path.is_file():
-        raise PoserError(f"weights file not found: {path}")
+        raise PoserError(missing_file(path))
     out, s = [path], 2
     while (nxt := path.with_name(f"{path.stem}.stage{s}{path.suffix}")).is_file():
         out.append(nxt)
@@ -411,11 +419,7 @@ def weights_key(path: Path) -> str:
 
 @functools.lru_cache(maxsize=16)
 def _weights_key(path: str, size: int, mtime: int) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return f"{h.hexdigest()[:20]}-{__version__}"
+    return f"{_digest(Path(path))[:20]}-{__version__}"
 
 
 def cached_onnx_paths(weights: Path, n: int) -> list[Path]:
@@ -425,12 +429,38 @@ def cached_onnx_paths(weights: Path, n: int) -> list[Path]:
 
 
 def cached_onnx(weights: Path, stages: list[tuple[torch.nn.Module, StageSpec]]) -> list[Path]:
-    """The ONNX graphs of a weights file's stages, exported once into the cache."""
+    """The ONNX graphs of a weights file's stages, exported once into the cache; a cached file
+    that is not the one poser wrote there (truncated, replaced) is exported again."""
     paths = cached_onnx_paths(weights, len(stages))
     for (model, spec), p in zip(stages, paths, strict=True):
-        if not p.is_file():
+        if not cached_intact(p):
             export_onnx(model, spec, p)
+            _record_digest(p)
     return paths
+
+
+def _digest(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _digest_file(path: Path) -> Path:
+    return path.with_name(path.name + ".sha256")
+
+
+def _record_digest(path: Path) -> None:
+    write_bytes(_digest_file(path), _digest(path).encode())
+
+
+def cached_intact(path: Path) -> bool:
+    """Whether a cached export is byte for byte what poser wrote (its digest beside it)."""
+    try:
+        return _digest_file(path).read_text().strip() == _digest(path)
+    except OSError:
+        return False
 
 
 def parity(reference: list, candidate: list, specs: ModelSpec, seed: int = 0) -> float:
@@ -454,9 +484,19 @@ def _parity_entry(runtime: str, precision: str, stages: int) -> str:
     return f"{runtime}/{precision}/{stages}"        # measured over the first `stages` networks
 
 
+def _parity_records(weights: Path) -> dict:
+    """The parity records of a weights file; unreadable or not an object (a corrupt file): none,
+    so they are measured again."""
+    try:
+        data = json.loads(parity_record(weights).read_text())
+    except (OSError, ValueError, RecursionError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
 def remember_parity(weights: Path, runtime: str, precision: str, stages: int, diff: float) -> None:
     path = parity_record(weights)
-    data = json.loads(path.read_text()) if path.is_file() else {}
+    data = _parity_records(weights)
     # A non-finite difference (a NaN output) is recorded as a mismatch: strict JSON would write
     # it as null, which reads back as "not measured" and would have it measured forever.
     data[_parity_entry(runtime, precision, stages)] = diff if np.isfinite(diff) else 1e30
@@ -464,10 +504,5 @@ def remember_parity(weights: Path, runtime: str, precision: str, stages: int, di
 
 
 def known_parity(weights: Path, runtime: str, precision: str, stages: int) -> float | None:
-    path = parity_record(weights)
-    try:
-        data = json.loads(path.read_text()) if path.is_file() else {}
-    except (OSError, ValueError):
-        return None
-    diff = data.get(_parity_entry(runtime, precision, stages))
+    diff = _parity_records(weights).get(_parity_entry(runtime, precision, stages))
     return float(diff) if isinstance(diff, int | float) else None

@@ -15,7 +15,7 @@ from safetensors import SafetensorError, safe_open
 
 from poser import __version__
 from poser.errors import PoserError
-from poser.files import atomic_path
+from poser.files import atomic_path, missing_file
 from poser.spec import ModelSpec
 
 if TYPE_CHECKING:       # torch loads with the tensors, not for a file's metadata (inference needs only that)
@@ -85,7 +85,7 @@ def read_meta(path: Path) -> dict:
     """The metadata of a poser weights file; a clear error for anything else."""
     path = Path(path)
     if not path.is_file():
-        raise PoserError(f"weights file not found: {path}")
+        raise PoserError(missing_file(path))
     try:
         with safe_open(str(path), framework="numpy") as f:
             md = f.metadata() or {}

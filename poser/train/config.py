@@ -11,6 +11,7 @@ from poser.codec import HEADS
 from poser.errors import PoserError
 from poser.inference.cascade import SUB_IMAGE
 from poser.models.backbones import BACKBONES
+from poser.runs import check_run_name
 from poser.train.augment import Augment
 from poser.train.losses import HEATMAP_WEIGHT, LOSSES
 
@@ -127,6 +128,7 @@ def check_config(cfg: TrainConfig) -> None:
         raise PoserError(f"--stage {cfg.stage} needs --from: the run folder (or weights file) of stages "
                          f"1..{cfg.stage - 1}")
     _check_numbers(cfg)
+    check_run_name(cfg.name)
     if not Path(cfg.data).is_dir():
         raise PoserError(f"--data {cfg.data}: no such folder (make one with poser fetch-coco, fetch-lsp or synth)")
 

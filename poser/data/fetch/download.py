@@ -67,11 +67,28 @@ def check_url(url: str, what: str) -> None:
         raise PoserError(f"{what} {url}: not an http:// or https:// address")
 
 
+class _HttpOnlyRedirects(urllib.request.HTTPRedirectHandler):
+    """Follows redirects to http(s) only: urllib would follow one to ftp:// and then report
+    whatever the FTP attempt gives (a "connection refused" that names no redirect)."""
+
+    def redirect_request(self, req, fp, code, msg, headers, newurl):
+        if urllib.parse.urlparse(newurl).scheme not in ("http", "https"):
+            raise PoserError(f"{req.full_url}: redirected to {newurl}; poser follows http:// and https:// only")
+        return super().redirect_request(req, fp, code, msg, headers, newurl)
+
+
+_OPENER = urllib.request.build_opener(_HttpOnlyRedirects)
+
+
+def _open(req: urllib.request.Request, timeout: float):
+    return _OPENER.open(req, timeout=timeout)
+
+
 def remote_size(url: str, timeout: float = 30) -> int | None:
     """Content-Length from a HEAD request, or None if the server does not say."""
     try:
         req = urllib.request.Request(url, method="HEAD", headers={"User-Agent": f"poser/{__version__}"})
-        with urllib.request.urlopen(req, timeout=timeout) as r:
+        with _open(req, timeout) as r:
             n = r.headers.get("Content-Length")
             return int(n) if n is not None else None
     except (urllib.error.URLError, OSError, ValueError):
@@ -130,7 +147,7 @@ def _fetch_once(url: str, part: Path, bar: Progress | None, task, timeout: float
     if start:
         headers["Range"] = f"bytes={start}-"
     try:
-        resp = urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=timeout)
+        resp = _open(urllib.request.Request(url, headers=headers), timeout)
     except urllib.error.HTTPError as e:
         if e.code == 416:  # nothing left to send: the part may already be whole
             m = re.match(r"bytes \*/(\d+)", e.headers.get("Content-Range", ""))
