@@ -168,7 +168,7 @@ def test_flip_test_is_mirror_symmetric_and_results_use_cocos_format(trained_run,
 
 
 def test_eval_errors_are_one_line(synth_root, tmp_path):
-    (tmp_path / "bad.json").write_text("{not json")
+    (tmp_path / "bad.json").write_text("[not json")
     (tmp_path / "short.json").write_text(json.dumps([{"image_id": 1, "keypoints": [1, 2, 3]}]))
     cases = [
         (["--data", str(synth_root)], "predicts lsp14 joints"),      # the shipped model, on COCO-17 data
