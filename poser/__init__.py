@@ -4,12 +4,15 @@
     model = poser.load()                        # the shipped model (or a weights file)
     poses = model(cv2.imread("photo.jpg"))      # -> poser.Poses
 
-`load`, `PoseModel` and `Poses` are imported on first use, so `import poser` (and the CLI)
+    poser.export("w.safetensors", "w.onnx", format="onnx")
+
+`load`, `export`, `PoseModel` and `Poses` are imported on first use, so `import poser` (and the CLI)
 stays light.
 """
 
-__version__ = "0.2.0"
-__all__ = ["load", "PoseModel", "Poses", "__version__"]
+from poser.version import __version__
+
+__all__ = ["load", "export", "PoseModel", "Poses", "__version__"]
 
 
 def __getattr__(name: str):
@@ -17,6 +20,10 @@ def __getattr__(name: str):
         from poser import api
 
         return getattr(api, name)
+    if name == "export":
+        from poser.exporter import export
+
+        return export
     if name == "Poses":
         from poser.inference.poses import Poses
 

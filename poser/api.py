@@ -71,7 +71,7 @@ def load(weights: str | Path | None = None, device: str = "auto", *, stages: int
          precision: str = "auto") -> PoseModel:
     """A pose model from a weights file (default: the shipped reference model) on `device`
     ('auto': CUDA when available), with a person detector from `poser.detect.detectors` if named."""
-    from poser.inference.device import resolve_device
+    from poser.device import resolve_device
 
     dev = resolve_device(device)
     predictor = Predictor.from_file(resolve_weights(weights), dev, stages, runtime, precision)

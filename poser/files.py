@@ -121,6 +121,13 @@ def missing_file(path: Path, what: str = "weights file") -> str:
     return f"{what} not found: {path}"
 
 
+def cache_root() -> Path:
+    """Where poser caches what it fetched or made from your files ($POSER_CACHE, default
+    ~/.cache/poser): exports, BlazePose networks; deleting it costs only time."""
+    root = os.environ.get("POSER_CACHE") or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "poser"
+    return Path(root)
+
+
 OWNED = ".poser-folder"     # in every folder poser makes whole: the only folders it ever replaces
 
 

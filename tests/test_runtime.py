@@ -1,4 +1,4 @@
-"""Runtimes (inference/runtime.py): ONNX Runtime and OpenVINO give torch's keypoints on the same
+"""Runtimes (poser/runtime/): ONNX Runtime and OpenVINO give torch's keypoints on the same
 crops, exported files are self-describing, and bad files or missing packages are one line."""
 
 from __future__ import annotations
@@ -16,10 +16,13 @@ import torch
 
 from poser.codec import pixels_to_input
 from poser.errors import PoserError
-from poser.inference import runtime as rt
+from poser.exporter import export
 from poser.inference.predictor import DEFAULT_WEIGHTS, Predictor
 from poser.models.deeppose import create_model
 from poser.models.weights import save_model
+from poser.runtime import cache
+from poser.runtime import networks as rt
+from poser.runtime.exported import exported_spec
 from poser.skeletons import LSP14
 from poser.spec import ModelSpec, StageSpec
 from poser.synth.dataset import one_person
@@ -65,7 +68,7 @@ def test_a_cascade_with_flip_through_each_runtime_matches_torch(cascade, runtime
         side = box[0, 2:].max() * 1.25             # normalised crop coordinates -> px of stage one's crop
         assert np.abs(a.stages - b.stages).max() < 1e-3 * side
         assert np.abs(a.score - b.score).max() < 1e-3
-    assert rt.parity(ref.networks, run.networks, ref.spec) < rt.FP32_PARITY
+    assert cache.parity(ref.networks, run.networks, ref.spec) < rt.FP32_PARITY
 
 
 @pytest.mark.skipif(not rt.installed("openvino"), reason="openvino is not installed")
@@ -91,7 +94,7 @@ def test_the_shipped_model_through_each_runtime_matches_torch(runtime):
     rgb, box = _photo()
     ref = Predictor.from_file(DEFAULT_WEIGHTS, runtime="torch")
     run = Predictor.from_file(DEFAULT_WEIGHTS, runtime=runtime, precision="fp32")
-    assert rt.parity(ref.networks, run.networks, ref.spec) < rt.FP32_PARITY
+    assert cache.parity(ref.networks, run.networks, ref.spec) < rt.FP32_PARITY
     a, b = ref.find_person([rgb]), run.find_person([rgb])
     assert np.abs(a[0].coords - b[0].coords).max() < 0.5          # px, through 4 search passes
 
@@ -102,7 +105,7 @@ def test_the_shipped_model_through_each_runtime_matches_torch(runtime):
 def test_bf16_stays_within_its_measured_bound():
     ref = Predictor.from_file(DEFAULT_WEIGHTS, runtime="torch")
     run = Predictor.from_file(DEFAULT_WEIGHTS, runtime="openvino", precision="bf16")
-    diff = rt.parity(ref.networks, run.networks, ref.spec)
+    diff = cache.parity(ref.networks, run.networks, ref.spec)
     assert 0 < diff < rt.BF16_PARITY            # not fp32 (it differs), and within ~1 px at 160
 
 
@@ -152,9 +155,9 @@ def test_a_cached_model_annotates_without_importing_torch(cascade, tmp_path):
 def test_exported_files_rebuild_the_predictor_from_their_metadata(cascade, tmp_path, fmt, suffix):
     if fmt == "openvino" and not rt.installed("openvino"):
         pytest.skip("openvino not installed")
-    res = rt.export_file(cascade, tmp_path / f"m{suffix}", fmt)
+    res = export(cascade, tmp_path / f"m{suffix}", fmt)
     assert len(res["files"]) == 2 and res["files"][1].endswith(f"m.stage2{suffix}")
-    spec = rt.exported_spec(tmp_path / f"m{suffix}")
+    spec = exported_spec(tmp_path / f"m{suffix}")
     ref = Predictor.from_file(cascade, runtime="torch")
     assert spec == ref.spec                                   # as self-describing as the weights file
     run = Predictor.from_file(tmp_path / f"m{suffix}")
@@ -171,7 +174,7 @@ def test_bad_exported_files_and_missing_runtimes_are_one_line(cascade, tmp_path,
         Predictor.from_file(bad)
     assert "\n" not in str(e.value)
     with pytest.raises(PoserError, match="runs on onnxruntime or openvino, not torch"):
-        Predictor.from_file(rt.export_file(cascade, tmp_path / "m.onnx", "onnx")["files"][0], runtime="torch")
+        Predictor.from_file(export(cascade, tmp_path / "m.onnx", "onnx")["files"][0], runtime="torch")
     # metadata that lies about the input side: one line, not the runtime's shape error
     import onnx
 
@@ -197,7 +200,7 @@ def test_unknown_runtime_is_one_line(cascade):
 @pytest.mark.skipif(not rt.installed("openvino") or importlib.util.find_spec("nncf") is None,
                     reason="openvino and nncf needed for int8")
 def test_int8_export_is_found_beside_its_weights_and_only_when_asked(synth_root, tmp_path):
-    from poser.train.quantize import export_int8
+    from poser.exporter.int8 import export_int8
 
     torch.manual_seed(0)
     from poser.skeletons import COCO17
@@ -215,7 +218,7 @@ def test_int8_export_is_found_beside_its_weights_and_only_when_asked(synth_root,
     q = Predictor.from_file(weights, runtime="auto", precision="int8")
     assert q.runtime == "openvino/int8"
     ref = Predictor.from_file(weights)
-    assert rt.parity(ref.networks, q.networks, ref.spec) < rt.INT8_PARITY
+    assert cache.parity(ref.networks, q.networks, ref.spec) < rt.INT8_PARITY
     save_model(weights, [create_model("mobilenet_v3_small", 17, head="integral").eval().state_dict()],
                ModelSpec((spec,)))      # other weights: the old int8 file no longer belongs to them
     with pytest.raises(PoserError, match="no int8 model quantized from"):
@@ -247,21 +250,21 @@ def test_a_broken_or_foreign_cached_export_is_rebuilt(cascade, tmp_path):
     rgb, box = _photo()
     want = Predictor.from_file(cascade, runtime="torch").predict_image(rgb, box).coords
     first = Predictor.from_file(cascade, runtime=runtime, precision="fp32")
-    paths = rt.cached_onnx_paths(cascade, 2)
-    assert all(rt.cached_intact(p) for p in paths)
+    paths = cache.cached_onnx_paths(cascade, 2)
+    assert all(cache.cached_intact(p) for p in paths)
     other = tmp_path / "other.safetensors"
     torch.manual_seed(1)
     spec = StageSpec(backbone="mobilenet_v3_small", skeleton="lsp14", joints=LSP14.joints, input_size=64,
                      head="integral", decode_radius=6.0)
     save_model(other, [create_model("mobilenet_v3_small", 14, head="integral").state_dict()], ModelSpec((spec,)))
     Predictor.from_file(other, runtime=runtime, precision="fp32")
-    for corrupt in (lambda p: shutil.copy(rt.cached_onnx_paths(other, 1)[0], p),
+    for corrupt in (lambda p: shutil.copy(cache.cached_onnx_paths(other, 1)[0], p),
                     lambda p: p.write_bytes(p.read_bytes()[:1000])):
         corrupt(paths[0])
         for text in ("garbage{", "[]"):
-            rt.parity_record(cascade).write_text(text)
+            cache.parity_record(cascade).write_text(text)
             got = Predictor.from_file(cascade, runtime=runtime, precision="fp32").predict_image(rgb, box).coords
-            assert np.abs(got - want).max() < 0.05 and rt.cached_intact(paths[0])
+            assert np.abs(got - want).max() < 0.05 and cache.cached_intact(paths[0])
             corrupt(paths[0])
     assert first.runtime == f"{runtime}/fp32"
 

@@ -118,3 +118,55 @@ def test_inference_imports_no_training_data_synth_or_bench_code():
     assert "poser.inference.predictor" in loaded
     banned = ("poser.train", "poser.data", "poser.synth", "poser.bench", "poser.evaluate", "poser.cli")
     assert not [m for m in loaded if m.startswith(banned)], loaded
+
+
+# The house's floors, lowest first (../shared/architecture.md): a module imports only from rooms on
+# floors below its own, never sideways, never up, never the package's front door (`poser`).
+FLOORS = [
+    {"version", "errors"},
+    {"console", "files", "state_dicts", "device", "threads", "skeletons", "geometry"},
+    {"codec", "imageio", "runs"},
+    {"spec"},
+    {"models"},
+    {"runtime"},
+    {"inference", "detect", "video", "data"},
+    {"annotate", "api"},
+    {"evaluate"},
+    {"exporter", "train"},
+    {"synth"},
+    {"bench"},
+    {"cli"},
+    {"__main__"},
+]
+
+
+def _imports() -> list[tuple[str, str, str]]:
+    """(module file, its room, the room it imports) for every poser import, at any depth."""
+    import ast
+
+    out = []
+    for p in sorted((REPO / "poser").rglob("*.py")):
+        rel = p.relative_to(REPO / "poser").with_suffix("")
+        if str(rel) == "__init__":
+            continue            # the front door imports its rooms lazily, on first use
+        here = rel.parts[0]
+        for n in ast.walk(ast.parse(p.read_text())):
+            if isinstance(n, ast.ImportFrom) and n.module == "poser":      # `from poser import geometry`
+                names = [f"poser.{a.name}" for a in n.names]
+            else:
+                names = [n.module] if isinstance(n, ast.ImportFrom) and n.module else \
+                    [a.name for a in n.names] if isinstance(n, ast.Import) else []
+            for name in names:
+                if name == "poser" or name.startswith("poser."):
+                    out.append((str(rel), here, name.split(".")[1] if "." in name else "poser"))
+    return out
+
+
+def test_every_import_runs_down_a_floor():
+    floor = {room: i for i, rooms in enumerate(FLOORS) for room in rooms}
+    rooms = {p.stem if p.is_file() else p.name for p in (REPO / "poser").iterdir()
+             if (p.suffix == ".py" and p.stem != "__init__") or (p.is_dir() and (p / "__init__.py").exists())}
+    assert rooms <= floor.keys(), f"rooms without a floor: {sorted(rooms - floor.keys())}"
+    up = [(f, there) for f, here, there in _imports() if here != there and (
+        there == "poser" or floor[there] >= floor[here])]
+    assert not up, f"imports sideways, up or of the front door: {up}"

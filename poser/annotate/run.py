@@ -24,7 +24,6 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from poser import __version__
 from poser.console import log, progress
 from poser.detect.boxes import Boxes, Detections, read_detections, select
 from poser.errors import PoserError
@@ -33,6 +32,7 @@ from poser.imageio import read_rgb, truncated_jpeg
 from poser.inference.poses import MIN_SCORE, Poses
 from poser.inference.predictor import Predictor
 from poser.inference.search import SEARCH_PASSES, scene_starts
+from poser.version import __version__
 from poser.video.io import FrameReader, FrameWriter
 from poser.video.tracking import Tracker
 
@@ -56,7 +56,7 @@ class AnnotateConfig:
     batch_size: int = 16
     draw: bool = True                   # write annotated copies (JSON is always written)
     search_passes: int = SEARCH_PASSES  # without boxes: person-search passes after the whole-image one
-    runtime: str = "auto"               # what runs the network (inference/runtime.py)
+    runtime: str = "auto"               # what runs the network (runtime/choice.py)
     precision: str = "auto"
 
 

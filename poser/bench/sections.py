@@ -397,9 +397,9 @@ def bench_runtime(data: Path | None, weights: Path | None, work: Path) -> list[d
     beside them; then whole photos through the person search (1 + 3 passes) per runtime."""
     from torch.utils.flop_counter import FlopCounterMode
 
-    from poser.inference import runtime as rt
     from poser.inference.predictor import DEFAULT_WEIGHTS, Predictor
     from poser.inference.search import SEARCH_PASSES
+    from poser.runtime import networks as rt
 
     path = weights or DEFAULT_WEIGHTS
     ref = Predictor.from_file(path, runtime="torch")

@@ -71,7 +71,7 @@ def annotate(
     set_threads(threads)
     from poser.annotate.run import annotate as run_annotate
     from poser.annotate.run import check_outputs
-    from poser.inference.device import resolve_device
+    from poser.device import resolve_device
     from poser.inference.predictor import Predictor, resolve_weights
     from poser.runs import check_writable, new_run_dir
 

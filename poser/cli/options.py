@@ -17,12 +17,12 @@ from typing import Annotated
 import typer
 from rich.text import Text
 
-from poser import __version__
 from poser.console import console, show_messages
 from poser.errors import PoserError
 from poser.files import MEDIA_SUFFIXES, guard
-from poser.inference.runtime import PRECISIONS, RUNTIMES
+from poser.runtime.networks import PRECISIONS, RUNTIMES
 from poser.threads import configure_openmp
+from poser.version import __version__
 
 app = typer.Typer(
     name="poser",

@@ -20,7 +20,6 @@ from poser.cli.options import (
     write_result,
 )
 from poser.console import results
-from poser.errors import PoserError
 from poser.threads import set_threads
 
 
@@ -89,26 +88,17 @@ def export(
     json_out: JsonOpt = None,
 ) -> None:
     """Export weights: smaller safetensors (fp16, int8), ONNX or OpenVINO IR."""
-    from poser.models.weights import export_weights
+    from poser.exporter import export as export_to
 
-    if int8 and (fmt != ExportFormat.openvino or calibration is None):
-        raise PoserError("--int8 exports OpenVINO IR (--format openvino) and needs --calibration DATA")
-    if int8:
-        from poser.train.quantize import export_int8
-
-        res = export_int8(weights, dst, calibration)
-        results.print(f"{', '.join(res['files'])}: openvino int8, calibrated on {res['calibration']['crops']} crops "
-                      f"of {calibration}", soft_wrap=True)
-    elif fmt == ExportFormat.safetensors:
-        res = export_weights(weights, dst, storage.value, decode_radius)
+    res = export_to(weights, dst, fmt.value, storage=storage.value, decode_radius=decode_radius, int8=int8,
+                    calibration=calibration)
+    if fmt == ExportFormat.safetensors:
         results.print(f"{dst}: {res['dst_bytes'] / 1e6:.1f} MB ({storage.value}; {weights} was "
                       f"{res['src_bytes'] / 1e6:.1f} MB)", soft_wrap=True)
     else:
-        from poser.inference.runtime import export_file
-
-        res = export_file(weights, dst, fmt.value, decode_radius)
-        results.print(f"{', '.join(res['files'])}: {fmt.value} ({res['stages']} stage(s), the spec in the "
-                      "file's metadata)", soft_wrap=True)
+        how = f"int8, calibrated on {res['calibration']['crops']} crops of {calibration}" if int8 else \
+            f"{res['stages']} stage(s), the spec in the file's metadata"
+        results.print(f"{', '.join(res['files'])}: {fmt.value} ({how})", soft_wrap=True)
     write_result(json_out, res)
 
 

@@ -22,7 +22,7 @@ import torchvision
 from torch import nn
 
 from poser.errors import PoserError
-from poser.models.weights import read_state_dict
+from poser.state_dicts import read_state_dict
 from poser.threads import sync_torch
 
 PERSON = 1                      # COCO category id of a person (torchvision's label 1)

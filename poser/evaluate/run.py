@@ -62,7 +62,7 @@ class EvalConfig:
     out: str = "runs/eval"
     name: str | None = None
     device: str = "auto"
-    runtime: str = "auto"               # what runs the network (inference/runtime.py)
+    runtime: str = "auto"               # what runs the network (runtime/choice.py)
     precision: str = "auto"
     batch_size: int = 64
     limit: int | None = None            # first N instances only (quick checks)
@@ -80,7 +80,7 @@ def evaluate(cfg: EvalConfig) -> dict:
     data = load_split(cfg, spec)
     predictor = None
     if cfg.weights:
-        from poser.inference.device import resolve_device
+        from poser.device import resolve_device
 
         predictor = Predictor.from_file(Path(cfg.weights), resolve_device(cfg.device), cfg.stages, cfg.runtime,
                                         cfg.precision)

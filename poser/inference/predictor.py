@@ -28,9 +28,7 @@ import numpy as np
 from poser import geometry as g
 from poser.codec import decode_outputs, normalize_input, pixels_to_input, to_pixels
 from poser.errors import PoserError
-from poser.inference import runtime as rt
 from poser.inference.cascade import SUB_IMAGE, joint_boxes, pose_diameter
-from poser.inference.device import device_type
 from poser.inference.prediction import Prediction
 from poser.inference.search import (
     SEARCH_PASSES,
@@ -41,10 +39,11 @@ from poser.inference.search import (
     search_margin,
     whole_image_box,
 )
-from poser.models.weights import read_spec
+from poser.runtime.choice import load_networks
+from poser.runtime.networks import torch_networks
 from poser.skeletons import Skeleton, get_skeleton
 from poser.spec import ModelSpec, StageSpec
-from poser.threads import cores, sync_torch
+from poser.threads import cores
 
 if TYPE_CHECKING:
     import torch
@@ -71,13 +70,8 @@ class Predictor:
                  channels_last: bool = True) -> None:
         import torch
 
-        sync_torch()
-        device = torch.device(device)
-        models = [m.to(device).eval() for m, _ in stages]
-        if channels_last:
-            models = [m.to(memory_format=torch.channels_last) for m in models]
-        self._assemble(ModelSpec(tuple(s for _, s in stages)), [rt.TorchNetwork(m, channels_last) for m in models],
-                       models, device)
+        models, networks = torch_networks([m for m, _ in stages], device, channels_last)
+        self._assemble(ModelSpec(tuple(s for _, s in stages)), networks, models, torch.device(device))
 
     def _assemble(self, spec: ModelSpec, networks: list, models: list | None, device,
                   weights: Path | None = None) -> None:
@@ -93,92 +87,12 @@ class Predictor:
     def from_file(cls, path: Path, device: str | torch.device = "cpu", stages: int | None = None,
                   runtime: str | None = None, precision: str = "auto") -> Predictor:
         """A poser weights file or cascade bundle, or a model `poser export` wrote (.onnx, OpenVINO
-        .xml); `stages` runs only the first N stages; `runtime` as in inference/runtime.py (None:
-        torch for a weights file, 'auto' for an exported one; the commands pass 'auto')."""
-        path = Path(path)
-        if precision not in rt.PRECISIONS:
-            raise PoserError(f"unknown precision {precision!r} (one of {', '.join(rt.PRECISIONS)})")
-        if runtime is not None and runtime not in rt.RUNTIMES:
-            raise PoserError(f"unknown runtime {runtime!r} (one of {', '.join(rt.RUNTIMES)})")
-        if rt.is_exported(path):
-            return cls._from_export(path, stages, runtime or "auto", precision)
-        runtime = runtime or "torch"
-        if runtime != "torch" and precision != "int8" and (cached := cls._from_cache(path, device, stages, runtime,
-                                                                                       precision)):
-            return cached
-        from poser.models.deeppose import load_stages
-
-        pred = cls(load_stages(path, device, stages), device)
-        return pred if runtime == "torch" else pred.with_runtime(runtime, precision, path)
-
-    @classmethod
-    def _from_cache(cls, path: Path, device, stages: int | None, runtime: str, precision: str) -> Predictor | None:
-        """The model on `runtime` straight from the cache, torch not loaded, where the parity
-        records already decide what `with_runtime` would choose and its export is cached (None
-        where they do not, or where the choice is torch)."""
-        spec = read_spec(path)
-        if stages is not None and stages > len(spec):
-            return None                     # load_stages says so, naming the file
-        spec = spec.take(stages)
-        name, prec, decided = _recorded_choice(path, device, len(spec), runtime, precision)
-        onnx = rt.cached_onnx_paths(path, len(spec))
-        if name == "torch" or not decided or not all(rt.cached_intact(p) for p in onnx):
-            return None
+        .xml); `stages` runs only the first N stages; `runtime` and `precision` as in
+        runtime/choice.py (None: torch for a weights file, 'auto' for an exported one)."""
+        loaded = load_networks(Path(path), device, stages, runtime, precision)
         pred = cls.__new__(cls)
-        pred._assemble(spec, [rt.build(name, p, prec) for p in onnx], None, device_type(device), path)
+        pred._assemble(loaded.spec, loaded.networks, loaded.models, loaded.device, loaded.weights)
         return pred
-
-    @classmethod
-    def _from_export(cls, path: Path, stages: int | None, runtime: str, precision: str) -> Predictor:
-        spec = rt.exported_spec(path)
-        if stages is not None and stages > len(spec):
-            raise PoserError(f"--stages {stages}: {path} holds a {len(spec)}-stage model")
-        spec = spec.take(stages)
-        name = rt.choose(runtime, "cpu", exported=path.suffix)
-        pred = cls.__new__(cls)
-        pred._assemble(spec, [rt.build(name, p, precision) for p in rt.exported_stages(path)[:len(spec)]],
-                       [None] * len(spec), "cpu")
-        return pred
-
-    def with_runtime(self, runtime: str, precision: str, weights: Path) -> Predictor:
-        """The same model with its forward on `runtime` (exported from `weights` once, cached);
-        `auto` keeps torch on CUDA and, on the CPU, takes the fastest installed runtime whose
-        outputs match torch's (rt.parity, remembered in the cache), else torch."""
-        if precision == "int8":
-            return self._int8(runtime, weights)
-        n, built = self.num_stages, {}
-        while True:             # each pass measures one candidate the records do not know yet
-            name, prec, decided = _recorded_choice(weights, self.device, n, runtime, precision)
-            if name == "torch":
-                return self
-            if (name, prec) not in built:
-                onnx = rt.cached_onnx(weights, list(zip(self.models, self.spec.stages, strict=True)))
-                built[name, prec] = [rt.build(name, p, prec) for p in onnx]
-            if decided:
-                self.networks = built[name, prec]
-                return self
-            rt.remember_parity(weights, name, prec, n, rt.parity(self.networks, built[name, prec], self.spec))
-
-    def _int8(self, runtime: str, weights: Path) -> Predictor:
-        """The int8 model quantized from these weights (`<stem>.int8.xml` beside them). Only when
-        asked for: 'auto' stays fp32, since the shipped model's int8 versions lost 0.005-0.012 PCP
-        from the whole photo depending on the calibration sample (README)."""
-        if device_type(self.device) != "cpu" or runtime not in ("auto", "openvino"):
-            raise PoserError("--precision int8 runs on openvino on the CPU (--runtime auto or openvino, --device cpu)")
-        sibling = rt.int8_sibling(weights)
-        if sibling is None:
-            raise PoserError(f"--precision int8: no int8 model quantized from {weights} beside it (make one: "
-                             f"poser export {weights} {Path(weights).with_suffix('.int8.xml')} --format "
-                             "openvino --int8 --calibration DATA)")
-        nets = [rt.build("openvino", p, "int8") for p in rt.exported_stages(sibling)[: self.num_stages]]
-        if len(nets) < self.num_stages:
-            raise PoserError(f"--precision int8: {sibling} holds {len(nets)} stage(s), the model {self.num_stages}")
-        diff = rt.parity(self.networks, nets, self.spec)
-        if diff > rt.INT8_PARITY:
-            raise PoserError(f"--precision int8: {sibling} differs from its weights by {diff:.3f} (over "
-                             f"{rt.INT8_PARITY}); re-export it")
-        self.networks = nets
-        return self
 
     @property
     def runtime(self) -> str:
@@ -343,25 +257,6 @@ class Predictor:
         if not parts:
             return Prediction.empty(self.skeleton.num_joints, self.num_stages)
         return Prediction.concat(parts)
-
-
-def _recorded_choice(weights: Path, device, stages: int, runtime: str, precision: str) -> tuple[str, str, bool]:
-    """What the runtime choice is, as far as the parity records (rt.remember_parity) tell:
-    (runtime, precision, True) when decided; (runtime, precision, False) for the first candidate
-    whose parity with torch has not been measured yet (measure it, then ask again). Candidates
-    are the one asked for, or what 'auto' tries in order: the first within its tolerance, torch
-    last."""
-    candidates = [(rt.choose(runtime, device), precision)] if runtime != "auto" else rt.auto_candidates(device,
-                                                                                                          precision)
-    for name, prec in candidates:
-        if name == "torch":
-            return name, prec, True
-        known = rt.known_parity(weights, name, prec, stages)
-        if known is None:
-            return name, prec, False
-        if runtime != "auto" or known <= rt.tolerance(prec):
-            return name, prec, True
-    return "torch", "fp32", True
 
 
 @functools.cache

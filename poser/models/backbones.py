@@ -17,7 +17,7 @@ from torch.nn import functional as F
 
 from poser.errors import PoserError
 from poser.models import blazepose
-from poser.models.weights import read_state_dict
+from poser.state_dicts import read_state_dict
 
 BACKBONES: dict[str, Callable[[], tuple[nn.Module, int]]] = {}
 

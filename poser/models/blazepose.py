@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import os
 from functools import cache
 from pathlib import Path
 
@@ -25,6 +24,7 @@ from torch import nn
 
 from poser.codec import MEAN, STD
 from poser.errors import PoserError
+from poser.files import cache_root
 from poser.models.heads import IntegralHead
 from poser.models.tflite_graph import GraphNet, Topology, read_tflite
 
@@ -148,8 +148,7 @@ def find_tflite(variant: str, where: str = "mediapipe") -> Path:
 
 def blazepose_cache() -> Path:
     """Where `poser fetch-blazepose` keeps the .tflite files ($POSER_CACHE or ~/.cache/poser)."""
-    root = os.environ.get("POSER_CACHE") or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "poser"
-    return Path(root) / "blazepose"
+    return cache_root() / "blazepose"
 
 
 def load_mediapipe(trunk: BlazeTrunk, where: str = "mediapipe") -> None:

@@ -13,10 +13,10 @@ from typing import TYPE_CHECKING
 
 from safetensors import SafetensorError, safe_open
 
-from poser import __version__
 from poser.errors import PoserError
 from poser.files import atomic_path, missing_file
 from poser.spec import ModelSpec
+from poser.version import __version__
 
 if TYPE_CHECKING:       # torch loads with the tensors, not for a file's metadata (inference needs only that)
     import torch
@@ -125,30 +125,6 @@ def load_weights(path: Path) -> tuple[dict[str, torch.Tensor], dict]:
             v = v.float()
         state[k] = v
     return state, meta
-
-
-def read_state_dict(path: Path, option: str) -> dict[str, torch.Tensor]:
-    """A foreign state dict (ImageNet backbones, detectors): .safetensors, or a .pth / .pt read
-    tensors-only (`weights_only`): pickled Python objects are never loaded. `option` names the
-    flag in errors."""
-    import torch
-    from safetensors.torch import load_file
-
-    path = Path(path)
-    if not path.is_file():
-        raise PoserError(f"{option} {path}: no such file")
-    try:
-        if path.suffix == ".safetensors":
-            return load_file(str(path))
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:      # torch's own advice for this is to unpickle the file: never
-        why = "it holds pickled Python objects, which poser never loads" if "Weights only load failed" in str(e) \
-            else (str(e).strip().splitlines() or [type(e).__name__])[0][:120]
-        raise PoserError(f"{option} {path}: not a readable state dict ({why})") from None
-    state = state.get("state_dict", state) if isinstance(state, dict) else state
-    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise PoserError(f"{option} {path}: not a readable state dict (no tensors by name)")
-    return state
 
 
 def export_weights(src: Path, dst: Path, storage: str = "fp16", decode_radius: float | None = None) -> dict:

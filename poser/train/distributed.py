@@ -15,8 +15,8 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
+from poser.device import device_type, resolve_device
 from poser.errors import PoserError
-from poser.inference.device import device_type, resolve_device
 
 
 @dataclass

@@ -27,7 +27,6 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel as DDP
 from torch.utils.data import DataLoader, DistributedSampler
 
-from poser import __version__
 from poser.codec import MARGIN, MEAN, STD
 from poser.console import RateColumn, log, progress
 from poser.data.cache import Cache, CacheDataset, CacheSpec, cache_dir
@@ -45,6 +44,7 @@ from poser.train.config import TrainConfig, check_config, loss_kind
 from poser.train.losses import PoseLoss
 from poser.train.stages import StageData, error_statistics, sample_crops
 from poser.train.state import load_state, save_state, state_epochs
+from poser.version import __version__
 
 
 class Objective(nn.Module):

@@ -35,9 +35,9 @@ from rich.progress import (
     TransferSpeedColumn,
 )
 
-from poser import __version__
 from poser.console import progress
 from poser.errors import PoserError
+from poser.version import __version__
 
 CHUNK = 1 << 20
 MARKERS = ".poser"  # per-dataset folder of completion markers

@@ -21,8 +21,9 @@ from poser.data.datasets import open_dataset
 from poser.data.prepare import prepare_split
 from poser.errors import PoserError
 from poser.imageio import read_rgb
-from poser.inference import runtime as rt
 from poser.inference.predictor import Predictor
+from poser.runtime import cache
+from poser.runtime import networks as rt
 
 
 def calibration_crops(predictor: Predictor, root: Path, boxes: int = 256, photos: int = 48,
@@ -62,19 +63,19 @@ def calibration_crops(predictor: Predictor, root: Path, boxes: int = 256, photos
 
 
 def export_int8(weights: Path, dst: Path, calibration: Path) -> dict:
-    """`poser export --format openvino --int8 --calibration DATA`: OpenVINO IR with int8
+    """OpenVINO IR with int8
     weights and activations (dst.xml + .bin, dst.stage2.xml, ... for a cascade), the spec and
     the source weights' hash in its rt_info, so `--runtime auto` finds it beside the weights."""
     for module in ("onnx", "openvino", "nncf"):
         if importlib.util.find_spec(module) is None:
-            raise PoserError(f"--int8: the {module} package is not installed (pip install \"poser[int8]\")")
+            raise PoserError(f"int8 export: the {module} package is not installed (pip install \"poser[int8]\")")
     import nncf
     import openvino as ov
 
     weights, dst = Path(weights), Path(dst)
     predictor = Predictor.from_file(weights, runtime="torch")
     crops = calibration_crops(predictor, Path(calibration))
-    onnx = rt.cached_onnx(weights, list(zip(predictor.models, predictor.spec.stages, strict=True)))
+    onnx = cache.cached_onnx(weights, list(zip(predictor.models, predictor.spec.stages, strict=True)))
     files = []
     for s, (path, x, spec) in enumerate(zip(onnx, crops, predictor.spec.stages, strict=True), start=1):
         model = rt.ov_core().read_model(str(path))
@@ -82,7 +83,7 @@ def export_int8(weights: Path, dst: Path, calibration: Path) -> dict:
         q = nncf.quantize(model, data, subset_size=len(x), preset=nncf.QuantizationPreset.MIXED)
         q.set_rt_info(json.dumps(spec.to_meta()), rt.META_KEY)
         q.set_rt_info("int8", rt.PRECISION_KEY)
-        q.set_rt_info(rt.weights_key(weights), rt.SOURCE_KEY)
+        q.set_rt_info(cache.weights_key(weights), rt.SOURCE_KEY)
         out = dst.with_name(f"{dst.stem}{'' if s == 1 else f'.stage{s}'}.xml")
         ov.save_model(q, str(out), compress_to_fp16=False)
         files.append(str(out))

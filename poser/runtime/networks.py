@@ -25,23 +25,17 @@ Shapes: N crops, K joints, S input side.
 from __future__ import annotations
 
 import functools
-import hashlib
 import importlib.util
-import json
-import os
 import threading
-import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 
-from poser import __version__
+from poser.device import device_type
 from poser.errors import PoserError
-from poser.files import atomic_path, missing_file, write_bytes, write_json
-from poser.inference.device import device_type
-from poser.spec import ModelSpec, StageSpec
-from poser.threads import num_threads
+from poser.files import cache_root
+from poser.threads import num_threads, sync_torch
 
 if TYPE_CHECKING:
     import torch
@@ -173,6 +167,19 @@ class TorchNetwork:
             return {k: v.float().cpu().numpy() for k, v in self.model(x).items()}
 
 
+def torch_networks(models: list, device, channels_last: bool = True) -> tuple[list, list]:
+    """torch models on `device` in eval mode (channels_last: faster CPU convolutions) and the
+    networks that run them."""
+    import torch
+
+    sync_torch()
+    device = torch.device(device)
+    models = [m.to(device).eval() for m in models]
+    if channels_last:
+        models = [m.to(memory_format=torch.channels_last) for m in models]
+    return models, [TorchNetwork(m, channels_last) for m in models]
+
+
 class OnnxRuntimeNetwork:
     runtime, precision = "onnxruntime", "fp32"
 
@@ -184,7 +191,7 @@ class OnnxRuntimeNetwork:
         try:
             self.session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
         except Exception as e:      # ORT raises its own types for a corrupt or foreign file
-            raise PoserError(f"{path}: not a readable ONNX model ({_first_line(e)})") from None
+            raise PoserError(f"{path}: not a readable ONNX model ({first_line(e)})") from None
         self.names = [o.name for o in self.session.get_outputs()]
         self.input = self.session.get_inputs()[0].name
         self.path, self.side = path, self.session.get_inputs()[0].shape[-1]
@@ -213,7 +220,7 @@ class OpenVinoNetwork:
             quantized = model.has_rt_info(PRECISION_KEY) and model.get_rt_info(PRECISION_KEY).astype(str) == "int8"
             self.model, self.config = model, config
         except Exception as e:
-            raise PoserError(f"{path}: not a model OpenVINO can read ({_first_line(e)})") from None
+            raise PoserError(f"{path}: not a model OpenVINO can read ({first_line(e)})") from None
         if precision == "int8" and not quantized:
             raise PoserError(f"{path}: not an int8 model (make one with poser export --int8)")
         self.precision = "int8" if quantized else precision     # int8 layers stay int8, the rest runs fp32
@@ -245,7 +252,7 @@ class OpenVinoNetwork:
             try:
                 compiled = ov_core().compile_model(model, "CPU", self.config)
             except Exception as e:
-                raise PoserError(f"{self.path}: OpenVINO cannot compile it for this CPU ({_first_line(e)})") from None
+                raise PoserError(f"{self.path}: OpenVINO cannot compile it for this CPU ({first_line(e)})") from None
             self._requests[key] = compiled, compiled.create_infer_request()
         compiled, request = self._requests[key]
         res = request.infer({0: x})
@@ -273,236 +280,6 @@ def _check_side(path: Path, side, given: int) -> None:
                          f"{given} (re-export it with poser export)")
 
 
-def _first_line(e: Exception) -> str:
+def first_line(e: Exception) -> str:
     return (str(e).strip().splitlines() or [type(e).__name__])[0][:160]
 
-
-# --- export --------------------------------------------------------------------------------
-
-def export_onnx(model: torch.nn.Module, spec: StageSpec, path: Path) -> Path:
-    """One network as ONNX: input `input` (N, 3, S, S) normalised, dynamic batch; outputs the
-    head's raw outputs by name; the stage's spec in the file's metadata (`poser_meta`)."""
-    import onnx
-    import torch
-
-    model = model.eval().float().to("cpu")
-    dummy = torch.zeros(2, 3, spec.input_size, spec.input_size)
-    with torch.no_grad():
-        names = list(model(dummy))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(path) as tmp, warnings.catch_warnings():
-        # The trace fixes the input side (S); shape checks in the backbones trace as constants,
-        # which is right for that S. The batch stays dynamic.
-        warnings.simplefilter("ignore", torch.jit.TracerWarning)
-        warnings.simplefilter("ignore", DeprecationWarning)     # the TorchScript exporter (it traces these nets)
-        torch.onnx.export(model, (dummy,), str(tmp), input_names=["input"], output_names=names,
-                          dynamic_axes={"input": {0: "n"}, **{k: {0: "n"} for k in names}},
-                          opset_version=OPSET, dynamo=False)
-        m = onnx.load(str(tmp))
-        entry = m.metadata_props.add()
-        entry.key, entry.value = META_KEY, json.dumps(spec.to_meta())
-        m.producer_name, m.producer_version = "poser", __version__
-        onnx.save(m, str(tmp))
-    return path
-
-
-def export_model(stages: list[tuple[torch.nn.Module, StageSpec]], dst: Path, fmt: str) -> list[Path]:
-    """A model as ONNX (`dst`, and `dst` with .stage2.onnx, ... for a cascade's later stages)
-    or as OpenVINO IR (dst.xml + dst.bin per stage, the spec in its rt_info)."""
-    dst = Path(dst)
-    out = []
-    for s, (model, spec) in enumerate(stages, start=1):
-        suffix = "" if s == 1 else f".stage{s}"
-        if fmt == "onnx":
-            out.append(export_onnx(model, spec, dst.with_name(f"{dst.stem}{suffix}.onnx")))
-        elif fmt == "openvino":
-            import openvino as ov
-
-            onnx_tmp = export_onnx(model, spec, dst.with_name(f".{dst.stem}{suffix}.tmp.onnx"))
-            try:
-                ir = ov.convert_model(str(onnx_tmp))
-                ir.set_rt_info(json.dumps(spec.to_meta()), META_KEY)
-                xml = dst.with_name(f"{dst.stem}{suffix}.xml")
-                ov.save_model(ir, str(xml), compress_to_fp16=False)
-                out.append(xml)
-            finally:
-                onnx_tmp.unlink(missing_ok=True)
-        else:
-            raise PoserError(f"unknown export format {fmt!r} (onnx, openvino, or safetensors via --storage)")
-    return out
-
-
-def export_file(weights: Path, dst: Path, fmt: str, decode_radius: float | None = None) -> dict:
-    """`poser export --format onnx|openvino`: a poser weights file as exported files."""
-    from poser.models.deeppose import load_stages
-
-    for module in ("onnx", "openvino") if fmt == "openvino" else ("onnx",):
-        if importlib.util.find_spec(module) is None:
-            raise PoserError(f"--format {fmt}: the {module} package is not installed (pip install \"poser[{fmt}]\")")
-    stages = load_stages(Path(weights), "cpu")
-    if decode_radius is not None:
-        from dataclasses import replace
-
-        stages = [(m, replace(s, decode_radius=decode_radius)) for m, s in stages]
-    files = export_model(stages, Path(dst), fmt)
-    return {"src": str(weights), "format": fmt, "files": [str(f) for f in files], "stages": len(stages)}
-
-
-def exported_spec(path: Path) -> ModelSpec:
-    """The spec inside an exported file (.onnx or OpenVINO .xml) and its later stages' siblings."""
-    specs = []
-    for p in exported_stages(path):
-        specs.append(StageSpec.from_meta(json.loads(_read_meta(p)), str(p)))
-    return ModelSpec(tuple(specs))
-
-
-def exported_stages(path: Path) -> list[Path]:
-    path = Path(path)
-    if not path.is_file():
-        raise PoserError(missing_file(path))
-    out, s = [path], 2
-    while (nxt := path.with_name(f"{path.stem}.stage{s}{path.suffix}")).is_file():
-        out.append(nxt)
-        s += 1
-    return out
-
-
-def _read_meta(path: Path) -> str:
-    try:
-        if path.suffix == ".onnx":
-            import onnx
-
-            props = {p.key: p.value for p in onnx.load(str(path), load_external_data=False).metadata_props}
-        else:
-
-            model = ov_core().read_model(str(path))
-            props = {META_KEY: model.get_rt_info(META_KEY).astype(str)} if model.has_rt_info(META_KEY) else {}
-    except PoserError:
-        raise
-    except Exception as e:
-        raise PoserError(f"{path}: not a readable {'ONNX' if path.suffix == '.onnx' else 'OpenVINO'} model "
-                         f"({_first_line(e)})") from None
-    if META_KEY not in props:
-        raise PoserError(f"{path}: an exported model without poser metadata (export it with poser export)")
-    return props[META_KEY]
-
-
-def int8_sibling(weights: Path) -> Path | None:
-    """`<weights stem>.int8.xml` beside a weights file, if it was quantized from these weights."""
-    path = Path(weights).with_name(f"{Path(weights).stem}.int8.xml")
-    if not path.is_file() or not installed("openvino"):
-        return None
-
-    try:
-        model = ov_core().read_model(str(path))
-        ok = model.has_rt_info(SOURCE_KEY) and model.get_rt_info(SOURCE_KEY).astype(str) == weights_key(weights)
-    except Exception:       # an unreadable sibling is not used; the weights file still runs
-        return None
-    return path if ok else None
-
-
-def is_exported(path: Path) -> bool:
-    return Path(path).suffix in (".onnx", ".xml")
-
-
-# --- the on-disk cache of exports of poser weights files --------------------------------------
-
-def cache_root() -> Path:
-    return Path(os.environ.get("POSER_CACHE") or Path.home() / ".cache" / "poser")
-
-
-def weights_key(path: Path) -> str:
-    """The cache key of a weights file: its sha256 (read once per file version) and poser's version."""
-    st = Path(path).stat()
-    return _weights_key(str(Path(path).resolve()), st.st_size, st.st_mtime_ns)
-
-
-@functools.lru_cache(maxsize=16)
-def _weights_key(path: str, size: int, mtime: int) -> str:
-    return f"{_digest(Path(path))[:20]}-{__version__}"
-
-
-def cached_onnx_paths(weights: Path, n: int) -> list[Path]:
-    """Where the ONNX graphs of a weights file's first n stages are cached."""
-    folder = cache_root() / "onnx" / weights_key(weights)
-    return [folder / f"stage{s}.onnx" for s in range(1, n + 1)]
-
-
-def cached_onnx(weights: Path, stages: list[tuple[torch.nn.Module, StageSpec]]) -> list[Path]:
-    """The ONNX graphs of a weights file's stages, exported once into the cache; a cached file
-    that is not the one poser wrote there (truncated, replaced) is exported again."""
-    paths = cached_onnx_paths(weights, len(stages))
-    for (model, spec), p in zip(stages, paths, strict=True):
-        if not cached_intact(p):
-            export_onnx(model, spec, p)
-            _record_digest(p)
-    return paths
-
-
-def _digest(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
-def _digest_file(path: Path) -> Path:
-    return path.with_name(path.name + ".sha256")
-
-
-def _record_digest(path: Path) -> None:
-    write_bytes(_digest_file(path), _digest(path).encode())
-
-
-def cached_intact(path: Path) -> bool:
-    """Whether a cached export is byte for byte what poser wrote (its digest beside it)."""
-    try:
-        return _digest_file(path).read_text().strip() == _digest(path)
-    except OSError:
-        return False
-
-
-def parity(reference: list, candidate: list, specs: ModelSpec, seed: int = 0) -> float:
-    """Max |coords difference| (normalised crop coordinates) between two runtimes' networks on
-    the same crops, over every stage. The raw `coords` output (the fc head's regression, the
-    integral head's whole-map expectation) is continuous in the input, so the difference
-    measures the runtime, not the instability of a flat heatmap's arg-max."""
-    worst = 0.0
-    rng = np.random.default_rng(seed)
-    for ref, cand, spec in zip(reference, candidate, specs.stages, strict=True):
-        x = rng.standard_normal((4, 3, spec.input_size, spec.input_size), dtype=np.float32)
-        worst = max(worst, float(np.abs(ref(x)["coords"] - cand(x)["coords"]).max()))
-    return worst
-
-
-def parity_record(weights: Path) -> Path:
-    return cache_root() / "onnx" / weights_key(weights) / "parity.json"
-
-
-def _parity_entry(runtime: str, precision: str, stages: int) -> str:
-    return f"{runtime}/{precision}/{stages}"        # measured over the first `stages` networks
-
-
-def _parity_records(weights: Path) -> dict:
-    """The parity records of a weights file; unreadable or not an object (a corrupt file): none,
-    so they are measured again."""
-    try:
-        data = json.loads(parity_record(weights).read_text())
-    except (OSError, ValueError, RecursionError):
-        return {}
-    return data if isinstance(data, dict) else {}
-
-
-def remember_parity(weights: Path, runtime: str, precision: str, stages: int, diff: float) -> None:
-    path = parity_record(weights)
-    data = _parity_records(weights)
-    # A non-finite difference (a NaN output) is recorded as a mismatch: strict JSON would write
-    # it as null, which reads back as "not measured" and would have it measured forever.
-    data[_parity_entry(runtime, precision, stages)] = diff if np.isfinite(diff) else 1e30
-    write_json(path, data)
-
-
-def known_parity(weights: Path, runtime: str, precision: str, stages: int) -> float | None:
-    diff = _parity_records(weights).get(_parity_entry(runtime, precision, stages))
-    return float(diff) if isinstance(diff, int | float) else None
