@@ -20,9 +20,11 @@ from poser.models.deeppose import load_model
 from poser.models.weights import read_meta
 from poser.runs import read_jsonl
 from poser.train import loop as engine
+from poser.train import plumbing
 from poser.train.augment import Augment, make_batch
 from poser.train.config import TrainConfig
 from poser.train.distributed import launch
+from poser.train.folder import start_run
 from poser.train.loop import fit
 from poser.train.losses import PoseLoss
 from poser.train.state import load_state
@@ -84,7 +86,7 @@ def test_resume_after_an_interruption_gives_the_same_weights(synth_root, tmp_pat
         calls["n"] += 1
         return calls["n"] == 5
 
-    monkeypatch.setattr(engine._StopRequest, "agreed", ctrl_c_in_step_4)
+    monkeypatch.setattr(plumbing.StopRequest, "agreed", ctrl_c_in_step_4)
     with pytest.raises(PoserError, match=r"interrupted at epoch 2, step 1.*--resume") as e:
         fit(_tiny(synth_root, tmp_path, name="cut", head=head))
     assert e.value.exit_code == 130
@@ -178,7 +180,7 @@ def test_train_command_writes_a_complete_run_folder_and_resumes_for_more_epochs(
     assert res.exit_code == 1 and refused == "--batch-size, --lr"         # --epochs may change
     assert len(read_jsonl(run / "metrics.jsonl")) == 2
     # ... and Python resumes in one call.
-    from poser.train.loop import resume
+    from poser.train.launch import resume
 
     assert resume(run, epochs=3)["last"]["epoch"] == 3
 
@@ -192,7 +194,7 @@ def test_init_fine_tunes_the_whole_model_from_a_weights_file(synth_root, tmp_pat
     src = tmp_path / "src" / "last.safetensors"
     cfg = TrainConfig(data=str(synth_root), out=str(tmp_path), name="ft", backbone="mobilenet_v3_small",
                       input_size=96, init=str(src), epochs=1, batch_size=8, workers=0, device="cpu")
-    t = engine.setup(engine.start_run(cfg), engine.distributed.init("cpu"))
+    t = engine.setup(start_run(cfg), engine.distributed.init("cpu"))
     want, _ = load_model(src)
     got = t.objective.model.state_dict()
     assert all(torch.equal(v, got[k]) for k, v in want.state_dict().items())

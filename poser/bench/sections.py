@@ -165,7 +165,8 @@ def bench_train(data: Path | None, weights: Path | None, work: Path) -> list[dic
     from poser.synth.dataset import SynthConfig, generate
     from poser.train.config import TrainConfig
     from poser.train.distributed import Dist
-    from poser.train.loop import fit, loader_workers
+    from poser.train.loop import fit
+    from poser.train.plumbing import loader_workers
 
     cfg = TrainConfig(out=str(work / "runs"), device="cpu", epochs=2, val_batches=1, batch_size=32)
     workers = loader_workers(cfg.workers, Dist(0, 1, 0, torch.device("cpu")))

@@ -23,21 +23,16 @@ from poser.cli.options import (
 )
 from poser.codec import HEADS
 from poser.console import results
-from poser.errors import PoserError
 from poser.models.backbones import BACKBONES
 from poser.threads import set_threads
 from poser.train.augment import Augment
-from poser.train.config import TrainConfig, check_config
+from poser.train.config import TrainConfig
 from poser.train.losses import LOSSES
 
 _T, _A = TrainConfig, Augment       # every default below is theirs (one place)
 # Choices come from the registries themselves: a new backbone, head or loss appears here by itself.
 Head = StrEnum("Head", {n: n for n in HEADS})
 Loss = StrEnum("Loss", {n: n for n in ("auto", *LOSSES)})
-
-
-# What a resumed run may change: how long it runs and where. Everything else is the run's own.
-_RESUME_MAY_CHANGE = {"resume", "epochs", "device", "gpus", "procs", "workers", "json_out"}
 
 
 @app.command()
@@ -111,44 +106,29 @@ def train(
 ) -> None:
     """Train a DeepPose model (CPU, one GPU, --gpus N or torchrun)."""
     used = set_threads(threads)
-    from poser.train.distributed import launch, under_torchrun
-    from poser.train.loop import fit, resume_run, run_summary, stage_architecture, start_run, summary_table
+    from poser.train.folder import check_resume_changes, resume_run, summary_table
+    from poser.train.launch import new_config
+    from poser.train.launch import train as run_training
 
     if resume is not None:
         # Click's ParameterSource (a dependency of older Typer, vendored by newer): by name.
-        fixed = [p.opts[0] for p in ctx.command.params if p.name not in _RESUME_MAY_CHANGE
-                 and getattr(ctx.get_parameter_source(p.name), "name", "") == "COMMANDLINE"]
-        if fixed:
-            raise PoserError(f"--resume {resume} continues with the run's own settings (its config.json): "
-                             f"{', '.join(fixed)} cannot change; only --epochs, --device, --gpus, --procs and "
-                             "--workers can (start a new run to change the rest)")
+        check_resume_changes(resume, [p.opts[0] for p in ctx.command.params if p.name not in ("resume", "json_out")
+                                      and getattr(ctx.get_parameter_source(p.name), "name", "") == "COMMANDLINE"])
         cfg = resume_run(resume, epochs, device=device.value, workers=workers)
         if cfg.threads:                 # the run's own thread count: CPU sums, so the weights, depend on it
             set_threads(cfg.threads)
     else:
-        base = {"backbone": _T.backbone, "input_size": _T.input_size, "head": _T.head}
-        if stage > 1 and from_run is not None:          # stage networks copy stage one's architecture
-            base = stage_architecture(from_run, stage)
-        cfg = TrainConfig(
-            data=str(data or _T.data), out=str(out or _T.out), name=name,
-            backbone=backbone or base["backbone"], input_size=input_size or base["input_size"],
-            stage=stage,
-            sub_image=sub_image, from_run=str(from_run) if from_run else None, loss=Loss(loss).value,
-            head=head.value if head else base["head"], heatmap_weight=heatmap_weight,
+        cfg = new_config(
+            stage=stage, from_run=from_run, data=str(data or _T.data), out=str(out or _T.out), name=name,
+            backbone=backbone, input_size=input_size, head=head.value if head else None,
+            sub_image=sub_image, loss=Loss(loss).value, heatmap_weight=heatmap_weight,
             pretrained=pretrained, init=str(init) if init else None, epochs=epochs or _T.epochs,
             batch_size=batch_size, lr=lr, backbone_lr=backbone_lr, weight_decay=weight_decay,
-            steps_per_epoch=steps_per_epoch,
-            workers=workers, device=device.value, amp=amp, seed=seed, cache_size=cache_size,
+            steps_per_epoch=steps_per_epoch, workers=workers, device=device.value, amp=amp, seed=seed,
+            cache_size=cache_size, threads=used,
             aug=Augment(rotate=rotate, scale=scale, flip=flip, loose=loose, occlude=occlude, truncate=truncate,
-                        degrade=degrade), threads=used,
-        )
-    check_config(cfg)
-    spawn = (gpus > 1 or procs > 1) and not under_torchrun()
-    if spawn and cfg.resume is None:
-        cfg = start_run(cfg)        # here, so every spawned process knows the folder
-    summary = launch(fit, cfg, gpus=gpus, procs=procs, device=cfg.device)
-    if spawn:
-        summary = run_summary(Path(cfg.resume or cfg.run))
+                        degrade=degrade))
+    summary = run_training(cfg, gpus=gpus, procs=procs)
     if summary:  # rank 0 of this machine
         results.print(summary_table(summary))
         results.print(f"weights: {summary['weights']['best']} (best), {summary['weights']['last']} (last)",

@@ -8,42 +8,37 @@ processes (DDP over gloo) and under torchrun; `distributed.init` is the only dif
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import json
 import math
-import os
-import signal
-import threading
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 import torch
-import torch.distributed as dist
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-from rich.table import Table
+from rich.progress import Progress
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel as DDP
 from torch.utils.data import DataLoader, DistributedSampler
 
 from poser.codec import MARGIN, MEAN, STD
-from poser.console import RateColumn, log, progress
+from poser.console import log
 from poser.data.cache import Cache, CacheDataset, CacheSpec, cache_dir
 from poser.data.prepare import prepare_split
 from poser.errors import PoserError
 from poser.evaluate.run import evaluate_cache
 from poser.inference.predictor import Predictor
-from poser.models.deeppose import DeepPose, create_model, load_stages
-from poser.models.weights import read_spec, save_model
-from poser.runs import append_jsonl, new_run_dir, read_jsonl, run_lock, save_config, tidy_run
+from poser.models.deeppose import DeepPose, create_model
+from poser.models.weights import save_model
+from poser.runs import append_jsonl, read_jsonl, run_lock, tidy_run
 from poser.spec import ModelSpec, StageSpec
 from poser.train import distributed
 from poser.train.augment import Augment, make_batch
 from poser.train.config import TrainConfig, check_config, loss_kind
+from poser.train.folder import run_summary, start_run
 from poser.train.losses import PoseLoss
-from poser.train.stages import StageData, error_statistics, sample_crops
-from poser.train.state import load_state, save_state, state_epochs
+from poser.train.plumbing import StopRequest, barrier, interrupted, loader_workers, replicas_identical, step_progress
+from poser.train.stages import StageData, init_from, predict_previous, previous_stages, sample_crops
+from poser.train.state import load_state, save_state
 from poser.version import __version__
 
 
@@ -68,71 +63,6 @@ def stage_spec(cfg: TrainConfig, skeleton, epoch: int, metrics: dict | None = No
         trained_on={"data": cfg.data, "split": cfg.train_split, "epochs": cfg.epochs})
 
 
-def stage_weights(from_run: str | Path, stage: int) -> Path:
-    """The weights file of stages 1..stage-1: `from_run` itself, or its best.safetensors."""
-    path = Path(from_run)
-    weights = path / "best.safetensors" if path.is_dir() else path
-    if not weights.is_file():
-        raise PoserError(f"--from {path}: no stage-{stage - 1} model there (expected {weights})")
-    return weights
-
-
-def stage_architecture(from_run: str | Path, stage: int) -> dict:
-    """Backbone, input size and head of stage one, which refinement stages copy by default."""
-    first = read_spec(stage_weights(from_run, stage)).first
-    return {"backbone": first.backbone, "input_size": first.input_size, "head": first.head}
-
-
-def previous_stages(cfg: TrainConfig, device: torch.device, skeleton) -> list[tuple[DeepPose, dict]]:
-    """Stages 1..stage-1 that a refinement stage trains on top of (from --from)."""
-    path = Path(cfg.from_run)
-    stages = load_stages(stage_weights(path, cfg.stage), device)
-    if len(stages) != cfg.stage - 1:
-        raise PoserError(f"--from {path} holds a {len(stages)}-stage model; --stage {cfg.stage} builds on "
-                         f"{cfg.stage - 1} stage(s)")
-    if stages[0][1].skeleton != skeleton.name:
-        raise PoserError(f"--from {path} predicts {stages[0][1].skeleton} joints, the data is {skeleton.name}")
-    for m, _ in stages:
-        m.requires_grad_(False)
-    return stages
-
-
-def init_from(model: DeepPose, cfg: TrainConfig, skeleton) -> None:
-    """Fine-tuning: start the whole model (backbone and head) from stage one of a poser weights
-    file of the same backbone, head and joints; the input size may differ (the network is
-    convolutional and the head's heatmap follows the input)."""
-    src, spec = load_stages(Path(cfg.init), "cpu", 1)[0]
-    want = {"backbone": cfg.backbone, "head": cfg.head, "skeleton": skeleton.name,
-            "sigma_head": loss_kind(cfg) == "rle"}
-    have = {"backbone": spec.backbone, "head": spec.head, "skeleton": spec.skeleton, "sigma_head": spec.sigma_head}
-    diff = [f"{k} {have[k]} (this run: {want[k]})" for k in want if have[k] != want[k]]
-    if diff:
-        raise PoserError(f"--init {cfg.init} does not fit this run: {', '.join(diff)}")
-    model.load_state_dict(src.state_dict())
-
-
-def _stage_data(prev: list, cache: Cache, device: torch.device, batch_size: int, show: bool) -> StageData:
-    """Run stages 1..s-1 over the training set once: their real predictions and the
-    statistics of their errors, from which stage s draws its training sub-images."""
-    predictor = Predictor(prev, device)
-    with progress("instances") as bar:
-        task = bar.add_task(f"stage 1-{len(prev)} on train", total=len(cache), visible=show)
-        p = predictor.predict_cache(cache, batch_size=batch_size, progress=lambda k: bar.advance(task, k))
-    return error_statistics(p.coords, cache.keypoints, cache.skeleton)
-
-
-def loader_workers(requested: int | None, d: distributed.Dist) -> int:
-    """Loader processes for this training process. On the CPU, none: decoding a cached crop
-    costs ~2% of a training step there (`poser bench`), and worker processes would only
-    contend for the cores the step uses. On GPUs, the CPU cores shared among the local ranks."""
-    if requested is not None:
-        return requested
-    if d.device.type == "cpu":
-        return 0
-    local = int(os.environ.get("LOCAL_WORLD_SIZE", d.world))
-    return max(1, min(8, (os.cpu_count() or 2) // local - 1))
-
-
 def fit(cfg: TrainConfig) -> dict | None:
     """Train in this process (one of possibly several); `cfg.resume` continues a run folder.
     Returns the summary on rank 0. The loop reads top to bottom: set up, then per epoch train,
@@ -152,14 +82,14 @@ def _fit(cfg: TrainConfig, d: distributed.Dist) -> dict | None:
     stop, bar = None, None
     try:
         t = setup(cfg, d)
-        stop, bar = _StopRequest(), _progress() if d.is_main else None
+        stop, bar = StopRequest(), step_progress() if d.is_main else None
         if bar:
             bar.start()
             log.info(f"run folder {t.run}  ({d.world} process(es) on {d.device}, {t.steps} steps/epoch, "
                           f"{len(t.train_ds)} train / {len(t.val_cache)} val instances)")
         for epoch in range(t.epoch, t.cfg.epochs):
             stats = train_one_epoch(t, epoch, bar, stop)
-            replicas = _replicas_identical(t.objective, d)
+            replicas = replicas_identical(t.objective, d)
             if d.is_main:
                 record = validate(t, epoch) | stats | {"time": round(time.time() - t.t0, 1)}
                 if replicas is not None:
@@ -170,9 +100,9 @@ def _fit(cfg: TrainConfig, d: distributed.Dist) -> dict | None:
                 log.info(f"epoch {epoch + 1}: loss {record['train_loss']:.4f}  val PCP {record['val_pcp']:.3f}  "
                               f"PDJ@0.2 {record['val_pdj@0.2']:.3f}  {record['samples_per_s']:.1f} samples/s")
             save_checkpoint(t, epoch + 1, 0)
-            _barrier(d)
+            barrier(d)
             if stop.agreed(d) and epoch + 1 < t.cfg.epochs:
-                raise _interrupted(t.run, f"the end of epoch {epoch + 1}")
+                raise interrupted(t.run, f"the end of epoch {epoch + 1}")
         return run_summary(t.run) if d.is_main else None
     finally:
         if stop:
@@ -253,7 +183,7 @@ def build_data(cfg: TrainConfig, d: distributed.Dist) -> tuple[CacheDataset, Cac
         for split in (cfg.train_split, cfg.val_split):
             if prepare_split(root, split, spec)["instances"] == 0:
                 raise PoserError(f"{root}: split {split!r} has no person instances to train or validate on")
-    _barrier(d)
+    barrier(d)
     train_ds = CacheDataset(cache_dir(root, cfg.train_split, spec))
     per_step = cfg.batch_size * d.world
     steps = len(train_ds) // per_step
@@ -269,7 +199,7 @@ def build_stages(cfg: TrainConfig, d: distributed.Dist, train_ds: CacheDataset) 
     if cfg.stage == 1:
         return [], None, cfg.aug
     prev = previous_stages(cfg, d.device, train_ds.cache.skeleton)
-    stage_data = _stage_data(prev, train_ds.cache, d.device, cfg.batch_size, d.is_main)
+    stage_data = predict_previous(prev, train_ds.cache, d.device, cfg.batch_size, d.is_main)
     return prev, stage_data, replace(cfg.aug, half_body=0.0)
 
 
@@ -331,7 +261,7 @@ def _warmup_cosine(total: int, warm: int):
     return factor
 
 
-def train_one_epoch(t: Trainer, epoch: int, bar: Progress | None, stop: _StopRequest) -> dict:
+def train_one_epoch(t: Trainer, epoch: int, bar: Progress | None, stop: StopRequest) -> dict:
     """One epoch of steps (from `t.step` when resuming mid-epoch); returns the mean training
     loss and samples/s. A stop request saves the state and raises after the current step."""
     cfg, d, dev = t.cfg, t.d, t.d.device
@@ -380,7 +310,7 @@ def train_one_epoch(t: Trainer, epoch: int, bar: Progress | None, stop: _StopReq
         if stop.agreed(d):
             t.loss_sum, t.loss_steps = t.loss_sum + float(torch.stack(losses).sum()), t.loss_steps + len(losses)
             save_checkpoint(t, epoch, i + 1)
-            raise _interrupted(t.run, f"epoch {epoch + 1}, step {i + 1}")
+            raise interrupted(t.run, f"epoch {epoch + 1}, step {i + 1}")
     n = t.loss_steps + len(losses)
     mean = (t.loss_sum + float(torch.stack(losses).sum())) / n if losses else float("nan")
     t.step, t.loss_sum, t.loss_steps = 0, 0.0, 0
@@ -430,115 +360,3 @@ def save_checkpoint(t: Trainer, epoch: int, step: int) -> None:
     })
 
 
-class _StopRequest:
-    """Ctrl-C / SIGTERM set a flag; the loop stops at the end of the step, on all ranks alike."""
-
-    def __init__(self) -> None:
-        self.flag, self.old = False, {}
-        if threading.current_thread() is threading.main_thread():
-            for s in (signal.SIGINT, signal.SIGTERM):
-                self.old[s] = signal.signal(s, self._set)
-
-    def _set(self, *_):
-        if self.flag:               # a second Ctrl-C: stop now, without saving
-            raise KeyboardInterrupt
-        self.flag = True
-        if threading.current_thread() is threading.main_thread():
-            log.warning("stopping after this step (state will be saved); Ctrl-C again to abort")
-
-    def agreed(self, d: distributed.Dist) -> bool:
-        if d.world == 1:
-            return self.flag
-        t = torch.tensor([1.0 if self.flag else 0.0], device=d.device)
-        dist.all_reduce(t, op=dist.ReduceOp.MAX)
-        return bool(t.item())
-
-    def restore(self) -> None:
-        for s, h in self.old.items():
-            signal.signal(s, h)
-
-
-def _replicas_identical(module: nn.Module, d: distributed.Dist) -> bool | None:
-    """Under DDP, whether every rank holds bit-identical parameters (None for one process).
-    BatchNorm running statistics are left out: DDP re-broadcasts them from rank 0 at each
-    forward, so between steps each rank legitimately holds its own."""
-    if d.world == 1:
-        return None
-    h = hashlib.sha1()
-    for p in module.parameters():
-        h.update(p.detach().float().cpu().numpy().tobytes())
-    digests: list = [None] * d.world
-    dist.all_gather_object(digests, h.hexdigest())
-    return len(set(digests)) == 1
-
-
-def _interrupted(run: Path | None, where: str) -> PoserError:
-    return PoserError(f"interrupted at {where}: state saved; continue with 'poser train --resume {run}'",
-                      exit_code=130)
-
-
-def _barrier(d: distributed.Dist) -> None:
-    if d.world > 1:
-        dist.barrier()
-
-
-def _progress() -> Progress:
-    return progress("steps", (BarColumn(), MofNCompleteColumn(), RateColumn("steps"), TextColumn("{task.fields[info]}"),
-                              TimeRemainingColumn()))
-
-
-def start_run(cfg: TrainConfig) -> TrainConfig:
-    """Create the run folder (next free name) with its config.json; `cfg.run` names it."""
-    run = new_run_dir(Path(cfg.out), cfg.name)
-    cfg = replace(cfg, run=str(run), workdir=os.getcwd())
-    save_config(run, asdict(cfg))
-    return cfg
-
-
-def resume(run: str | Path, epochs: int | None = None, **where) -> dict | None:
-    """Continue a run folder where it stopped (Ctrl-C, SIGTERM, a crash after a checkpoint), in
-    one call: `engine.resume("runs/train/exp1", epochs=60)`. See `resume_run`."""
-    return fit(resume_run(Path(run), epochs, **where))
-
-
-def resume_run(run: Path, epochs: int | None = None, device: str | None = None,
-               workers: int | None = None) -> TrainConfig:
-    """The config to continue `run` with: its own config.json, where only the schedule's length
-    and the place it runs may change. `epochs` sets a new total (more or fewer than planned,
-    but beyond the epochs done); config.json then records it, as the schedule now followed.
-    `device` and `workers` (None: as before) apply to this continuation only."""
-    cfg_file = run / "config.json"
-    if not cfg_file.is_file() or not (run / "last.state.safetensors").is_file():
-        hint = (f"; its weights can start a new run: --init {run / 'last.safetensors'}"
-                if (run / "last.safetensors").is_file() else "")
-        raise PoserError(f"--resume {run}: not a run folder with a saved training state{hint}")
-    try:
-        cfg = TrainConfig.from_dict(json.loads(cfg_file.read_text()))
-    except (ValueError, TypeError, AttributeError, PoserError) as e:     # not JSON, or not a config's fields
-        raise PoserError(f"--resume {run}: config.json is not a readable training config ({e})") from None
-    done = state_epochs(run / "last.state.safetensors")     # not metrics.jsonl: a killed save can leave a line more
-    if (epochs or cfg.epochs) <= done:
-        raise PoserError(f"--resume {run}: {done} epochs are already done; pass a larger --epochs")
-    if epochs is not None and epochs != cfg.epochs:
-        cfg = replace(cfg, epochs=epochs)
-        save_config(run, asdict(cfg))
-    where = {k: v for k, v in (("device", device), ("workers", workers)) if v is not None}
-    return replace(cfg.relative_to_start(), resume=str(run), **where)
-
-
-def run_summary(run: Path) -> dict:
-    """Best and last epoch of a run folder, from its metrics.jsonl."""
-    rows = read_jsonl(Path(run) / "metrics.jsonl")
-    if not rows:
-        raise PoserError(f"{run}: no finished epoch yet")
-    best = max(rows, key=lambda r: r["val_pdj@0.2"])
-    return {"run": str(run), "best": best, "last": rows[-1], "seconds": rows[-1]["time"],
-            "weights": {"best": str(run / "best.safetensors"), "last": str(run / "last.safetensors")}}
-
-
-def summary_table(summary: dict) -> Table:
-    best, last = summary["best"], summary["last"]
-    t = Table("epochs", "best epoch", "val PCP", "val PDJ@0.2", "samples/s", "time", title=f"trained: {summary['run']}")
-    t.add_row(str(last["epoch"]), str(best["epoch"]), f"{best['val_pcp']:.3f}", f"{best['val_pdj@0.2']:.3f}",
-              f"{last['samples_per_s']:.1f}", f"{summary['seconds'] / 60:.1f} min")
-    return t

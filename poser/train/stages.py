@@ -1,5 +1,8 @@
 """Training cascade stages 2..S (the sub-images themselves are inference/cascade.py).
 
+Stages 1..s-1 come from `--from` (a run folder or weights file) and run once over the training
+set (`predict_previous`); `init_from` starts stage one itself from a poser weights file.
+
 Training crops follow the paper: the centre is either the real previous-stage prediction for
 that training image, or the true joint displaced by a sample from the empirical distribution
 (per-joint mean and covariance, in torso diameters) of the previous stage's errors on the
@@ -9,11 +12,25 @@ training set, so every epoch sees new displacements.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
+from poser.console import progress
+from poser.data.cache import Cache
+from poser.errors import PoserError
 from poser.inference.cascade import joint_boxes, pose_diameter
+from poser.inference.predictor import Predictor
+from poser.models.deeppose import load_stages
+from poser.models.weights import read_spec
 from poser.skeletons import Skeleton
+from poser.train.config import TrainConfig, loss_kind
+
+if TYPE_CHECKING:
+    import torch
+
+    from poser.models.deeppose import DeepPose
 
 
 @dataclass
@@ -56,3 +73,56 @@ def sample_crops(sd: StageData, idx: np.ndarray, gt: np.ndarray, sigma: float, m
     mask = np.zeros((b, k))
     mask[np.arange(b), joint] = 1.0
     return joint_boxes(centre, diam, sigma, margin), mask
+
+
+def stage_weights(from_run: str | Path, stage: int) -> Path:
+    """The weights file of stages 1..stage-1: `from_run` itself, or its best.safetensors."""
+    path = Path(from_run)
+    weights = path / "best.safetensors" if path.is_dir() else path
+    if not weights.is_file():
+        raise PoserError(f"--from {path}: no stage-{stage - 1} model there (expected {weights})")
+    return weights
+
+
+def stage_architecture(from_run: str | Path, stage: int) -> dict:
+    """Backbone, input size and head of stage one, which refinement stages copy by default."""
+    first = read_spec(stage_weights(from_run, stage)).first
+    return {"backbone": first.backbone, "input_size": first.input_size, "head": first.head}
+
+
+def previous_stages(cfg: TrainConfig, device: torch.device, skeleton) -> list[tuple[DeepPose, dict]]:
+    """Stages 1..stage-1 that a refinement stage trains on top of (from --from)."""
+    path = Path(cfg.from_run)
+    stages = load_stages(stage_weights(path, cfg.stage), device)
+    if len(stages) != cfg.stage - 1:
+        raise PoserError(f"--from {path} holds a {len(stages)}-stage model; --stage {cfg.stage} builds on "
+                         f"{cfg.stage - 1} stage(s)")
+    if stages[0][1].skeleton != skeleton.name:
+        raise PoserError(f"--from {path} predicts {stages[0][1].skeleton} joints, the data is {skeleton.name}")
+    for m, _ in stages:
+        m.requires_grad_(False)
+    return stages
+
+
+def init_from(model: DeepPose, cfg: TrainConfig, skeleton) -> None:
+    """Fine-tuning: start the whole model (backbone and head) from stage one of a poser weights
+    file of the same backbone, head and joints; the input size may differ (the network is
+    convolutional and the head's heatmap follows the input)."""
+    src, spec = load_stages(Path(cfg.init), "cpu", 1)[0]
+    want = {"backbone": cfg.backbone, "head": cfg.head, "skeleton": skeleton.name,
+            "sigma_head": loss_kind(cfg) == "rle"}
+    have = {"backbone": spec.backbone, "head": spec.head, "skeleton": spec.skeleton, "sigma_head": spec.sigma_head}
+    diff = [f"{k} {have[k]} (this run: {want[k]})" for k in want if have[k] != want[k]]
+    if diff:
+        raise PoserError(f"--init {cfg.init} does not fit this run: {', '.join(diff)}")
+    model.load_state_dict(src.state_dict())
+
+
+def predict_previous(prev: list, cache: Cache, device: torch.device, batch_size: int, show: bool) -> StageData:
+    """Run stages 1..s-1 over the training set once: their real predictions and the
+    statistics of their errors, from which stage s draws its training sub-images."""
+    predictor = Predictor(prev, device)
+    with progress("instances") as bar:
+        task = bar.add_task(f"stage 1-{len(prev)} on train", total=len(cache), visible=show)
+        p = predictor.predict_cache(cache, batch_size=batch_size, progress=lambda k: bar.advance(task, k))
+    return error_statistics(p.coords, cache.keypoints, cache.skeleton)
