@@ -19,8 +19,9 @@ import numpy as np
 from poser.detect.boxes import check_boxes, select
 from poser.errors import PoserError
 from poser.imageio import read_rgb
+from poser.inference.assemble import load_detector, load_predictor
 from poser.inference.poses import Poses
-from poser.inference.predictor import Predictor, resolve_weights
+from poser.inference.predictor import Predictor
 from poser.inference.search import SEARCH_PASSES
 
 
@@ -71,13 +72,6 @@ def load(weights: str | Path | None = None, device: str = "auto", *, stages: int
          precision: str = "auto") -> PoseModel:
     """A pose model from a weights file (default: the shipped reference model) on `device`
     ('auto': CUDA when available), with a person detector from `poser.detect.detectors` if named."""
-    from poser.device import resolve_device
-
-    dev = resolve_device(device)
-    predictor = Predictor.from_file(resolve_weights(weights), dev, stages, runtime, precision)
-    det = None
-    if detector is not None:
-        from poser.detect.detectors import create_detector
-
-        det = create_detector(detector, detector_weights, dev, min(person_threshold, 0.05))
+    predictor = load_predictor(weights, device, stages, runtime, precision)
+    det = load_detector(detector, detector_weights, predictor.device, person_threshold)
     return PoseModel(predictor, det, person_threshold, max_people)

@@ -29,9 +29,11 @@ from poser.detect.boxes import Boxes, Detections, read_detections, select
 from poser.errors import PoserError
 from poser.files import IMAGE_EXT, VIDEO_EXT, atomic_path, check_not_input, temp_prefix, write_json
 from poser.imageio import read_rgb, truncated_jpeg
+from poser.inference.assemble import load_detector, load_predictor
 from poser.inference.poses import MIN_SCORE, Poses
 from poser.inference.predictor import Predictor
 from poser.inference.search import SEARCH_PASSES, scene_starts
+from poser.runs import check_run_name, check_writable, new_run_dir
 from poser.version import __version__
 from poser.video.io import FrameReader, FrameWriter
 from poser.video.tracking import Tracker
@@ -43,6 +45,11 @@ DETECT_EVERY = 10       # video frames between detector runs (a guess: not yet m
 @dataclass
 class AnnotateConfig:
     inputs: list[str]
+    weights: str | None = None          # None: the shipped model
+    device: str = "auto"
+    stages: int | None = None           # cascade: run only the first N stages
+    out: str | None = None              # the output folder; None: runs/annotate/<name>
+    name: str | None = None             # ... exp1, exp2, ... when None
     boxes: str | None = None            # COCO-style detections: [{bbox, score, file_name | image_id}]
     person_threshold: float = 0.5       # detections (file or detector) below are dropped
     detector: str | None = None         # a built-in person detector (poser.detect.detectors)
@@ -69,6 +76,7 @@ class Source:
 
 @dataclass
 class Result:
+    out: Path | None = None             # the output folder
     records: list[dict] = field(default_factory=list)
     failed: list[dict] = field(default_factory=list)
     warnings: list[dict] = field(default_factory=list)     # annotated, but with a caveat
@@ -149,10 +157,7 @@ class PersonBoxes:
                 log.warning(f"--boxes {cfg.boxes}: skipped {len(self.file.skipped)} invalid detection(s) "
                             f"(index {', '.join(map(str, self.file.skipped[:10]))})")
         elif cfg.detector and detector is None:
-            from poser.detect.detectors import create_detector
-
-            self.detector = create_detector(cfg.detector, cfg.detector_weights, predictor.device,
-                                            min(cfg.person_threshold, 0.05))
+            self.detector = load_detector(cfg.detector, cfg.detector_weights, predictor.device, cfg.person_threshold)
 
     @property
     def only_search(self) -> bool:
@@ -193,19 +198,39 @@ class PersonBoxes:
         return found.boxes, np.ones(1)
 
 
-def annotate(cfg: AnnotateConfig, predictor: Predictor, out_dir: Path, boxes: PersonBoxes | None = None) -> Result:
-    """Annotate every input into `out_dir`; writes `keypoints.json` there and returns the result.
-    `boxes` (optional): where person boxes come from, e.g. `PersonBoxes(cfg, predictor,
-    detector=your_detector)`; default: cfg's --boxes, --detector or the person search."""
+def annotate(cfg: AnnotateConfig, predictor: Predictor | None = None, out_dir: Path | None = None,
+             boxes: PersonBoxes | None = None) -> Result:
+    """Annotate every input; writes `keypoints.json` and the annotated copies into `out_dir`
+    (default: cfg.out, else a new runs/annotate/<name>) and returns the result. Reads top to
+    bottom: check, load the model (cfg.weights, unless `predictor` is given) and the person
+    boxes (`boxes`, e.g. `PersonBoxes(cfg, predictor, detector=your_detector)`; default: cfg's
+    --boxes, --detector or the person search), make the folder, run."""
+    check(cfg, out_dir)
+    predictor = predictor or load_predictor(cfg.weights, cfg.device, cfg.stages, cfg.runtime, cfg.precision)
+    boxes = boxes or PersonBoxes(cfg, predictor)    # the detector (and its weights) before any folder exists
+    if out_dir is None:
+        out_dir = check_writable(Path(cfg.out)) if cfg.out else new_run_dir(Path("runs/annotate"), cfg.name)
     threads, level = cv2.getNumThreads(), cv2.utils.logging.getLogLevel()
     cv2.setNumThreads(1)    # OpenCV's pool would contend with the model's threads for the same cores
     # A writer failing (a full disk) warns once per frame on stderr; poser reports it once.
     cv2.utils.logging.setLogLevel(min(level, cv2.utils.logging.LOG_LEVEL_ERROR))
     try:
-        return _annotate(cfg, predictor, out_dir, boxes or PersonBoxes(cfg, predictor))
+        return _annotate(cfg, predictor, Path(out_dir), boxes)
     finally:
         cv2.setNumThreads(threads)
         cv2.utils.logging.setLogLevel(level)
+
+
+def check(cfg: AnnotateConfig, out_dir: Path | None = None) -> None:
+    """Every option and input before the model loads: one line each."""
+    if cfg.boxes and cfg.detector:
+        raise PoserError("give boxes (--boxes) or a detector (--detector), not both")
+    missing = [i for i in cfg.inputs if not Path(i).exists()]
+    if missing and len(missing) == len(cfg.inputs):
+        raise PoserError(f"no such file or folder: {', '.join(missing[:3])}{' ...' if len(missing) > 3 else ''}")
+    check_run_name(cfg.name)
+    out = Path(out_dir) if out_dir is not None else Path(cfg.out) if cfg.out else None
+    check_outputs(cfg, out)
 
 
 def check_outputs(cfg: AnnotateConfig, out_dir: Path | None) -> None:
@@ -219,10 +244,9 @@ def check_outputs(cfg: AnnotateConfig, out_dir: Path | None) -> None:
 
 
 def _annotate(cfg: AnnotateConfig, predictor: Predictor, out_dir: Path, boxes: PersonBoxes) -> Result:
-    check_outputs(cfg, out_dir)
     sources, failed = collect(cfg.inputs, out_dir)
     keep_inputs(sources, out_dir)
-    res = Result(failed=failed)
+    res = Result(out=out_dir, failed=failed)
     for f in failed:
         _report(f)
     if boxes.file is not None and sources and not any(boxes.file.has(s.path.name) for s in sources):

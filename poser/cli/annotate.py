@@ -70,27 +70,17 @@ def annotate(
     """Draw skeletons on images, folders and videos; write keypoint JSON."""
     set_threads(threads)
     from poser.annotate.run import annotate as run_annotate
-    from poser.annotate.run import check_outputs
-    from poser.device import resolve_device
-    from poser.inference.predictor import Predictor, resolve_weights
-    from poser.runs import check_writable, new_run_dir
 
-    cfg = AnnotateConfig(inputs=inputs, boxes=str(boxes) if boxes else None,
+    cfg = AnnotateConfig(inputs=inputs, weights=str(weights) if weights else None, device=device.value,
+                         stages=stages, runtime=runtime.value, precision=precision.value,
+                         out=str(out) if out else None, name=name, boxes=str(boxes) if boxes else None,
                          person_threshold=person_threshold, min_score=min_score, smooth=smooth, flip=flip,
                          batch_size=batch_size, draw=not no_draw, search_passes=search,
                          detector=detector, detector_weights=str(detector_weights) if detector_weights else None,
                          max_people=max_people, detect_every=detect_every,
                          save_boxes=str(save_boxes) if save_boxes else None)
-    if boxes and detector:
-        raise PoserError("give --boxes or --detector, not both")
-    check_outputs(cfg, Path(out) if out else None)
-    predictor = Predictor.from_file(resolve_weights(weights), resolve_device(device.value), stages, runtime.value,
-                                    precision.value)
-    from poser.annotate.run import PersonBoxes
-
-    person_boxes = PersonBoxes(cfg, predictor)   # the detector (and its weights) before any run folder exists
-    run = check_writable(Path(out)) if out else new_run_dir(Path("runs/annotate"), name)
-    res = run_annotate(cfg, predictor, run, person_boxes)
+    res = run_annotate(cfg)
+    run = res.out
     fps = res.frames / res.seconds if res.seconds else 0.0
     results.print(f"annotated {res.frames} images/frames in {res.seconds:.1f} s ({fps:.1f}/s) -> {run} "
                   f"(keypoints.json{'' if no_draw else ' and annotated copies'})", soft_wrap=True)

@@ -71,16 +71,8 @@ def eval_(
     """Evaluate a model: PCP, PDJ and COCO keypoint AP, as tables, JSON and plots."""
     set_threads(threads)
     from poser.evaluate.run import evaluate, report_tables
-    from poser.inference.predictor import resolve_weights
 
-    if weights is None and predictions is None:
-        weights = resolve_weights(None)       # the shipped reference model
-    if data is None:        # the dataset the model's skeleton comes from: data/lspet for LSP-14, else data/coco
-        from poser.models.weights import read_spec
-
-        skeleton = read_spec(Path(weights)).skeleton if weights else None
-        data = Path("data/lspet" if skeleton == "lsp14" else "data/coco")
-    cfg = EvalConfig(data=str(data), weights=str(weights) if weights else None, split=split,
+    cfg = EvalConfig(data=str(data) if data else None, weights=str(weights) if weights else None, split=split,
                      flip=flip, pcp_threshold=pcp_threshold, boxes=str(boxes) if boxes else None,
                      person_threshold=person_threshold, predictions=str(predictions) if predictions else None,
                      detector=detector, detector_weights=str(detector_weights) if detector_weights else None,

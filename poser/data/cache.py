@@ -20,6 +20,7 @@ so the trainer only decodes a small JPEG (~3,000/s per core) instead of a full p
 from __future__ import annotations
 
 import json
+import multiprocessing
 import os
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
@@ -135,7 +136,9 @@ def build_cache(
             sizes = inst.image_sizes[inst.image_index[flat]].astype(np.float64)
             jobs.append((paths, rows, inst.boxes[flat], inst.keypoints[flat], sizes, spec, tmp / f"shard-{c:03d}.bin"))
         parts = []
-        with ProcessPoolExecutor(min(workers, len(jobs))) as ex:
+        # forkserver, not fork: a process that already ran torch or OpenVINO threads (poser.load()
+        # then eval, in one Python session) would fork children holding its locks, and they hang.
+        with ProcessPoolExecutor(min(workers, len(jobs)), mp_context=multiprocessing.get_context("forkserver")) as ex:
             for c, res in enumerate(ex.map(_build_chunk, jobs)):
                 res["shard"] = np.full(len(res["rows"]), int(jobs[c][6].stem.split("-")[1]), np.int16)
                 parts.append(res)

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import json
 from collections import defaultdict
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import cv2
@@ -36,9 +36,10 @@ from poser.errors import PoserError
 from poser.evaluate.metrics import coco_keypoint_ap, joint_errors, pcp, pdj, score_reliability
 from poser.files import atomic_path, write_json
 from poser.imageio import decode_rgb, read_rgb
+from poser.inference.assemble import load_detector, load_predictor
 from poser.inference.draw import draw_pose, label
 from poser.inference.poses import Poses, coco_results
-from poser.inference.predictor import Predictor, cache_to_image
+from poser.inference.predictor import Predictor, cache_to_image, resolve_weights
 from poser.inference.search import SEARCH_PASSES
 from poser.models.weights import read_spec
 from poser.runs import check_run_name, check_writable, new_run_dir
@@ -48,7 +49,7 @@ from poser.spec import ModelSpec
 
 @dataclass
 class EvalConfig:
-    data: str
+    data: str | None = None             # None: the dataset of the model's skeleton (with_defaults)
     weights: str | None = None
     split: str = "val"
     flip: bool = False
@@ -76,14 +77,11 @@ def evaluate(cfg: EvalConfig) -> dict:
     """Score a model (or saved predictions) on one split; writes the run folder, returns
     every number. Reads top to bottom: check every option, load the split, predict by the
     protocol asked, score, write."""
+    cfg = with_defaults(cfg)
     spec = check(cfg)
     data = load_split(cfg, spec)
-    predictor = None
-    if cfg.weights:
-        from poser.device import resolve_device
-
-        predictor = Predictor.from_file(Path(cfg.weights), resolve_device(cfg.device), cfg.stages, cfg.runtime,
-                                        cfg.precision)
+    predictor = load_predictor(cfg.weights, cfg.device, cfg.stages, cfg.runtime, cfg.precision) if cfg.weights \
+        else None
     pred = predict(cfg, predictor, data)
     report = {"data": cfg.data, "split": cfg.split, "config": asdict(cfg),
               "model": {"predictions": cfg.predictions} if predictor is None
@@ -98,6 +96,17 @@ def evaluate(cfg: EvalConfig) -> dict:
             report["detected_boxes_from"] = cfg.boxes or f"detector {cfg.detector}"
     write_run(cfg, report, data, pred, detections)
     return report
+
+
+def with_defaults(cfg: EvalConfig) -> EvalConfig:
+    """No model and no predictions: the shipped model; no data: the dataset its skeleton comes
+    from (data/lspet for LSP-14, else data/coco)."""
+    if cfg.weights is None and cfg.predictions is None:
+        cfg = replace(cfg, weights=str(resolve_weights(None)))
+    if cfg.data is None:
+        skeleton = read_spec(Path(cfg.weights)).skeleton if cfg.weights else None
+        cfg = replace(cfg, data="data/lspet" if skeleton == "lsp14" else "data/coco")
+    return cfg
 
 
 def check(cfg: EvalConfig) -> ModelSpec | None:
@@ -369,9 +378,8 @@ def detect_photos(cfg: EvalConfig, predictor: Predictor, root: Path, image_ids: 
     """The built-in person detector, then the pose model on its boxes, on the evaluated photos
     (each decoded once). Returns the raw detections (COCO results with image_id, as a --boxes
     file holds them) and the poses as COCO keypoint results."""
-    from poser.detect.detectors import create_detector
 
-    detector = create_detector(cfg.detector, cfg.detector_weights, predictor.device, min(cfg.person_threshold, 0.05))
+    detector = load_detector(cfg.detector, cfg.detector_weights, predictor.device, cfg.person_threshold)
     files = image_files(root, cfg.split)
     todo = sorted(i for i in image_ids if i in files)
     raw: list[dict] = []
