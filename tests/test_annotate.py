@@ -7,10 +7,11 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from poser.annotate.run import collect
+from poser.annotate.inputs import collect
 from poser.cli import app
 from poser.skeletons import COCO17
-from poser.synth.dataset import one_person, write_video
+from poser.synth.clips import write_video
+from poser.synth.dataset import one_person
 from poser.video.tracking import OneEuro
 
 runner = CliRunner()

@@ -16,7 +16,8 @@ from poser.cli import app
 from poser.detect import detectors as detect
 from poser.detect.boxes import Detections, select
 from poser.errors import PoserError
-from poser.synth.dataset import one_person, write_crossing_video, write_video
+from poser.synth.clips import write_crossing_video, write_video
+from poser.synth.dataset import one_person
 
 runner = CliRunner()
 

@@ -180,7 +180,8 @@ def test_eval_errors_are_one_line(synth_root, tmp_path):
     for args, msg in cases:
         res = runner.invoke(app, ["eval", *args, "--out", str(tmp_path / "runs")])
         assert res.exit_code == 1 and msg in res.output and "Traceback" not in res.output, (args, res.output)
-    from poser.evaluate.run import EvalConfig, evaluate
+    from poser.evaluate.config import EvalConfig
+    from poser.evaluate.run import evaluate
 
     with pytest.raises(PoserError, match="predicts lsp14 joints"):     # the shipped model, by default
         evaluate(EvalConfig(data=str(synth_root)))

@@ -16,7 +16,8 @@ import torch
 from typer.testing import CliRunner
 
 from poser.cli import app
-from poser.synth.dataset import one_person, write_video
+from poser.synth.clips import write_video
+from poser.synth.dataset import one_person
 
 runner = CliRunner()
 
@@ -99,9 +100,9 @@ def test_sigterm_keeps_what_finished_marks_the_interrupted_and_cleans_partials(t
 
 
 def test_paths_and_messages_print_literally_never_as_rich_markup(tmp_path):
-    res = runner.invoke(app, ["annotate", str(tmp_path / "x.png"), "--weights", str(tmp_path / "nope[/]x.safetensors")])
-    assert res.exit_code == 1 and "nope[/]x.safetensors" in res.output and "Traceback" not in res.output
     cv2.imwrite(str(tmp_path / "p.png"), one_person(seed=4)[0])
+    res = runner.invoke(app, ["annotate", str(tmp_path / "p.png"), "--weights", str(tmp_path / "nope[/]x.safetensors")])
+    assert res.exit_code == 1 and "nope[/]x.safetensors" in res.output and "Traceback" not in res.output
     out = tmp_path / "out" / "a[/]b"
     res = runner.invoke(app, ["annotate", str(tmp_path / "p.png"), "--out", str(out)])
     assert res.exit_code == 0 and "a[/]b" in res.output.replace("\n", ""), res.output
@@ -111,7 +112,7 @@ def test_paths_and_messages_print_literally_never_as_rich_markup(tmp_path):
 def test_nan_rows_and_extra_guesses_cannot_win_the_matching():
     import numpy as np
 
-    from poser.evaluate.run import match_predictions
+    from poser.evaluate.predictions import match_predictions
     from poser.skeletons import LSP14
 
     rng = np.random.default_rng(0)

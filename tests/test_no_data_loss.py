@@ -200,7 +200,7 @@ def test_a_second_run_into_the_same_out_keeps_the_first_runs_partial_and_results
     not take the first run's results out of keypoints.json."""
     import json
 
-    from poser.synth.dataset import write_video
+    from poser.synth.clips import write_video
 
     clip = tmp_path / "clip.mp4"
     write_video(clip, 6, (256, 160), 10.0, seed=3, step=0, side=128, origin=(40, 16))
@@ -282,7 +282,7 @@ def test_annotate_quiets_opencvs_per_frame_warnings_while_it_runs(tmp_path, monk
         seen.append(cv2.utils.logging.getLogLevel())
         return real(*args, **kwargs)
 
-    from poser.synth.dataset import write_video
+    from poser.synth.clips import write_video
 
     write_video(tmp_path / "v.mp4", 3, (256, 160), 10.0, seed=3, step=0, side=128, origin=(40, 16))
     monkeypatch.setattr(run, "FrameWriter", spy)

@@ -170,3 +170,21 @@ def test_every_import_runs_down_a_floor():
     up = [(f, there) for f, here, there in _imports() if here != there and (
         there == "poser" or floor[there] >= floor[here])]
     assert not up, f"imports sideways, up or of the front door: {up}"
+
+
+def test_rooms_and_functions_stay_small():
+    """No module over 400 lines; no function over 60 (a command's option declarations aside:
+    its body counts)."""
+    import ast
+
+    big, long = [], []
+    for p in sorted((REPO / "poser").rglob("*.py")):
+        text = p.read_text()
+        if len(text.splitlines()) > 400:
+            big.append(p.name)
+        for n in ast.walk(ast.parse(text)):
+            if isinstance(n, ast.FunctionDef | ast.AsyncFunctionDef):
+                start = n.body[0].lineno if p.parent.name == "cli" else n.lineno
+                if n.end_lineno - start + 1 > 60:
+                    long.append(f"{p.relative_to(REPO)}:{n.name}")
+    assert not big and not long, (big, long)

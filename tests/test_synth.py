@@ -9,7 +9,8 @@ from poser.data.coco import read_coco
 from poser.errors import PoserError
 from poser.skeletons import COCO17
 from poser.synth import dataset as synth
-from poser.synth.dataset import OCCLUDER, PARTS_PER_FIGURE, P, SynthConfig, _annotation, _Canvas, generate
+from poser.synth.dataset import SynthConfig, generate
+from poser.synth.figure import OCCLUDER, PARTS_PER_FIGURE, Canvas, P, annotation
 
 J = {n: i for i, n in enumerate(COCO17.joints)}
 
@@ -58,7 +59,7 @@ def test_dataset_is_valid_coco_with_consistent_flags(synth_root):
 
 
 def test_visibility_follows_what_is_drawn_on_top():
-    cv = _Canvas(np.zeros((100, 100, 3), np.uint8))
+    cv = Canvas(np.zeros((100, 100, 3), np.uint8))
     base = 1                                            # figure 0
     pts = np.full((17, 2), 50.0)
     pts[J["left_shoulder"]], pts[J["left_elbow"]], pts[J["left_wrist"]] = (20, 20), (40, 20), (60, 20)
@@ -71,7 +72,7 @@ def test_visibility_follows_what_is_drawn_on_top():
     cv.circle(pts[J["nose"]], 6, (200, 200, 200), base + P["head"])
     occl = np.zeros(17, bool)
     occl[J["left_eye"]] = True                                                      # hidden by the view
-    ann = _annotation(cv.owner, pts, occl, 0, 100, 100)
+    ann = annotation(cv.owner, pts, occl, 0, 100, 100)
     v = np.array(ann["keypoints"]).reshape(17, 3)[:, 2]
     assert v[J["left_shoulder"]] == 2 and v[J["left_elbow"]] == 2 and v[J["nose"]] == 2
     assert v[J["left_wrist"]] == 1 and v[J["left_hip"]] == 1 and v[J["left_eye"]] == 1

@@ -12,7 +12,7 @@ from poser.inference.predictor import Predictor
 from poser.models.deeppose import create_model
 from poser.models.weights import save_weights
 from poser.skeletons import COCO17
-from poser.synth.dataset import write_video
+from poser.synth.clips import write_video
 from poser.video.tracking import MAX_MISSES, Tracker, associate, iou
 
 runner = CliRunner()

@@ -18,184 +18,25 @@ import os
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import cv2
 import numpy as np
 
+from poser.annotate.config import AnnotateConfig, Result
+from poser.annotate.inputs import Source, check_outputs, collect, keep_inputs
+from poser.annotate.persons import PersonBoxes
 from poser.console import log, progress
-from poser.detect.boxes import Boxes, Detections, read_detections, select
 from poser.errors import PoserError
-from poser.files import IMAGE_EXT, VIDEO_EXT, atomic_path, check_not_input, temp_prefix, write_json
+from poser.files import IMAGE_EXT, atomic_path, check_not_input, temp_prefix, write_json
 from poser.imageio import read_rgb, truncated_jpeg
-from poser.inference.assemble import load_detector, load_predictor
-from poser.inference.poses import MIN_SCORE, Poses
+from poser.inference.assemble import load_predictor
+from poser.inference.poses import Poses
 from poser.inference.predictor import Predictor
-from poser.inference.search import SEARCH_PASSES, scene_starts
 from poser.runs import check_run_name, check_writable, new_run_dir
 from poser.version import __version__
 from poser.video.io import FrameReader, FrameWriter
 from poser.video.tracking import Tracker
-
-DETECT_EVERY = 10       # video frames between detector runs (a guess: not yet measured on real footage)
-
-
-
-@dataclass
-class AnnotateConfig:
-    inputs: list[str]
-    weights: str | None = None          # None: the shipped model
-    device: str = "auto"
-    stages: int | None = None           # cascade: run only the first N stages
-    out: str | None = None              # the output folder; None: runs/annotate/<name>
-    name: str | None = None             # ... exp1, exp2, ... when None
-    boxes: str | None = None            # COCO-style detections: [{bbox, score, file_name | image_id}]
-    person_threshold: float = 0.5       # detections (file or detector) below are dropped
-    detector: str | None = None         # a built-in person detector (poser.detect.detectors)
-    detector_weights: str | None = None
-    max_people: int = 20                # per image or frame, best first
-    detect_every: int = DETECT_EVERY    # video: detector every N frames (and when a track is lost)
-    save_boxes: str | None = None       # write the boxes used (the detector's) in the --boxes format
-    min_score: float = MIN_SCORE        # joints below are not drawn, nor visible in the JSON
-    smooth: bool = False                # One-Euro filter on video keypoints
-    flip: bool = False
-    batch_size: int = 16
-    draw: bool = True                   # write annotated copies (JSON is always written)
-    search_passes: int = SEARCH_PASSES  # without boxes: person-search passes after the whole-image one
-    runtime: str = "auto"               # what runs the network (runtime/choice.py)
-    precision: str = "auto"
-
-
-@dataclass
-class Source:
-    path: Path
-    kind: str                           # "image" or "video"
-    rel: Path                           # output name, relative to the output folder
-
-
-@dataclass
-class Result:
-    out: Path | None = None             # the output folder
-    records: list[dict] = field(default_factory=list)
-    failed: list[dict] = field(default_factory=list)
-    warnings: list[dict] = field(default_factory=list)     # annotated, but with a caveat
-    frames: int = 0
-    seconds: float = 0.0
-
-
-def collect(inputs: list[str], out_dir: Path | None = None) -> tuple[list[Source], list[dict]]:
-    """Expand files and folders (recursively, sorted) into sources; problems as failures.
-    A folder's files are named below the folder's own name ('.' and '..' by the folders they
-    are); `out_dir` and earlier annotate outputs inside an input folder are not inputs."""
-    sources, failed = [], []
-    for raw in inputs:
-        p = Path(raw)
-        if p.is_dir():
-            files = _media_files(p, out_dir)
-            if not files:
-                failed.append({"source": str(p), "error": "folder has no images or videos"})
-            for f in files:
-                sources.append(_source(f, Path(p.resolve().name or "root") / f.relative_to(p)))
-        elif p.is_file():
-            sources.append(_source(p, Path(p.name)))
-        else:
-            failed.append({"source": str(p), "error": "no such file or folder"})
-    seen: dict[Path, int] = {}
-    for s in sources:                   # two inputs with the same name must not overwrite each other
-        n = seen.get(s.rel, 0)
-        seen[s.rel] = n + 1
-        if n:
-            s.rel = s.rel.with_name(f"{s.rel.stem}_{n}{s.rel.suffix}")
-    return sources, failed
-
-
-def _media_files(folder: Path, out_dir: Path | None) -> list[Path]:
-    """Images and videos below `folder`, sorted, skipping `out_dir` and any folder holding an
-    annotate run's keypoints.json (annotating `.` twice must not annotate the first run's output)."""
-    skip = out_dir.resolve() if out_dir is not None else None
-    found = []
-    for dirpath, dirnames, filenames in os.walk(folder):
-        here = Path(dirpath)
-        if here.resolve() == skip or _annotate_output(here):
-            dirnames[:] = []
-            continue
-        dirnames.sort()
-        found += [here / f for f in filenames if Path(f).suffix.lower() in IMAGE_EXT | VIDEO_EXT]
-    return sorted(found)
-
-
-def _annotate_output(folder: Path) -> bool:
-    try:
-        with open(folder / "keypoints.json", "rb") as f:
-            return b'"poser-keypoints/' in f.read(64)
-    except OSError:
-        return False
-
-
-def _source(path: Path, rel: Path) -> Source:
-    kind = "video" if path.suffix.lower() in VIDEO_EXT else "image"
-    return Source(path, kind, rel.with_suffix(".mp4") if kind == "video" else rel)
-
-
-class PersonBoxes:
-    """Where a run's person boxes come from: a --boxes file, a built-in detector, or neither
-    (then one person per image, found by the Predictor's person search). Detector output
-    goes through the same filter as a file (`detections.select`), and what was used is kept
-    in `saved` in the --boxes format, so `--save-boxes` makes the run repeatable."""
-
-    def __init__(self, cfg: AnnotateConfig, predictor: Predictor, detector=None) -> None:
-        """`detector`: any callable from RGB images to lists of detections in the --boxes
-        format (e.g. a `poser.detect.detectors.PersonDetector`); default: cfg's --boxes or --detector."""
-        self.cfg, self.predictor = cfg, predictor
-        self.file: Detections | None = None
-        self.detector = detector
-        self.saved: list[dict] = []
-        if cfg.boxes:
-            self.file = read_detections(Path(cfg.boxes), cfg.person_threshold, cfg.max_people)
-            if self.file.skipped:
-                log.warning(f"--boxes {cfg.boxes}: skipped {len(self.file.skipped)} invalid detection(s) "
-                            f"(index {', '.join(map(str, self.file.skipped[:10]))})")
-        elif cfg.detector and detector is None:
-            self.detector = load_detector(cfg.detector, cfg.detector_weights, predictor.device, cfg.person_threshold)
-
-    @property
-    def only_search(self) -> bool:
-        """No boxes at all: every image and video gets the person search."""
-        return self.file is None and self.detector is None
-
-    def uses_search(self, src: Source) -> bool:
-        """Whether this source's person is found by the person search: no boxes at all, or a
-        video that the --boxes file has no entry for."""
-        return self.only_search or (self.file is not None and src.kind == "video"
-                                    and not self.file.has(src.path.name))
-
-    def periodic(self, src: Source) -> bool:
-        """Whether a video's boxes are looked for every N frames (a detector, or a saved
-        detector run) rather than only to start and restart tracks."""
-        return self.detector is not None or (self.file is not None and self.file.has_frames(src.path.name))
-
-    def find(self, srcs: list[Source], images: list[np.ndarray], frame: int | None = None) -> list[Boxes]:
-        """Person boxes of images (frame None) or of one video frame."""
-        if self.detector is not None:
-            out = []
-            for s, found in zip(srcs, self.detector(images), strict=True):
-                b, sc = select(found, self.cfg.person_threshold, self.cfg.max_people)
-                extra = {} if frame is None else {"frame": frame}
-                self.saved += [{"file_name": s.path.name, **extra, "bbox": [float(v) for v in bb],
-                                "score": float(c), "category_id": 1} for bb, c in zip(b, sc, strict=True)]
-                out.append((b, sc))
-            return out
-        return [self._searched(im, frame is not None) if self.uses_search(s) else
-                self.file.lookup(s.path.name, frame or 0) for s, im in zip(srcs, images, strict=True)]
-
-    def _searched(self, image: np.ndarray, scene: bool) -> Boxes:
-        """The person search's box: from the whole image for a photo (one person, as LSP's
-        protocol), from the scene's starts for a video frame, keeping the most prominent person
-        (inference/search.py)."""
-        starts = [scene_starts(image)] if scene else None
-        found = self.predictor.find_person([image], self.cfg.search_passes, self.cfg.flip, starts)[0]
-        return found.boxes, np.ones(1)
 
 
 def annotate(cfg: AnnotateConfig, predictor: Predictor | None = None, out_dir: Path | None = None,
@@ -233,16 +74,6 @@ def check(cfg: AnnotateConfig, out_dir: Path | None = None) -> None:
     check_outputs(cfg, out)
 
 
-def check_outputs(cfg: AnnotateConfig, out_dir: Path | None) -> None:
-    """Before any work: the files written at the end must be writable as files (a folder in the
-    way would lose the whole run's results after all the work)."""
-    for f in (out_dir and out_dir / "keypoints.json", Path(cfg.save_boxes) if cfg.save_boxes else None):
-        if f is not None and f.is_dir():
-            raise PoserError(f"{f} is a folder: annotate writes a file there; nothing was done (choose another)")
-    if out_dir is not None and out_dir.exists() and not out_dir.is_dir():
-        raise PoserError(f"--out {out_dir} is a file, not a folder; nothing was done")
-
-
 def _annotate(cfg: AnnotateConfig, predictor: Predictor, out_dir: Path, boxes: PersonBoxes) -> Result:
     sources, failed = collect(cfg.inputs, out_dir)
     keep_inputs(sources, out_dir)
@@ -272,42 +103,6 @@ def _annotate(cfg: AnnotateConfig, predictor: Predictor, out_dir: Path, boxes: P
         res.seconds = time.perf_counter() - t0
         _write_json(cfg, predictor, out_dir, boxes, res)
     return res
-
-
-def keep_inputs(sources: list[Source], out_dir: Path) -> None:
-    """An output never replaces an input nor a file poser did not write: a source whose output
-    path is an input's (`--out` is the inputs' own folder) or another existing file that no
-    earlier run into `out_dir` wrote (its keypoints.json lists what it wrote) is written beside
-    it as `<name>.annotated<ext>` (`_2`, ... if that is taken too), and said once."""
-    inputs = {s.path.resolve() for s in sources}
-    ours = _written_before(out_dir)
-    taken = {(out_dir / s.rel).resolve() for s in sources}
-    moved = []
-    for s in sources:
-        dst = (out_dir / s.rel).resolve()
-        if dst in inputs or (dst.exists() and dst not in ours):
-            base, n = s.rel.with_name(f"{s.rel.stem}.annotated{s.rel.suffix}"), 1
-            s.rel = base
-            while (out_dir / s.rel).resolve() in taken or ((out_dir / s.rel).exists()
-                                                           and (out_dir / s.rel).resolve() not in ours):
-                n += 1
-                s.rel = base.with_name(f"{base.stem}_{n}{base.suffix}")
-            taken.add((out_dir / s.rel).resolve())
-            moved.append(s)
-    if moved:
-        log.warning(f"--out holds the inputs or other files: {len(moved)} annotated cop"
-                    f"{'y' if len(moved) == 1 else 'ies'} written beside them as <name>.annotated<ext> (e.g. "
-                    f"{moved[0].rel}); no input and no file poser did not write is replaced")
-
-
-def _written_before(out_dir: Path) -> set[Path]:
-    """The annotated copies an earlier run into `out_dir` wrote, as its keypoints.json lists them."""
-    try:
-        doc = json.loads((out_dir / "keypoints.json").read_text())
-        return {(out_dir / r["output"]).resolve() for r in doc.get("items", []) if isinstance(r, dict)
-                and isinstance(r.get("output"), str)}
-    except (OSError, ValueError, TypeError, AttributeError):
-        return set()
 
 
 def _write_json(cfg: AnnotateConfig, predictor: Predictor, out_dir: Path, boxes: PersonBoxes, res: Result) -> None:
@@ -343,24 +138,35 @@ def _report(f: dict) -> None:
 
 # --- images ---------------------------------------------------------------------------------
 
+def _write_copy(dst: Path, img: np.ndarray, poses: Poses, min_score: float, draw_boxes: bool) -> str | None:
+    """An annotated copy; an error (full disk, a name too long) as one line naming the file."""
+    canvas = poses.draw(cv2.cvtColor(img, cv2.COLOR_RGB2BGR), min_score, boxes=draw_boxes)
+    ok, buf = cv2.imencode(dst.suffix if dst.suffix.lower() in IMAGE_EXT else ".jpg", canvas)
+    try:
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_path(dst) as tmp:
+            tmp.write_bytes(buf.tobytes())
+    except (OSError, PoserError) as e:
+        return f"{dst}: {e.strerror or e}" if isinstance(e, OSError) else str(e)
+    return None
+
+
+def _settle(writes: list, res: Result) -> None:
+    """A copy that could not be written moves its record to `failed`; the rest still runs."""
+    for rec, f in writes:
+        err = f.result()
+        if err is not None:
+            res.records[:] = [r for r in res.records if r is not rec]
+            res.failed.append({"source": rec["source"], "error": f"could not write the annotated copy: {err}"})
+            _report(res.failed[-1])
+    writes.clear()
+
+
 def _images(cfg, predictor: Predictor, sources: list[Source], boxes, out_dir: Path, res: Result) -> None:
     """Batches of images: the next batch is read on I/O threads while the model runs, and
     annotated copies are drawn and written on them too."""
     def read(s: Source) -> np.ndarray | None:
         return read_rgb(s.path)
-
-    def write(s: Source, img: np.ndarray, poses: Poses) -> str | None:
-        """The annotated copy; an error (full disk, a name too long) as one line naming the file."""
-        canvas = poses.draw(cv2.cvtColor(img, cv2.COLOR_RGB2BGR), cfg.min_score, boxes=not boxes.only_search)
-        dst = out_dir / s.rel
-        ok, buf = cv2.imencode(dst.suffix if dst.suffix.lower() in IMAGE_EXT else ".jpg", canvas)
-        try:
-            dst.parent.mkdir(parents=True, exist_ok=True)
-            with atomic_path(dst) as tmp:
-                tmp.write_bytes(buf.tobytes())
-        except (OSError, PoserError) as e:
-            return f"{dst}: {e.strerror or e}" if isinstance(e, OSError) else str(e)
-        return None
 
     def run(chunk: list[Source], imgs: list[np.ndarray | None], io, writes: list) -> None:
         ok = [(s, im) for s, im in zip(chunk, imgs, strict=True) if im is not None]
@@ -385,18 +191,9 @@ def _images(cfg, predictor: Predictor, sources: list[Source], boxes, out_dir: Pa
             res.records.append({"source": str(s.path), "type": "image", "frame": 0, "width": w, "height": h,
                                 "output": str(s.rel) if cfg.draw else None, "persons": poses.to_json(cfg.min_score)})
             if cfg.draw:
-                writes.append((res.records[-1], io.submit(write, s, im, poses)))
+                writes.append((res.records[-1], io.submit(_write_copy, out_dir / s.rel, im, poses, cfg.min_score,
+                                                          not boxes.only_search)))
         res.frames += len(ok)
-
-    def settle(writes: list) -> None:
-        """A copy that could not be written moves its record to `failed`; the rest still runs."""
-        for rec, f in writes:
-            err = f.result()
-            if err is not None:
-                res.records[:] = [r for r in res.records if r is not rec]
-                res.failed.append({"source": rec["source"], "error": f"could not write the annotated copy: {err}"})
-                _report(res.failed[-1])
-        writes.clear()
 
     chunks = [sources[i: i + cfg.batch_size] for i in range(0, len(sources), cfg.batch_size)]
     with progress("images") as bar, ThreadPoolExecutor(2) as io:
@@ -413,10 +210,10 @@ def _images(cfg, predictor: Predictor, sources: list[Source], boxes, out_dir: Pa
                 done = {r["source"] for r in res.records}
                 res.failed += [{"source": str(s.path), "error": "interrupted"}
                                for s in chunk if str(s.path) not in done]
-                settle(writes)
+                _settle(writes, res)
                 raise
             bar.advance(task, len(chunk))
-        settle(writes)
+        _settle(writes, res)
 
 
 # --- videos ---------------------------------------------------------------------------------

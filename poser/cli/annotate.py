@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from poser.annotate.run import AnnotateConfig
+from poser.annotate.config import AnnotateConfig
 from poser.cli.options import (
     DetectorOpt,
     DetectorWeightsOpt,

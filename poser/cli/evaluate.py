@@ -28,7 +28,7 @@ from poser.cli.options import (
     write_result,
 )
 from poser.console import results
-from poser.evaluate.run import EvalConfig
+from poser.evaluate.config import EvalConfig
 from poser.threads import set_threads
 
 _E = EvalConfig       # every default below is its (one place)
@@ -70,7 +70,8 @@ def eval_(
 ) -> None:
     """Evaluate a model: PCP, PDJ and COCO keypoint AP, as tables, JSON and plots."""
     set_threads(threads)
-    from poser.evaluate.run import evaluate, report_tables
+    from poser.evaluate.report import report_tables
+    from poser.evaluate.run import evaluate
 
     cfg = EvalConfig(data=str(data) if data else None, weights=str(weights) if weights else None, split=split,
                      flip=flip, pcp_threshold=pcp_threshold, boxes=str(boxes) if boxes else None,

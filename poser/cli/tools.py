@@ -33,7 +33,7 @@ def demo(
 ) -> None:
     """Run the whole pipeline on synthetic data in a few minutes."""
     set_threads(threads)
-    from poser.evaluate.run import report_tables
+    from poser.evaluate.report import report_tables
     from poser.synth.demo import DemoConfig, run_demo
 
     cfg = DemoConfig(out=str(out or "runs/demo"))

@@ -105,6 +105,20 @@ def context_square(boxes: np.ndarray, sizes: np.ndarray, margin: float,
     return (lo + hi) / 2, (hi - lo).max(-1)
 
 
+def _jobs(inst: Instances, groups: list, chunk_groups: list, spec: CacheSpec, tmp: Path) -> list[tuple]:
+    """One worker job per chunk of images: their paths, instance rows, boxes, keypoints, sizes."""
+    jobs = []
+    for c, gi in enumerate(chunk_groups):
+        rows = [groups[k] for k in gi]
+        if not rows:
+            continue
+        flat = np.concatenate(rows)
+        paths = [inst.path(r[0]) for r in rows]
+        sizes = inst.image_sizes[inst.image_index[flat]].astype(np.float64)
+        jobs.append((paths, rows, inst.boxes[flat], inst.keypoints[flat], sizes, spec, tmp / f"shard-{c:03d}.bin"))
+    return jobs
+
+
 def build_cache(
     inst: Instances, out: Path, spec: CacheSpec = CacheSpec(), workers: int | None = None,
     source: dict | None = None,
@@ -126,15 +140,7 @@ def build_cache(
     with atomic_dir(out, overwrite=True, known=("index.npz", "meta.json", *shards)) as tmp, \
             progress("instances") as bar:
         task = bar.add_task(f"prepare {out.name}", total=len(inst))
-        jobs = []
-        for c, gi in enumerate(chunk_groups):
-            rows = [groups[k] for k in gi]
-            if not rows:
-                continue
-            flat = np.concatenate(rows)
-            paths = [inst.path(r[0]) for r in rows]
-            sizes = inst.image_sizes[inst.image_index[flat]].astype(np.float64)
-            jobs.append((paths, rows, inst.boxes[flat], inst.keypoints[flat], sizes, spec, tmp / f"shard-{c:03d}.bin"))
+        jobs = _jobs(inst, groups, chunk_groups, spec, tmp)
         parts = []
         # forkserver, not fork: a process that already ran torch or OpenVINO threads (poser.load()
         # then eval, in one Python session) would fork children holding its locks, and they hang.

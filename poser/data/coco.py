@@ -95,6 +95,29 @@ def person_category(coco: COCO, path: Path | str = "") -> int:
     raise PoserError(f"{path}: no category with keypoints (not a person_keypoints file)")
 
 
+def _keypoints(kp, k: int, skipped: Counter) -> np.ndarray | None:
+    """(K, 3) keypoints of an annotation, or None (counted) when they are not K numeric triples.
+    A non-finite labelled joint is unlabelled (a NaN would poison the loss and blame --lr)."""
+    if not isinstance(kp, list) or len(kp) != 3 * k:
+        skipped["bad_keypoints"] += 1
+        return None
+    try:
+        kp = np.asarray(kp, dtype=np.float32).reshape(k, 3)
+    except (TypeError, ValueError):         # null or a string among the values
+        skipped["bad_keypoints"] += 1
+        return None
+    bad = (kp[:, 2] > 0) & ~np.isfinite(kp[:, :2]).all(-1) | ~np.isfinite(kp[:, 2])
+    if bad.any():
+        kp[bad] = 0
+        skipped["non_finite_joints"] += int(bad.sum())
+    return kp
+
+
+def _box_ok(box) -> bool:
+    return (isinstance(box, list) and len(box) == 4
+            and all(isinstance(v, int | float) and math.isfinite(v) for v in box) and box[2] >= 1 and box[3] >= 1)
+
+
 def read_coco(
     ann_file: Path, image_root: Path, include_crowd: bool = False, min_keypoints: int = 1
 ) -> Instances:
@@ -118,28 +141,14 @@ def read_coco(
         if ann.get("image_id") not in img_row:
             skipped["missing_image_record"] += 1
             continue
-        kp = ann.get("keypoints")
-        if not isinstance(kp, list) or len(kp) != 3 * k:
-            skipped["bad_keypoints"] += 1
+        kp = _keypoints(ann.get("keypoints"), k, skipped)
+        if kp is None:
             continue
-        try:
-            kp = np.asarray(kp, dtype=np.float32).reshape(k, 3)
-        except (TypeError, ValueError):         # null or a string among the values
-            skipped["bad_keypoints"] += 1
-            continue
-        bad = (kp[:, 2] > 0) & ~np.isfinite(kp[:, :2]).all(-1) | ~np.isfinite(kp[:, 2])
-        if bad.any():       # a NaN joint would poison the loss (and blame --lr): it is unlabelled
-            kp[bad] = 0
-            skipped["non_finite_joints"] += int(bad.sum())
         if int((kp[:, 2] > 0).sum()) < min_keypoints:
             skipped["no_keypoints"] += 1
             continue
         box = ann.get("bbox")
-        if (
-            not isinstance(box, list) or len(box) != 4
-            or not all(isinstance(v, (int, float)) and math.isfinite(v) for v in box)
-            or box[2] < 1 or box[3] < 1
-        ):
+        if not _box_ok(box):
             skipped["degenerate_box"] += 1
             continue
         rows_img.append(img_row[ann["image_id"]])

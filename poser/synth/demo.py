@@ -16,10 +16,12 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from poser.annotate.run import AnnotateConfig, annotate
+from poser.annotate.config import AnnotateConfig
+from poser.annotate.run import annotate
 from poser.console import log
+from poser.evaluate.config import EvalConfig
 from poser.evaluate.metrics import pdj
-from poser.evaluate.run import EvalConfig, evaluate
+from poser.evaluate.run import evaluate
 from poser.inference.poses import MIN_SCORE
 from poser.inference.predictor import Predictor
 from poser.skeletons import COCO17

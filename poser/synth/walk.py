@@ -5,7 +5,7 @@ pixels every frame) but shows a newcomer a random, often contorted, pose frozen 
 the figure is drawn afresh each frame from a gait cycle: upright, a three-quarter view facing
 the camera, legs swinging with the knee bending through the swing, arms swinging against the
 legs, walking left to right across one fixed background. Same parts, colours and exact
-visibility flags as the datasets (`dataset._draw_figure`, `dataset._annotation`).
+visibility flags as the datasets (`dataset.draw_figure`, `dataset.annotation`).
 """
 
 from __future__ import annotations
@@ -15,7 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
-from poser.synth.dataset import BODY, J, _annotation, _background, _Canvas, _draw_figure, _face, _moved, mp4_writer
+from poser.synth.clips import mp4_writer
+from poser.synth.figure import BODY, Canvas, J, annotation, background, draw_figure, face, moved
 
 UP, DOWN, RIGHT = np.array([0.0, -1.0]), np.array([0.0, 1.0]), np.array([1.0, 0.0])
 
@@ -43,7 +44,7 @@ def walking_pose(phase: float, h: float, wf: float = 0.75) -> tuple[np.ndarray, 
         pts[J[f"{lr}_wrist"]] = pts[J[f"{lr}_elbow"]] + _limb_dir(arm + 0.35) * BODY.lower_arm * h
     neck_pt = UP * torso
     c = neck_pt + UP * (BODY.neck * h + head_r)
-    occl = _face(pts, c, UP, head_r, 1.0, wf, yaw=0.25)   # the face turned towards where it walks
+    occl = face(pts, c, UP, head_r, 1.0, wf, yaw=0.25)   # the face turned towards where it walks
     geo = {"head_c": c, "head_r": head_r, "neck": neck_pt, "facing": 1.0,
            "arm_w": BODY.arm_w * h, "leg_w": BODY.leg_w * h}
     return pts, occl, geo
@@ -54,7 +55,7 @@ def write_walk_video(path: Path, frames: int = 90, size: tuple[int, int] = (640,
     """An mp4 of one figure `body` x the frame height tall walking across the frame, a stride
     every `period` frames; returns its COCO keypoints per frame (frames, 17, 3)."""
     w, h = size
-    background = _background(np.random.default_rng([seed, 0]), w, h, clutter=0.0)
+    backdrop = background(np.random.default_rng([seed, 0]), w, h, clutter=0.0)
     vw = mp4_writer(path, fps, size)
     tall = body * h
     truth = []
@@ -62,10 +63,10 @@ def write_walk_video(path: Path, frames: int = 90, size: tuple[int, int] = (640,
         pts, occl, geo = walking_pose(2 * math.pi * f / period, tall)
         x = w * (0.15 + 0.7 * f / max(1, frames - 1))
         shift = np.array([x, 0.95 * h - pts[:, 1].max()])    # the lower foot on the ground
-        pts = _moved(pts, geo, shift)
-        cv = _Canvas(background.copy())
-        _draw_figure(cv, np.random.default_rng([seed, 1]), pts, geo, 0)   # the same colours each frame
+        pts = moved(pts, geo, shift)
+        cv = Canvas(backdrop.copy())
+        draw_figure(cv, np.random.default_rng([seed, 1]), pts, geo, 0)   # the same colours each frame
         vw.write(cv.img)
-        truth.append(np.array(_annotation(cv.owner, pts, occl, 0, w, h)["keypoints"]).reshape(17, 3))
+        truth.append(np.array(annotation(cv.owner, pts, occl, 0, w, h)["keypoints"]).reshape(17, 3))
     vw.release()
     return np.array(truth)

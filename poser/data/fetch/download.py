@@ -245,6 +245,23 @@ def extracted(root: Path, zip_name: str) -> bool:
     return (root / MARKERS / f"extracted-{zip_name}").exists()
 
 
+def _check_entries(zip_path: Path, infos: list[zipfile.ZipInfo], root: Path) -> int:
+    """Refuse, before a byte is written, an unsafe entry (absolute, '..', a link) or entries
+    that unpack to more than `root`'s disk holds (a zip bomb, or a full disk); their total size."""
+    for info in infos:
+        if _unsafe(info.filename):
+            raise PoserError(f"{zip_path.name}: unsafe entry {info.filename!r} (absolute or '..' path); "
+                             "nothing was extracted")
+        if stat.S_ISLNK(info.external_attr >> 16):
+            raise PoserError(f"{zip_path.name}: entry {info.filename!r} is a symbolic link; nothing was extracted")
+    total = sum(i.file_size for i in infos)        # zipfile never writes more than these sizes
+    free = shutil.disk_usage(next(p for p in (root, *root.parents) if p.exists())).free
+    if total > free:
+        raise NoSpace(f"{zip_path.name}: its entries unpack to {total / 1e9:.2f} GB and {root} has "
+                      f"{free / 1e9:.2f} GB free; nothing was extracted, the download is kept")
+    return total
+
+
 def extract_zip(zip_path: Path, root: Path) -> list[str]:
     """Safely extract `zip_path` into `root`; returns its top-level names.
 
@@ -261,17 +278,7 @@ def extract_zip(zip_path: Path, root: Path) -> list[str]:
         raise PoserError(f"{zip_path.name}: not a readable zip ({e})") from None
     with zf:
         infos = zf.infolist()
-        for info in infos:
-            if _unsafe(info.filename):
-                raise PoserError(f"{zip_path.name}: unsafe entry {info.filename!r} (absolute or '..' path); "
-                                 "nothing was extracted")
-            if stat.S_ISLNK(info.external_attr >> 16):
-                raise PoserError(f"{zip_path.name}: entry {info.filename!r} is a symbolic link; nothing was extracted")
-        total = sum(i.file_size for i in infos)        # zipfile never writes more than these sizes
-        free = shutil.disk_usage(next(p for p in (root, *root.parents) if p.exists())).free
-        if total > free:    # a zip bomb, or just a full disk: said before a byte is written
-            raise NoSpace(f"{zip_path.name}: its entries unpack to {total / 1e9:.2f} GB and {root} has "
-                          f"{free / 1e9:.2f} GB free; nothing was extracted, the download is kept")
+        total = _check_entries(zip_path, infos, root)
         tmp = root / MARKERS / f"extract-{zip_path.name}.part"
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
