@@ -159,10 +159,10 @@ def test_flip_test_is_mirror_symmetric_and_results_use_cocos_format(trained_run,
     mirrored_box[0, 0] = (w - 1) - box[0, 0] - box[0, 2]      # pixel-centre frame: x -> W - 1 - x
     a = pred.predict_image(img, box, flip=True)
     b = pred.predict_image(np.ascontiguousarray(img[:, ::-1]), mirrored_box, flip=True)
-    back = b.coords[:, COCO17.flip_index].copy()
+    back = b.keypoints[:, COCO17.flip_index].copy()
     back[..., 0] = (w - 1) - back[..., 0]
-    assert np.abs(back - a.coords).max() < 0.05
-    assert np.abs(pred.predict_image(img, box).coords - a.coords).max() > 0.5   # flip changed something
+    assert np.abs(back - a.keypoints).max() < 0.05
+    assert np.abs(pred.predict_image(img, box).keypoints - a.keypoints).max() > 0.5   # flip changed something
     out = coco_results(np.array([7, 7]), np.zeros((2, 17, 2)), np.full((2, 17), 0.5))
     assert out[0] == {"image_id": 7, "category_id": 1, "keypoints": [0.0, 0.0, 0.5] * 17, "score": 0.5}
 

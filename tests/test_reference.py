@@ -49,7 +49,7 @@ def test_shipped_model_on_held_out_lspet_photos_with_boxes(lspet):
     inst, images, gt = _held_out(lspet)
     predictor = Predictor.from_file(DEFAULT_WEIGHTS, "cpu")
     out = predictor.predict_images(images, [inst.boxes[i][None] for i in range(len(images))], flip=True)
-    pred = np.stack([o.coords[0] for o in out])
+    pred = np.stack([o.keypoints[0] for o in out])
     got_pcp, got_pdj = pcp(pred, gt, LSP14)["mean"], pdj(pred, gt, LSP14)["at_0.2"]
     assert got_pcp > GT_BOX_PCP - 0.03 and got_pdj > GT_BOX_PDJ - 0.03, (got_pcp, got_pdj)
 
@@ -57,6 +57,6 @@ def test_shipped_model_on_held_out_lspet_photos_with_boxes(lspet):
 def test_shipped_model_finds_the_person_in_held_out_lspet_photos(lspet):
     _, images, gt = _held_out(lspet)
     predictor = Predictor.from_file(DEFAULT_WEIGHTS, "cpu")
-    pred = np.stack([o.coords[0] for o in predictor.find_person(images, flip=True)])
+    pred = np.stack([o.keypoints[0] for o in predictor.find_person(images, flip=True)])
     got_pcp, got_pdj = pcp(pred, gt, LSP14)["mean"], pdj(pred, gt, LSP14)["at_0.2"]
     assert got_pcp > WHOLE_PCP - 0.03 and got_pdj > WHOLE_PDJ - 0.03, (got_pcp, got_pdj)

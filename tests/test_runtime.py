@@ -67,7 +67,7 @@ def test_a_cascade_with_flip_through_each_runtime_matches_torch(cascade, runtime
         a, b = ref.predict_image(rgb, box, flip), run.predict_image(rgb, box, flip)
         side = box[0, 2:].max() * 1.25             # normalised crop coordinates -> px of stage one's crop
         assert np.abs(a.stages - b.stages).max() < 1e-3 * side
-        assert np.abs(a.score - b.score).max() < 1e-3
+        assert np.abs(a.scores - b.scores).max() < 1e-3
     assert cache.parity(ref.networks, run.networks, ref.spec) < rt.FP32_PARITY
 
 
@@ -96,7 +96,7 @@ def test_the_shipped_model_through_each_runtime_matches_torch(runtime):
     run = Predictor.from_file(DEFAULT_WEIGHTS, runtime=runtime, precision="fp32")
     assert cache.parity(ref.networks, run.networks, ref.spec) < rt.FP32_PARITY
     a, b = ref.find_person([rgb]), run.find_person([rgb])
-    assert np.abs(a[0].coords - b[0].coords).max() < 0.5          # px, through 4 search passes
+    assert np.abs(a[0].keypoints - b[0].keypoints).max() < 0.5          # px, through 4 search passes
 
 
 @pytest.mark.slow
@@ -162,7 +162,8 @@ def test_exported_files_rebuild_the_predictor_from_their_metadata(cascade, tmp_p
     assert spec == ref.spec                                   # as self-describing as the weights file
     run = Predictor.from_file(tmp_path / f"m{suffix}")
     rgb, box = _photo()
-    assert np.abs(run.predict_image(rgb, box, True).coords - ref.predict_image(rgb, box, True).coords).max() < 0.05
+    got, want = run.predict_image(rgb, box, True).keypoints, ref.predict_image(rgb, box, True).keypoints
+    assert np.abs(got - want).max() < 0.05
     assert Predictor.from_file(tmp_path / f"m{suffix}", stages=1).num_stages == 1
 
 
@@ -235,9 +236,9 @@ def test_one_model_is_safe_to_call_from_several_threads(cascade, runtime):
 
     rgb, box = _photo()
     model = Predictor.from_file(cascade, runtime=runtime, precision="fp32")
-    want = model.predict_image(rgb, box).coords
+    want = model.predict_image(rgb, box).keypoints
     with ThreadPoolExecutor(6) as pool:
-        got = list(pool.map(lambda _: model.predict_image(rgb, box).coords, range(24)))
+        got = list(pool.map(lambda _: model.predict_image(rgb, box).keypoints, range(24)))
     assert all(np.array_equal(g, want) for g in got)
 
 
@@ -248,7 +249,7 @@ def test_a_broken_or_foreign_cached_export_is_rebuilt(cascade, tmp_path):
 
     runtime = CPU_RUNTIMES[0]
     rgb, box = _photo()
-    want = Predictor.from_file(cascade, runtime="torch").predict_image(rgb, box).coords
+    want = Predictor.from_file(cascade, runtime="torch").predict_image(rgb, box).keypoints
     first = Predictor.from_file(cascade, runtime=runtime, precision="fp32")
     paths = cache.cached_onnx_paths(cascade, 2)
     assert all(cache.cached_intact(p) for p in paths)
@@ -263,7 +264,7 @@ def test_a_broken_or_foreign_cached_export_is_rebuilt(cascade, tmp_path):
         corrupt(paths[0])
         for text in ("garbage{", "[]"):
             cache.parity_record(cascade).write_text(text)
-            got = Predictor.from_file(cascade, runtime=runtime, precision="fp32").predict_image(rgb, box).coords
+            got = Predictor.from_file(cascade, runtime=runtime, precision="fp32").predict_image(rgb, box).keypoints
             assert np.abs(got - want).max() < 0.05 and cache.cached_intact(paths[0])
             corrupt(paths[0])
     assert first.runtime == f"{runtime}/fp32"

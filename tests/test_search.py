@@ -21,10 +21,10 @@ def test_the_search_finds_a_small_person_about_as_well_as_the_true_box(trained_r
     pred = Predictor.from_file(trained_run / "best.safetensors")
     images, gts, boxes = zip(*_small_people(), strict=True)
     gt = np.stack(gts)
-    with_box = np.stack([r.coords[0] for r in pred.predict_images(list(images), [b[None] for b in boxes])])
-    whole = np.stack([r.coords[0] for r in pred.find_person(list(images), passes=0)])
+    with_box = np.stack([r.keypoints[0] for r in pred.predict_images(list(images), [b[None] for b in boxes])])
+    whole = np.stack([r.keypoints[0] for r in pred.find_person(list(images), passes=0)])
     found = pred.find_person(list(images))
-    searched = np.stack([r.coords[0] for r in found])
+    searched = np.stack([r.keypoints[0] for r in found])
     score = {k: pdj(v, gt, COCO17)["at_0.2"] for k, v in
              (("true box", with_box), ("whole photo only", whole), ("search", searched))}
     print(score)
@@ -89,9 +89,9 @@ def test_a_search_from_several_starts_keeps_the_most_prominent_result():
     starts = scene_starts(rgb)
     alone = [pred.find_person([rgb], starts=[s[None]])[0] for s in starts]
     kept = pred.find_person([rgb], starts=[starts])[0]
-    scores = [prominence(r.coords[0], r.score[0], rgb.shape) for r in alone]
+    scores = [prominence(r.keypoints[0], r.scores[0], rgb.shape) for r in alone]
     best = alone[int(np.argmax(scores))]
-    assert np.abs(kept.coords - best.coords).max() < 1.0 and np.abs(kept.boxes - best.boxes).max() < 1.0
-    assert prominence(kept.coords[0], kept.score[0], rgb.shape) == pytest.approx(max(scores), abs=0.01)
+    assert np.abs(kept.keypoints - best.keypoints).max() < 1.0 and np.abs(kept.boxes - best.boxes).max() < 1.0
+    assert prominence(kept.keypoints[0], kept.scores[0], rgb.shape) == pytest.approx(max(scores), abs=0.01)
     whole = pred.find_person([rgb])[0]                  # the default start is the whole image alone
-    assert np.abs(whole.coords - alone[0].coords).max() < 1e-6
+    assert np.abs(whole.keypoints - alone[0].keypoints).max() < 1e-6

@@ -62,13 +62,13 @@ def test_every_shipped_weights_file_loads_and_predicts_as_before(commit, tmp_pat
     want = FIXTURE["files"][commit]
     p = Predictor.from_file(path)
     box = np.array([FIXTURE["box"]])
-    assert np.abs(p.predict_image(rgb, box).coords[0] - want["box"]).max() < 0.05
-    assert np.abs(p.predict_image(rgb, box).score[0] - want["score"]).max() < 1e-3
-    assert np.abs(p.predict_image(rgb, box, flip=True).coords[0] - want["flip"]).max() < 0.05
+    assert np.abs(p.predict_image(rgb, box).keypoints[0] - want["box"]).max() < 0.05
+    assert np.abs(p.predict_image(rgb, box).scores[0] - want["score"]).max() < 1e-3
+    assert np.abs(p.predict_image(rgb, box, flip=True).keypoints[0] - want["flip"]).max() < 0.05
     # The search re-crops up to three times: a thread count's rounding grows there to ~1.7 px
     # (of a 240 px image), OpenCV 5.1's resampling against 5.0's to 3.4 px; a change of the
     # search itself moves joints by tens of px
-    assert np.abs(p.find_person([rgb], 3)[0].coords[0] - want["search"]).max() < 5.0
+    assert np.abs(p.find_person([rgb], 3)[0].keypoints[0] - want["search"]).max() < 5.0
 
 
 def _meta(**kw) -> dict:

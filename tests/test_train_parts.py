@@ -317,4 +317,4 @@ def test_an_empty_prediction_has_the_keys_of_a_full_one(tmp_path):
     img = np.zeros((50, 60, 3), np.uint8)
     empty, full = p.predict_images([img, img], [np.zeros((0, 4)), np.array([[0, 0, 30, 40.0]])])
     assert empty.stages.shape == (0, 1, 14, 2) and empty.boxes.shape == (0, 4)
-    assert full.coords.shape == (1, 14, 2) and full.stages.shape == (1, 1, 14, 2)
+    assert full.keypoints.shape == (1, 14, 2) and full.stages.shape == (1, 1, 14, 2)

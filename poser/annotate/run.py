@@ -247,7 +247,7 @@ def _video(cfg, predictor: Predictor, s: Source, boxes: PersonBoxes, out_dir: Pa
                 # the frame's own time step (a variable-frame-rate video's frames are not 1 / fps apart)
                 dt = (reader.time_ms - last_ms) / 1000 if last_ms is not None and reader.time_ms > last_ms else 1 / fps
                 last_ms = reader.time_ms
-                pred = pred.with_coords(tracker.update(pred.coords, pred.score, (w, h), cfg.min_score, dt))
+                pred = pred.with_keypoints(tracker.update(pred.keypoints, pred.scores, (w, h), cfg.min_score, dt))
                 poses = Poses.from_prediction(pred, predictor.skeleton, box_scores, ids)
                 recs.append({"source": str(s.path), "type": "video", "frame": n, "width": w, "height": h,
                              "output": str(s.rel) if cfg.draw else None, "fps": fps,

@@ -57,8 +57,8 @@ class Split:
 @dataclass
 class Predicted:
     """One prediction per ground-truth person (image pixels; NaN where none), as COCO results too."""
-    coords: np.ndarray              # (N, K, 2)
-    score: np.ndarray               # (N, K)
+    keypoints: np.ndarray           # (N, K, 2)
+    scores: np.ndarray              # (N, K)
     results: list[dict]
     stages: np.ndarray | None = None    # (N, S, K, 2) for a cascade with ground-truth boxes
     matching: dict | None = None        # saved or searched predictions: how many matched (match_predictions)

@@ -104,6 +104,6 @@ def search_photos(predictor: Predictor, root: Path, split: str, image_ids: np.nd
             if batch:
                 found = predictor.find_person([img for _, img in batch], passes, flip)
                 for (iid, _), r in zip(batch, found, strict=True):
-                    out += coco_results(np.array([iid]), r.coords, r.score)
+                    out += coco_results(np.array([iid]), r.keypoints, r.scores)
             bar.advance(task, len(todo[a: a + batch_size]))
     return out

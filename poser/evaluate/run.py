@@ -151,9 +151,9 @@ def predict(cfg: EvalConfig, predictor: Predictor | None, data: Split) -> Predic
         task = bar.add_task("predict", total=len(data.ids))
         p = predictor.predict_cache(data.cache, cfg.flip, cfg.batch_size, len(data.ids),
                                     lambda k: bar.advance(task, k))
-    coords = cache_to_image(data.cache, p.coords)
+    coords = cache_to_image(data.cache, p.keypoints)
     stages = np.stack([cache_to_image(data.cache, p.stages[:, s]) for s in range(p.stages.shape[1])], 1)
-    return Predicted(coords, p.score, coco_results(data.ids, coords, p.score), stages)
+    return Predicted(coords, p.scores, coco_results(data.ids, coords, p.scores), stages)
 
 
 def _matched(results: list[dict], data: Split) -> Predicted:
@@ -168,8 +168,8 @@ def _matched(results: list[dict], data: Split) -> Predicted:
 def score(cfg: EvalConfig, data: Split, pred: Predicted) -> dict:
     """PCP, PDJ, the cascade stage by stage, and what was counted."""
     sk, gt = data.skeleton, data.gt
-    out = {"pcp": pcp(pred.coords, gt, sk, cfg.pcp_threshold) | {"threshold": cfg.pcp_threshold},
-           "pdj": pdj(pred.coords, gt, sk), "scores": score_reliability(pred.coords, pred.score, gt, sk)}
+    out = {"pcp": pcp(pred.keypoints, gt, sk, cfg.pcp_threshold) | {"threshold": cfg.pcp_threshold},
+           "pdj": pdj(pred.keypoints, gt, sk), "scores": score_reliability(pred.keypoints, pred.scores, gt, sk)}
     if pred.stages is not None and pred.stages.shape[1] > 1:
         out["per_stage"] = [{"stage": s + 1, "pcp": pcp(pred.stages[:, s], gt, sk, cfg.pcp_threshold)["mean"],
                              "pdj": pdj(pred.stages[:, s], gt, sk)} for s in range(pred.stages.shape[1])]
@@ -196,7 +196,7 @@ def write_run(cfg: EvalConfig, report: dict, data: Split, pred: Predicted, detec
     else:
         plot_pdj([report["pdj"]], ["model"], run / "pdj_curve.png")
     plot_per_joint(report["pdj"], run / "pdj_per_joint.png")
-    example_grid(data.cache, pred.coords, data.gt, data.skeleton, run / "examples.png")
+    example_grid(data.cache, pred.keypoints, data.gt, data.skeleton, run / "examples.png")
 
 
 def ground_truth(cache: Cache) -> np.ndarray:
@@ -215,7 +215,7 @@ def evaluate_cache(predictor: Predictor, cache: Cache, flip: bool = False, batch
     predictions (cache-crop pixels) and the metrics."""
     p = predictor.predict_cache(cache, flip, batch_size, limit, progress)
     gt = cache.keypoints[: len(p)]
-    return p, {"pcp": pcp(p.coords, gt, cache.skeleton, pcp_threshold), "pdj": pdj(p.coords, gt, cache.skeleton)}
+    return p, {"pcp": pcp(p.keypoints, gt, cache.skeleton, pcp_threshold), "pdj": pdj(p.keypoints, gt, cache.skeleton)}
 
 
 # --- pictures -------------------------------------------------------------------------------

@@ -53,7 +53,7 @@ class Poses:
                         track_ids=None) -> Poses:
         """From a Predictor's output; `box_scores` (N,) default 1 (a given box, or the search's)."""
         n = len(pred)
-        return cls(pred.coords, pred.score, pred.visible, pred.boxes,
+        return cls(pred.keypoints, pred.scores, pred.in_crop, pred.boxes,
                    np.ones(n) if box_scores is None else np.asarray(box_scores, np.float64),
                    skeleton, pred.stages, None if track_ids is None else np.asarray(track_ids, int))
 

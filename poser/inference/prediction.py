@@ -13,14 +13,14 @@ import numpy as np
 
 @dataclass(frozen=True)
 class Prediction:
-    coords: np.ndarray          # (N, K, 2) px: the last stage's estimate
-    score: np.ndarray           # (N, K) in [0, 1], as the decode defines it (codec.py)
-    visible: np.ndarray         # (N, K) probability that the joint lies inside its crop
+    keypoints: np.ndarray       # (N, K, 2) px: the last stage's estimate
+    scores: np.ndarray          # (N, K) in [0, 1], as the decode defines it (codec.py)
+    in_crop: np.ndarray         # (N, K) probability that the joint lies inside its crop
     stages: np.ndarray          # (N, S, K, 2) px: the estimate after each stage
     boxes: np.ndarray           # (N, 4) xywh: the person box each crop came from
 
     def __len__(self) -> int:
-        return len(self.coords)
+        return len(self.keypoints)
 
     @classmethod
     def empty(cls, joints: int, stages: int) -> Prediction:
@@ -37,9 +37,9 @@ class Prediction:
         pieces = [np.split(getattr(self, f), cuts) for f in _FIELDS]
         return [Prediction(*p) for p in zip(*pieces, strict=True)]
 
-    def with_coords(self, coords: np.ndarray) -> Prediction:
-        """The same prediction with other final coordinates (e.g. smoothed over video frames)."""
-        return replace(self, coords=coords)
+    def with_keypoints(self, keypoints: np.ndarray) -> Prediction:
+        """The same prediction with other final keypoints (e.g. smoothed over video frames)."""
+        return replace(self, keypoints=keypoints)
 
 
-_FIELDS = ("coords", "score", "visible", "stages", "boxes")
+_FIELDS = ("keypoints", "scores", "in_crop", "stages", "boxes")

@@ -142,7 +142,7 @@ class Predictor:
     def _stage(self, s: int, crop_fn, boxes: np.ndarray, owner: np.ndarray, flip: bool,
                chunk: int = 128) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Stage s on crops around `boxes` (M, 4) of the images `owner` (M,) points into:
-        coords (M, K, 2) px, score and visible (M, K)."""
+        keypoints (M, K, 2) px, scores and in_crop (M, K)."""
         spec = self.spec.stages[s]
         size = spec.input_size
         center, side = g.box_to_square(boxes, spec.margin)
@@ -208,9 +208,9 @@ class Predictor:
         preds = self._predict(crops, np.concatenate(boxes), flip).split(counts)
         for im, pr in zip(images, preds, strict=True):      # a joint off the image cannot be seen in it
             h, w = im.shape[:2]
-            x, y = pr.coords[..., 0], pr.coords[..., 1]
+            x, y = pr.keypoints[..., 0], pr.keypoints[..., 1]
             off = ~((x >= -0.5) & (x <= w - 0.5) & (y >= -0.5) & (y <= h - 0.5))
-            pr.visible[off], pr.score[off] = 0.0, 0.0
+            pr.in_crop[off], pr.scores[off] = 0.0, 0.0
         return preds
 
     def find_person(self, images: list[np.ndarray], passes: int = SEARCH_PASSES, flip: bool = False,
@@ -227,15 +227,15 @@ class Predictor:
         step: dict[int, int] = {j: 0 for j in range(len(imgs))} if passes > 0 else {}
         while step:
             todo = list(step)
-            boxes = [search_box(res[j].coords[0], search_margin(step[j], passes))[None] for j in todo]
+            boxes = [search_box(res[j].keypoints[0], search_margin(step[j], passes))[None] for j in todo]
             for j, r in zip(todo, self.predict_images([imgs[j] for j in todo], boxes, flip), strict=True):
-                k = next_pass(step.pop(j), passes, moved(res[j].coords[0], r.coords[0]))
+                k = next_pass(step.pop(j), passes, moved(res[j].keypoints[0], r.keypoints[0]))
                 res[j] = r
                 if k is not None:
                     step[j] = k
         best: dict[int, tuple[float, Prediction]] = {}
         for i, r in zip(owner, res, strict=True):
-            p = prominence(r.coords[0], r.score[0], images[i].shape)
+            p = prominence(r.keypoints[0], r.scores[0], images[i].shape)
             if i not in best or p > best[i][0]:
                 best[i] = p, r
         return [best[i][1] for i in range(len(images))]
