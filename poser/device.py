@@ -23,7 +23,7 @@ def resolve_device(name: str) -> str:
     if kind not in DEVICES[1:] or (index and (kind == "cpu" or not index.isdigit())):
         raise PoserError(f"unknown device {name!r} (one of {', '.join(DEVICES)})")
     if kind == "cuda" and not cuda_available():
-        raise PoserError(f"--device {name}: no CUDA device is available here (use --device cpu)")
+        raise PoserError(f"`device` {name}: no CUDA device is available here (use `device` cpu)")
     return str(name)
 
 

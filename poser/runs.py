@@ -39,8 +39,8 @@ def new_run_dir(root: Path, name: str | None = None) -> Path:
 def check_run_name(name: str | None) -> None:
     """A run name is one folder name: `../../x` or `/abs` would put the run outside runs/."""
     if name is not None and (name in ("", ".", "..") or any(c in name for c in "/\\\0")):
-        raise PoserError(f"--name {name!r}: a run name is one folder name (no '/', '..' or absolute path); "
-                         "use --out for another place")
+        raise PoserError(f"`name` {name!r}: a run name is one folder name (no '/', '..' or absolute path); "
+                         "use `out` for another place")
 
 
 def check_writable(path: Path) -> Path:

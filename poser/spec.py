@@ -161,7 +161,7 @@ class ModelSpec:
     def take(self, n: int | None) -> ModelSpec:
         """The first n stages (all for None)."""
         if n is not None and n > len(self.stages):
-            raise PoserError(f"--stages {n}: the model has {len(self.stages)} stage(s)")
+            raise PoserError(f"`stages` {n}: the model has {len(self.stages)} stage(s)")
         return ModelSpec(self.stages[:n])
 
     def summary(self) -> dict:

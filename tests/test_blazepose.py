@@ -132,7 +132,7 @@ def test_backbone_shapes_and_a_training_step(variant):
 
 
 def test_blazepose_is_not_imagenet_pretrained():
-    with pytest.raises(PoserError, match="--pretrained mediapipe"):
+    with pytest.raises(PoserError, match="`pretrained` mediapipe"):
         create_model("blazepose_lite", 14, "imagenet", head="integral")
 
 

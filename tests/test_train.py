@@ -119,7 +119,7 @@ def test_two_cpu_processes_under_ddp_end_with_identical_weights(synth_root, tmp_
     assert "trained:" in res.output and "ddp" in res.output
     said = capfd.readouterr().err           # rank 0's messages, as one process shows them
     assert "run folder" in said and "2 process(es)" in said and "epoch 1:" in said
-    with pytest.raises(PoserError, match="--procs is for CPU"):
+    with pytest.raises(PoserError, match="`procs` is for CPU"):
         launch(fit, _tiny(synth_root, tmp_path), procs=2, device="cuda" if torch.cuda.is_available() else "meta")
 
 

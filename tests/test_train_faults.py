@@ -89,5 +89,5 @@ def test_an_absurd_cache_size_is_refused_before_any_work(synth_root, tmp_path, s
     from poser.data.cache import CacheSpec
     from poser.errors import PoserError
 
-    with pytest.raises(PoserError, match="--cache-size"):
+    with pytest.raises(PoserError, match="`cache_size`"):
         CacheSpec(size=size)

@@ -82,7 +82,7 @@ def check_outputs(cfg: AnnotateConfig, out_dir: Path | None) -> None:
         if f is not None and f.is_dir():
             raise PoserError(f"{f} is a folder: annotate writes a file there; nothing was done (choose another)")
     if out_dir is not None and out_dir.exists() and not out_dir.is_dir():
-        raise PoserError(f"--out {out_dir} is a file, not a folder; nothing was done")
+        raise PoserError(f"`out` {out_dir} is a file, not a folder; nothing was done")
 
 
 def keep_inputs(sources: list[Source], out_dir: Path) -> None:

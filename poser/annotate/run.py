@@ -65,7 +65,7 @@ def annotate(cfg: AnnotateConfig, predictor: Predictor | None = None, out_dir: P
 def check(cfg: AnnotateConfig, out_dir: Path | None = None) -> None:
     """Every option and input before the model loads: one line each."""
     if cfg.boxes and cfg.detector:
-        raise PoserError("give boxes (--boxes) or a detector (--detector), not both")
+        raise PoserError("give boxes (`boxes`) or a detector (`detector`), not both")
     missing = [i for i in cfg.inputs if not Path(i).exists()]
     if missing and len(missing) == len(cfg.inputs):
         raise PoserError(f"no such file or folder: {', '.join(missing[:3])}{' ...' if len(missing) > 3 else ''}")

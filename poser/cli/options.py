@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import os
+import re
 import signal
 import threading
 from collections.abc import Callable
@@ -102,7 +103,8 @@ def report_errors(fn: Callable) -> Callable:
             with _sigterm_interrupts():
                 return fn(*args, **kwargs)
         except PoserError as e:
-            console.print(Text.assemble(("error: ", "bold red"), str(e)), highlight=False, soft_wrap=True)
+            console.print(Text.assemble(("error: ", "bold red"), as_flags(str(e), fn)), highlight=False,
+                          soft_wrap=True)
             raise typer.Exit(e.exit_code) from None
         except KeyboardInterrupt:
             console.print(Text("interrupted", style="bold red"))
@@ -114,6 +116,22 @@ def report_errors(fn: Callable) -> Callable:
             raise typer.Exit(1) from None
 
     return wrapper
+
+
+def as_flags(message: str, command: Callable) -> str:
+    """The library names a parameter as `name` (what a Python caller passes); the command line
+    says the command's flag for it (`from_run` -> --from), or the bare name."""
+    import typing
+
+    flags = {}
+    for name, hint in typing.get_type_hints(command, include_extras=True).items():
+        for meta in getattr(hint, "__metadata__", ()):
+            # Annotated[..., typer.Option("--from", ...)]: typer keeps the first declaration as `default`
+            given = [getattr(meta, "default", None), *(getattr(meta, "param_decls", None) or ())]
+            decls = [d for d in given if isinstance(d, str) and d.startswith("--")]
+            if decls:
+                flags[name] = decls[0]
+    return re.sub(r"`([a-z][a-z0-9_]*)`", lambda m: flags.get(m.group(1), m.group(1)), message)
 
 
 @contextlib.contextmanager

@@ -52,7 +52,7 @@ class CacheSpec:
 
     def __post_init__(self) -> None:
         if not 16 <= self.size <= MAX_CACHE_SIZE:
-            raise PoserError(f"--cache-size {self.size}: must be between 16 and {MAX_CACHE_SIZE} px")
+            raise PoserError(f"`cache_size` {self.size}: must be between 16 and {MAX_CACHE_SIZE} px")
 
 
 def cache_dir(root: Path, split: str, spec: CacheSpec, cache_root: Path | None = None) -> Path:
@@ -187,7 +187,7 @@ class Cache:
             idx = np.load(path / "index.npz", allow_pickle=False)
         except (OSError, ValueError) as e:
             raise PoserError(f"{path}: not a prepared cache ({e}); run the fetch command again "
-                             "with --prepare-only") from None
+                             "with `prepare_only`") from None
         if self.meta.get("version") != CACHE_VERSION:
             raise PoserError(f"{path}: cache format {self.meta.get('version')} is not {CACHE_VERSION}; rebuild it")
         self.path = path

@@ -133,12 +133,12 @@ def read_detections(path: Path, threshold: float = 0.0, max_people: int | None =
     try:
         dets = json.loads(Path(path).read_text())
     except (OSError, ValueError, RecursionError) as e:
-        raise PoserError(f"--boxes {path}: not a JSON list of detections ({e})") from None
+        raise PoserError(f"`boxes` {path}: not a JSON list of detections ({e})") from None
     if not isinstance(dets, list):
-        raise PoserError(f"--boxes {path}: not a JSON list of detections (a {type(dets).__name__})")
+        raise PoserError(f"`boxes` {path}: not a JSON list of detections (a {type(dets).__name__})")
     ok = [valid_box(d) for d in dets]
     if dets and not any(ok):
-        raise PoserError(f"--boxes {path}: no valid detection (each needs bbox [x, y, w, h] with w, h > 0, "
+        raise PoserError(f"`boxes` {path}: no valid detection (each needs bbox [x, y, w, h] with w, h > 0, "
                          f"a numeric score, a string file_name or an integer image_id); found {str(dets[0])[:80]}")
     return Detections([d for d, good in zip(dets, ok, strict=True) if good], threshold, max_people,
                       [i for i, good in enumerate(ok) if not good])

@@ -99,12 +99,12 @@ def _state(name: str, weights: str | Path | None) -> dict[str, torch.Tensor]:
         if cached.is_file():        # there, but unreadable: a cut download, another file copied over it
             raise PoserError(f"detector {name}: its cached COCO weights {cached} cannot be read ({type(e).__name__}: "
                              f"{str(e)[:120]}); delete that file and run again to fetch them anew, or give "
-                             "--detector-weights FILE") from None
+                             "`detector_weights` FILE") from None
         raise PoserError(
             f"detector {name}: its COCO weights are not in torch's cache ({cached_weights_path(name)}) and "
             f"could not be fetched ({type(e).__name__}); fetch them once on a machine that is online "
-            f"(poser fetch-detector {name}) and copy that file there, or give a local file (--detector-weights "
-            "FILE; from Python detector_weights=FILE), or person boxes (--boxes)") from None
+            f"(poser fetch-detector {name}) and copy that file there, or give a local file (`detector_weights` "
+            "FILE; from Python detector_weights=FILE), or person boxes (`boxes`)") from None
     finally:
         socket.setdefaulttimeout(old)
 

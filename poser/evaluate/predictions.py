@@ -23,23 +23,23 @@ def read_results(path: Path, sk: Skeleton) -> list[dict]:
         with open(path, "rb") as f:
             start = f.read(4096).lstrip(b" \t\r\n\xef\xbb\xbf")
         if size > MAX_PREDICTIONS_BYTES:
-            raise PoserError(f"--predictions {path}: {size / 2**30:.1f} GiB is over the limit of "
+            raise PoserError(f"`predictions` {path}: {size / 2**30:.1f} GiB is over the limit of "
                              f"{MAX_PREDICTIONS_BYTES / 2**30:.0f} GiB; split it")
         if start[:1] != b"[":
-            raise PoserError(f"--predictions {path}: expected a JSON list of COCO keypoint results")
+            raise PoserError(f"`predictions` {path}: expected a JSON list of COCO keypoint results")
         results = json.loads(path.read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
         why = "nested too deeply" if isinstance(e, RecursionError) else str(e)
-        raise PoserError(f"--predictions {path}: not readable JSON ({why})") from None
+        raise PoserError(f"`predictions` {path}: not readable JSON ({why})") from None
     if not isinstance(results, list):
-        raise PoserError(f"--predictions {path}: expected a list of COCO keypoint results")
+        raise PoserError(f"`predictions` {path}: expected a list of COCO keypoint results")
     for i, r in enumerate(results):
         kp = r.get("keypoints") if isinstance(r, dict) else None
         if not (isinstance(r, dict) and "image_id" in r and isinstance(kp, list) and len(kp) == 3 * sk.num_joints):
-            raise PoserError(f"--predictions {path}: every entry needs image_id and {3 * sk.num_joints} keypoint "
+            raise PoserError(f"`predictions` {path}: every entry needs image_id and {3 * sk.num_joints} keypoint "
                              f"values ({sk.name}); entry {i} is {str(r)[:80]}")
         if not (_is_int(r["image_id"]) and all(_is_number(v) for v in kp) and _is_number(r.get("score", 1.0))):
-            raise PoserError(f"--predictions {path}: entry {i} has values of the wrong type (image_id must be an "
+            raise PoserError(f"`predictions` {path}: entry {i} has values of the wrong type (image_id must be an "
                              f"integer, keypoints and score numbers): {str(r)[:80]}")
         r.setdefault("category_id", 1)          # keypoint results are people; COCO's scorer needs the field
         r.setdefault("score", 1.0)              # and ranks by score

@@ -80,30 +80,30 @@ def with_defaults(cfg: EvalConfig) -> EvalConfig:
 def check(cfg: EvalConfig) -> ModelSpec | None:
     """Every option combination and input, before any work: one line each."""
     if cfg.weights is None and cfg.predictions is None:
-        raise PoserError("nothing to score: give a model (--weights) or saved predictions (--predictions)")
+        raise PoserError("nothing to score: give a model (`weights`) or saved predictions (`predictions`)")
     if cfg.weights is not None and cfg.predictions is not None:
-        raise PoserError("give a model (--weights) or saved predictions (--predictions), not both")
+        raise PoserError("give a model (`weights`) or saved predictions (`predictions`), not both")
     if cfg.whole_image and cfg.predictions:
-        raise PoserError("--whole-image runs a model on the photos; it does not apply to --predictions")
+        raise PoserError("`whole_image` runs a model on the photos; it does not apply to `predictions`")
     if cfg.boxes and cfg.detector:
-        raise PoserError("give --boxes or --detector, not both")
+        raise PoserError("give `boxes` or `detector`, not both")
     if (cfg.boxes or cfg.detector) and cfg.predictions:
-        raise PoserError("--boxes and --detector need a model (--weights)")
+        raise PoserError("`boxes` and `detector` need a model (`weights`)")
     check_run_name(cfg.name)
     spec = read_spec(Path(cfg.weights)) if cfg.weights else None   # a bad weights file fails first
     root = Path(cfg.data)
     if not root.is_dir():
-        raise PoserError(f"--data {root}: no such folder")
+        raise PoserError(f"`data` {root}: no such folder")
     skeleton = dataset_skeleton(root, cfg.split)
     if (cfg.boxes or cfg.detector) and (skeleton != "coco17" or coco_split_files(root, cfg.split) is None):
-        raise PoserError("--boxes and --detector give COCO AP, which needs COCO-17 data in COCO format")
+        raise PoserError("`boxes` and `detector` give COCO AP, which needs COCO-17 data in COCO format")
     if spec is not None:
         if spec.skeleton != skeleton:
             raise PoserError(f"the model predicts {spec.skeleton} joints but {root} is {skeleton} data")
     if cfg.boxes and not Path(cfg.boxes).is_file():
-        raise PoserError(f"--boxes {cfg.boxes}: no such file")
+        raise PoserError(f"`boxes` {cfg.boxes}: no such file")
     if cfg.predictions and not Path(cfg.predictions).is_file():
-        raise PoserError(f"--predictions {cfg.predictions}: no such file")
+        raise PoserError(f"`predictions` {cfg.predictions}: no such file")
     check_writable(Path(cfg.out))
     return spec
 

@@ -32,7 +32,7 @@ def calibration_crops(predictor: Predictor, root: Path, boxes: int = 256, photos
     split of `root`: `boxes` person-box crops and the search's crops of `photos` whole photos."""
     spec = CacheSpec(size=predictor.spec.cache_size)
     if prepare_split(root, "train", spec)["instances"] == 0:
-        raise PoserError(f"--calibration {root}: no training instances to calibrate on")
+        raise PoserError(f"`calibration` {root}: no training instances to calibrate on")
     cache, rng = Cache(cache_dir(root, "train", spec)), np.random.default_rng(seed)
     seen: list[list[np.ndarray]] = [[] for _ in range(predictor.num_stages)]
 

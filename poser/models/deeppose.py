@@ -98,7 +98,7 @@ def load_stages(path: Path, device: str | torch.device = "cpu",
     state, meta = load_weights(path)
     spec = ModelSpec.from_meta(meta, str(path))
     if stages is not None and stages > len(spec):
-        raise PoserError(f"--stages {stages}: {path} holds a {len(spec)}-stage model")
+        raise PoserError(f"`stages` {stages}: {path} holds a {len(spec)}-stage model")
     spec = spec.take(stages)
     if "stages" not in meta:           # a single network: tensors unprefixed
         return [(_build(path, "weights", state, spec.first, device), spec.first)]

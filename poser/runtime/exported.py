@@ -67,7 +67,7 @@ def export_model(stages: list[tuple[torch.nn.Module, StageSpec]], dst: Path, fmt
             finally:
                 onnx_tmp.unlink(missing_ok=True)
         else:
-            raise PoserError(f"unknown export format {fmt!r} (onnx, openvino, or safetensors via --storage)")
+            raise PoserError(f"unknown export format {fmt!r} (onnx, openvino, or safetensors via `storage`)")
     return out
 
 

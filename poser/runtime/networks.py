@@ -65,7 +65,7 @@ def require(runtime: str) -> None:
         raise PoserError(f"unknown runtime {runtime!r} (one of {', '.join(RUNTIMES)})")
     if not installed(runtime):
         module, extra = PACKAGES[runtime]
-        raise PoserError(f"--runtime {runtime}: the {module} package is not installed "
+        raise PoserError(f"`runtime` {runtime}: the {module} package is not installed "
                          f"(pip install \"poser[{extra}]\")")
 
 
@@ -81,7 +81,7 @@ def choose(runtime: str, device, exported: str | None = None) -> str:
         return order[0]
     require(runtime)
     if runtime != "torch" and device_type(device) != "cpu":
-        raise PoserError(f"--runtime {runtime} runs on the CPU; use --device cpu (or --runtime torch on CUDA)")
+        raise PoserError(f"`runtime` {runtime} runs on the CPU; use `device` cpu (or `runtime` torch on CUDA)")
     if runtime not in allowed:
         hint = "; --runtime torch needs a poser weights file (.safetensors)" if runtime == "torch" else ""
         raise PoserError(f"an exported model ({exported}) runs on {' or '.join(allowed)}, not {runtime}{hint}")
@@ -112,15 +112,15 @@ def build(runtime: str, path: Path, precision: str = "auto"):
     threads = num_threads()
     if runtime == "onnxruntime":
         if precision in ("bf16", "int8"):
-            raise PoserError(f"--precision {precision} runs on openvino only (ONNX Runtime runs fp32 here)")
+            raise PoserError(f"`precision` {precision} runs on openvino only (ONNX Runtime runs fp32 here)")
         return OnnxRuntimeNetwork(path, threads)
     if runtime == "openvino":
         if precision == "auto":
             precision = "fp32"          # see auto_candidates
         elif precision == "bf16" and not bf16_cpu():
-            raise PoserError("--precision bf16: this CPU has no native bf16 (AMX or AVX-512 BF16)")
+            raise PoserError("`precision` bf16: this CPU has no native bf16 (AMX or AVX-512 BF16)")
         return OpenVinoNetwork(path, threads, precision)
-    raise PoserError(f"--runtime {runtime}: runs from a poser weights file, not an exported model")
+    raise PoserError(f"`runtime` {runtime}: runs from a poser weights file, not an exported model")
 
 
 def tolerance(precision: str) -> float:

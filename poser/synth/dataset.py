@@ -112,11 +112,11 @@ def generate(out: Path, cfg: SynthConfig, overwrite: bool = False, workers: int 
     """
     out = Path(out)
     if cfg.images < 2:
-        raise PoserError("--images must be at least 2 (one train and one val image)")
+        raise PoserError("`images` must be at least 2 (one train and one val image)")
     if not 0.0 < cfg.val_fraction < 1.0:
-        raise PoserError("--val-fraction must be between 0 and 1")
+        raise PoserError("`val_fraction` must be between 0 and 1")
     if out.exists() and not overwrite:
-        raise PoserError(f"{out} already exists; pass --overwrite to replace it")
+        raise PoserError(f"{out} already exists; pass `overwrite` to replace it")
     if overwrite:
         check_replaceable(out, SYNTH_NAMES)
     n_val = max(1, round(cfg.images * cfg.val_fraction))

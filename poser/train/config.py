@@ -113,24 +113,24 @@ def check_config(cfg: TrainConfig) -> None:
     if cfg.head not in HEADS:
         raise PoserError(f"unknown head {cfg.head!r} (known: {', '.join(HEADS)})")
     if cfg.backbone.startswith("blazepose") and cfg.head != "integral":
-        raise PoserError(f"--backbone {cfg.backbone} takes --head integral (BlazePose's own heatmaps)")
+        raise PoserError(f"`backbone` {cfg.backbone} takes `head` integral (BlazePose's own heatmaps)")
     if cfg.head != "fc" and loss_kind(cfg) == "rle":
-        raise PoserError("--loss rle needs the fc head's sigma output; the integral head trains with l1, "
+        raise PoserError("`loss` rle needs the fc head's sigma output; the integral head trains with l1, "
                          "smooth_l1 or l2 (plus its heatmap term)")
     if cfg.pretrained and cfg.pretrained not in ("imagenet", "mediapipe") and not Path(cfg.pretrained).is_file():
-        raise PoserError(f"--pretrained {cfg.pretrained}: no such file (use 'imagenet', 'mediapipe' for the "
+        raise PoserError(f"`pretrained` {cfg.pretrained}: no such file (use 'imagenet', 'mediapipe' for the "
                          "blazepose backbones, or a weights file)")
     if cfg.init and not Path(cfg.init).is_file():
-        raise PoserError(f"--init {cfg.init}: no such weights file")
+        raise PoserError(f"`init` {cfg.init}: no such weights file")
     if cfg.init and cfg.stage > 1:
-        raise PoserError("--init starts a stage-one model; a refinement stage starts from --from's last stage")
+        raise PoserError("`init` starts a stage-one model; a refinement stage starts from `from_run`'s last stage")
     if cfg.stage > 1 and not cfg.from_run:
-        raise PoserError(f"--stage {cfg.stage} needs --from: the run folder (or weights file) of stages "
+        raise PoserError(f"`stage` {cfg.stage} needs `from_run`: the run folder (or weights file) of stages "
                          f"1..{cfg.stage - 1}")
     _check_numbers(cfg)
     check_run_name(cfg.name)
     if not Path(cfg.data).is_dir():
-        raise PoserError(f"--data {cfg.data}: no such folder (make one with poser fetch-coco, fetch-lsp or synth)")
+        raise PoserError(f"`data` {cfg.data}: no such folder (make one with poser fetch-coco, fetch-lsp or synth)")
 
 
 def _check_numbers(cfg: TrainConfig) -> None:
@@ -152,7 +152,7 @@ def _check_numbers(cfg: TrainConfig) -> None:
         if not (math.isfinite(v) and 0 <= v <= 1):
             raise PoserError(f"{name} {v}: must be a probability in [0, 1]")
     if not (math.isfinite(cfg.aug.scale) and 0 <= cfg.aug.scale < 1):
-        raise PoserError(f"--scale {cfg.aug.scale}: must be in [0, 1) (crops of side x U(1 - scale, 1 + scale))")
+        raise PoserError(f"`scale` {cfg.aug.scale}: must be in [0, 1) (crops of side x U(1 - scale, 1 + scale))")
     if cfg.steps_per_epoch is not None and cfg.steps_per_epoch < 1:
-        raise PoserError(f"--steps-per-epoch {cfg.steps_per_epoch}: must be at least 1 (leave it out for whole "
+        raise PoserError(f"`steps_per_epoch` {cfg.steps_per_epoch}: must be at least 1 (leave it out for whole "
                          "epochs)")

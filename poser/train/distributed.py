@@ -79,14 +79,14 @@ def launch(fn, *args, gpus: int = 1, procs: int = 1, device: str = "auto") -> No
         return fn(*args)
     if gpus > 1:
         if not torch.cuda.is_available():
-            raise PoserError(f"--gpus {gpus}: no CUDA device is available here (use --device cpu --procs N "
+            raise PoserError(f"`gpus` {gpus}: no CUDA device is available here (use `device` cpu `procs` N "
                              "for multi-process training on the CPU)")
         if torch.cuda.device_count() < gpus:
-            raise PoserError(f"--gpus {gpus}: only {torch.cuda.device_count()} CUDA device(s) visible")
+            raise PoserError(f"`gpus` {gpus}: only {torch.cuda.device_count()} CUDA device(s) visible")
         world = gpus
     elif procs > 1:
         if device_type(resolve_device(device) if device == "auto" else device) != "cpu":
-            raise PoserError("--procs is for CPU training; on GPUs use --gpus N")
+            raise PoserError("`procs` is for CPU training; on GPUs use `gpus` N")
         world = procs
     else:
         return fn(*args)

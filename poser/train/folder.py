@@ -24,7 +24,7 @@ def check_resume_changes(run: Path, given: list[str]) -> None:
     (besides RESUME_MAY_CHANGE) that would change them."""
     fixed = [g for g in given if g.lstrip("-").replace("-", "_") not in RESUME_MAY_CHANGE]
     if fixed:
-        raise PoserError(f"--resume {run} continues with the run's own settings (its config.json): "
+        raise PoserError(f"`resume` {run} continues with the run's own settings (its config.json): "
                          f"{', '.join(fixed)} cannot change; only {', '.join(RESUME_MAY_CHANGE)} can "
                          "(start a new run to change the rest)")
 
@@ -47,14 +47,14 @@ def resume_run(run: Path, epochs: int | None = None, device: str | None = None,
     if not cfg_file.is_file() or not (run / "last.state.safetensors").is_file():
         hint = (f"; its weights can start a new run: --init {run / 'last.safetensors'}"
                 if (run / "last.safetensors").is_file() else "")
-        raise PoserError(f"--resume {run}: not a run folder with a saved training state{hint}")
+        raise PoserError(f"`resume` {run}: not a run folder with a saved training state{hint}")
     try:
         cfg = TrainConfig.from_dict(json.loads(cfg_file.read_text()))
     except (ValueError, TypeError, AttributeError, PoserError) as e:     # not JSON, or not a config's fields
-        raise PoserError(f"--resume {run}: config.json is not a readable training config ({e})") from None
+        raise PoserError(f"`resume` {run}: config.json is not a readable training config ({e})") from None
     done = state_epochs(run / "last.state.safetensors")     # not metrics.jsonl: a killed save can leave a line more
     if (epochs or cfg.epochs) <= done:
-        raise PoserError(f"--resume {run}: {done} epochs are already done; pass a larger --epochs")
+        raise PoserError(f"`resume` {run}: {done} epochs are already done; pass a larger `epochs`")
     if epochs is not None and epochs != cfg.epochs:
         cfg = replace(cfg, epochs=epochs)
         save_config(run, asdict(cfg))

@@ -168,7 +168,7 @@ def setup(cfg: TrainConfig, d: distributed.Dist) -> Trainer:
             restore(t, load_state(run / "last.state.safetensors"))
         except (RuntimeError, KeyError, ValueError, TypeError) as e:    # another run's state, another head
             first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            raise PoserError(f"--resume {run}: its saved state does not fit its config.json ({first[:200]})") from None
+            raise PoserError(f"`resume` {run}: its saved state does not fit its config.json ({first[:200]})") from None
         if d.is_main:
             tidy_run(run, t.epoch)
     done = read_jsonl(run / "metrics.jsonl") if d.is_main else []
@@ -296,7 +296,7 @@ def train_one_epoch(t: Trainer, epoch: int, bar: Progress | None, stop: StopRequ
         norm = torch.nn.utils.clip_grad_norm_(t.objective.parameters(), cfg.grad_clip)
         if not torch.isfinite(norm) and not t.scaler.is_enabled():  # the same on every rank (all-reduced)
             raise PoserError(f"loss became NaN/inf at epoch {epoch + 1}, step {i + 1}; stopped. "
-                             f"{_last_good(t)}(try a lower --lr)")
+                             f"{_last_good(t)}(try a lower `lr`)")
         t.scaler.step(t.opt)               # skipped by the scaler on inf/NaN fp16 gradients
         t.scaler.update()
         t.sched.step()

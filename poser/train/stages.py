@@ -80,7 +80,7 @@ def stage_weights(from_run: str | Path, stage: int) -> Path:
     path = Path(from_run)
     weights = path / "best.safetensors" if path.is_dir() else path
     if not weights.is_file():
-        raise PoserError(f"--from {path}: no stage-{stage - 1} model there (expected {weights})")
+        raise PoserError(f"`from_run` {path}: no stage-{stage - 1} model there (expected {weights})")
     return weights
 
 
@@ -95,10 +95,10 @@ def previous_stages(cfg: TrainConfig, device: torch.device, skeleton) -> list[tu
     path = Path(cfg.from_run)
     stages = load_stages(stage_weights(path, cfg.stage), device)
     if len(stages) != cfg.stage - 1:
-        raise PoserError(f"--from {path} holds a {len(stages)}-stage model; --stage {cfg.stage} builds on "
+        raise PoserError(f"`from_run` {path} holds a {len(stages)}-stage model; `stage` {cfg.stage} builds on "
                          f"{cfg.stage - 1} stage(s)")
     if stages[0][1].skeleton != skeleton.name:
-        raise PoserError(f"--from {path} predicts {stages[0][1].skeleton} joints, the data is {skeleton.name}")
+        raise PoserError(f"`from_run` {path} predicts {stages[0][1].skeleton} joints, the data is {skeleton.name}")
     for m, _ in stages:
         m.requires_grad_(False)
     return stages
@@ -114,7 +114,7 @@ def init_from(model: DeepPose, cfg: TrainConfig, skeleton) -> None:
     have = {"backbone": spec.backbone, "head": spec.head, "skeleton": spec.skeleton, "sigma_head": spec.sigma_head}
     diff = [f"{k} {have[k]} (this run: {want[k]})" for k in want if have[k] != want[k]]
     if diff:
-        raise PoserError(f"--init {cfg.init} does not fit this run: {', '.join(diff)}")
+        raise PoserError(f"`init` {cfg.init} does not fit this run: {', '.join(diff)}")
     model.load_state_dict(src.state_dict())
 
 

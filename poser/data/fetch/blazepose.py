@@ -67,7 +67,7 @@ def _download(tmp: Path) -> Path:
 def _from_archive(path: Path) -> dict[str, bytes]:
     """variant -> verified bytes of the pose_landmark_*.tflite files inside `path`."""
     if not path.is_file():
-        raise PoserError(f"--from {path}: no such file")
+        raise PoserError(f"`from_run` {path}: no such file")
     names = {tflite_name(v): v for v in VARIANTS}
     files: dict[str, bytes] = {}
     if path.name in names:
@@ -83,9 +83,9 @@ def _from_archive(path: Path) -> dict[str, bytes]:
                 if m.isfile() and Path(m.name).name in names:
                     files[names[Path(m.name).name]] = t.extractfile(m).read()
     else:
-        raise PoserError(f"--from {path}: not a .tflite, a .whl (zip) or an npm .tgz")
+        raise PoserError(f"`from_run` {path}: not a .tflite, a .whl (zip) or an npm .tgz")
     if not files:
-        raise PoserError(f"--from {path}: holds no pose_landmark_{{{','.join(VARIANTS)}}}.tflite")
+        raise PoserError(f"`from_run` {path}: holds no pose_landmark_{{{','.join(VARIANTS)}}}.tflite")
     for variant, data in files.items():
         digest = hashlib.sha256(io.BytesIO(data).getbuffer()).hexdigest()
         if digest != SHA256[variant]:

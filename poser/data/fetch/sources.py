@@ -125,7 +125,7 @@ def fetch_lsp(
         else:
             src_path = Path(source)
             if not src_path.exists():
-                raise PoserError(f"--from {source}: no such file or folder")
+                raise PoserError(f"`from_run` {source}: no such file or folder")
         if src_path.is_file():
             if "download" in summary:
                 extract_download(src_path, tmp / "x")
