@@ -99,3 +99,16 @@ def test_bench_help_names_the_sections_the_registry_runs():
     from poser.bench.sections import BENCHES
 
     assert sorted(BENCHES) == sorted(SECTIONS)
+
+
+def test_poser_export_and_the_export_command_are_one_function(tmp_path, monkeypatch):
+    import poser
+    import poser.exporter
+
+    assert poser.export is poser.exporter.export
+    calls = []
+    monkeypatch.setattr(poser.exporter, "export", lambda *a, **k: calls.append((a, k)) or {
+        "files": [str(tmp_path / "m.onnx")], "stages": 1})
+    res = runner.invoke(app, ["export", str(tmp_path / "w.safetensors"), str(tmp_path / "m.onnx"), "--format", "onnx"])
+    assert res.exit_code == 0, res.output
+    assert calls and calls[0][0][2] == "onnx"
