@@ -67,7 +67,9 @@ def annotate(
     threads: ThreadsOpt = None,
     json_out: JsonOpt = None,
 ) -> None:
-    """Draw skeletons on images, folders and videos; write keypoint JSON."""
+    """Skeletons on images, folders and videos.
+
+    Draws each person's skeleton on a copy of every input and writes keypoints.json."""
     set_threads(threads)
     from poser.annotate.run import annotate as run_annotate
 

@@ -51,7 +51,9 @@ def fetch_coco(
     cache_size: CacheSizeOpt = 256,
     json_out: JsonOpt = None,
 ) -> None:
-    """Download COCO 2017 and prepare person instances for training."""
+    """Download and prepare COCO 2017.
+
+    Resumable, verified downloads; person instances prepared for training."""
     from poser.data.cache import CacheSpec
     from poser.data.fetch.sources import COCO_URL
     from poser.data.fetch.sources import fetch_coco as run
@@ -75,7 +77,9 @@ def fetch_lsp(
     cache_size: CacheSizeOpt = 256,
     json_out: JsonOpt = None,
 ) -> None:
-    """Import LSP / LSP-Extended (folder, zip or URL) and prepare it."""
+    """Import and prepare LSP / LSP-Extended.
+
+    From a folder, a zip or a URL."""
     from poser.data.cache import CacheSpec
     from poser.data.fetch.sources import fetch_lsp as run
 
@@ -92,7 +96,9 @@ def fetch_detector(
     name: Annotated[str, typer.Argument(
         metavar="NAME", help="A detector of --detector (auto: this machine's default).")] = "auto",
 ) -> None:
-    """Fetch a person detector's COCO weights into torch's cache, once, on a machine that is
+    """A person detector's weights, once (online).
+
+    Fetches a person detector's COCO weights into torch's cache, once, on a machine that is
     online (copy the file to the same place on an offline one)."""
     from poser.detect.detectors import fetch_weights
 
@@ -108,7 +114,9 @@ def fetch_blazepose(
         "@mediapipe/pose, else pip download mediapipe==0.10.14].")] = None,
     json_out: JsonOpt = None,
 ) -> None:
-    """Fetch MediaPipe's pose-trained BlazePose networks (Apache-2.0) for --backbone blazepose_*
+    """MediaPipe's pose-trained BlazePose networks.
+
+    Fetches them (Apache-2.0) for --backbone blazepose_*
     --pretrained mediapipe, into poser's cache ($POSER_CACHE, else ~/.cache/poser)."""
     from poser.data.fetch.blazepose import fetch_blazepose as run
 
@@ -134,7 +142,9 @@ def synth(
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace OUT_DIR if it exists.")] = False,
     json_out: JsonOpt = None,
 ) -> None:
-    """Generate a synthetic COCO-format person keypoint dataset (train and val splits)."""
+    """Make a synthetic COCO-format dataset.
+
+    Person keypoints, train and val splits."""
     from poser.synth.dataset import SynthConfig, generate
 
     cfg = SynthConfig(images=images, seed=seed, val_fraction=val_fraction, max_people=max_people, clutter=clutter)

@@ -68,7 +68,9 @@ def eval_(
     threads: ThreadsOpt = None,
     json_out: JsonOpt = None,
 ) -> None:
-    """Evaluate a model: PCP, PDJ and COCO keypoint AP, as tables, JSON and plots."""
+    """PCP, PDJ and COCO AP of a model.
+
+    As tables, JSON and plots, in runs/eval/NAME."""
     set_threads(threads)
     from poser.evaluate.report import report_tables
     from poser.evaluate.run import evaluate

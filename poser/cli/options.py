@@ -17,6 +17,7 @@ from typing import Annotated
 
 import typer
 from rich.text import Text
+from typer.core import TyperGroup
 
 from poser.console import console, show_messages
 from poser.errors import PoserError
@@ -25,8 +26,20 @@ from poser.runtime.networks import PRECISIONS, RUNTIMES
 from poser.threads import configure_openmp
 from poser.version import __version__
 
+# `poser --help` lists the commands in the order a newcomer meets them.
+ORDER = ("demo", "annotate", "train", "eval", "export", "fetch-coco", "fetch-lsp", "fetch-detector", "fetch-blazepose",
+         "synth", "bench")
+
+
+class _Ordered(TyperGroup):
+    def list_commands(self, ctx) -> list[str]:
+        names = super().list_commands(ctx)
+        return sorted(names, key=lambda n: ORDER.index(n) if n in ORDER else len(ORDER))
+
+
 app = typer.Typer(
     name="poser",
+    cls=_Ordered,
     help="DeepPose human pose estimation: fetch data, train, evaluate, annotate images and video.",
     no_args_is_help=True,
     add_completion=False,

@@ -31,7 +31,9 @@ def demo(
     threads: ThreadsOpt = None,
     json_out: JsonOpt = None,
 ) -> None:
-    """Run the whole pipeline on synthetic data in a few minutes."""
+    """The whole pipeline on synthetic data.
+
+    Makes a dataset, trains, evaluates and annotates, in a few minutes."""
     set_threads(threads)
     from poser.evaluate.report import report_tables
     from poser.synth.demo import DemoConfig, run_demo
@@ -87,7 +89,9 @@ def export(
         "--calibration", help="--int8: the dataset whose training split calibrates it.")] = None,
     json_out: JsonOpt = None,
 ) -> None:
-    """Export weights: smaller safetensors (fp16, int8), ONNX or OpenVINO IR."""
+    """Weights as fp16/int8, ONNX or OpenVINO.
+
+    Smaller safetensors (fp16, int8), ONNX, or OpenVINO IR (fp32 or int8)."""
     from poser.exporter import export as export_to
 
     res = export_to(weights, dst, fmt.value, storage=storage.value, decode_radius=decode_radius, int8=int8,
@@ -114,7 +118,7 @@ def bench(
         "model]")] = None,
     json_out: JsonOpt = None,
 ) -> None:
-    """Measure throughput on this machine next to what limits it."""
+    """Throughput here, next to what limits it."""
     from poser.bench.sections import run
 
     rows = run(only, data, weights)

@@ -104,7 +104,9 @@ def train(
     threads: ThreadsOpt = None,
     json_out: JsonOpt = None,
 ) -> None:
-    """Train a DeepPose model (CPU, one GPU, --gpus N or torchrun)."""
+    """Train DeepPose (CPU, GPUs, torchrun).
+
+    On the CPU, one GPU, --gpus N or under torchrun; --resume continues a run."""
     used = set_threads(threads)
     from poser.train.folder import check_resume_changes, resume_run, summary_table
     from poser.train.launch import new_config
