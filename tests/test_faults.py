@@ -321,7 +321,11 @@ def test_a_detector_without_weights_leaves_no_empty_run_folder(tmp_path, monkeyp
     res = runner.invoke(app, ["annotate", str(tmp_path / "a.png"), "--detector", "auto"])
     said = " ".join(res.output.split())
     assert res.exit_code == 1 and "poser fetch-detector ssdlite320_mobilenet_v3_large" in said, said
-    assert "detector_weights=FILE" in said and not (tmp_path / "runs").exists()
+    assert "--detector-weights FILE" in said and not (tmp_path / "runs").exists()
+    assert "Downloading" not in res.stdout and res.stderr.strip().splitlines()[-1].startswith("error: ")
+    res = runner.invoke(app, ["fetch-detector", "auto"])
+    said = " ".join(res.output.split())
+    assert res.exit_code == 1 and "poser fetch-detector" not in said and "copy" in said, said
 
 
 def test_a_full_disk_in_train_and_export_is_one_line_and_leaves_no_partial_file(tmp_path, synth_root, monkeypatch):

@@ -12,7 +12,9 @@ checkpoints`, as `--pretrained imagenet` does), or a local state dict (`--detect
 
 from __future__ import annotations
 
+import contextlib
 import socket
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -86,25 +88,25 @@ def _spec(name: str) -> DetectorSpec:
     return DETECTORS[name]
 
 
-def _state(name: str, weights: str | Path | None) -> dict[str, torch.Tensor]:
+def _state(name: str, weights: str | Path | None, fetching: bool = False) -> dict[str, torch.Tensor]:
     if weights is not None:
         return read_state_dict(Path(weights), "--detector-weights")
     old = socket.getdefaulttimeout()
     socket.setdefaulttimeout(DOWNLOAD_TIMEOUT)
     try:   # reads the cache if the file is there, else downloads it (hash-checked) into the cache
-        return torch.hub.load_state_dict_from_url(weights_url(name), map_location="cpu", progress=False,
-                                                  check_hash=True, weights_only=True)
+        with contextlib.redirect_stdout(sys.stderr):    # torch.hub says "Downloading: ..." on stdout
+            return torch.hub.load_state_dict_from_url(weights_url(name), map_location="cpu", progress=False,
+                                                      check_hash=True, weights_only=True)
     except Exception as e:
         cached = cached_weights_path(name)
         if cached.is_file():        # there, but unreadable: a cut download, another file copied over it
             raise PoserError(f"detector {name}: its cached COCO weights {cached} cannot be read ({type(e).__name__}: "
                              f"{str(e)[:120]}); delete that file and run again to fetch them anew, or give "
                              "`detector_weights` FILE") from None
-        raise PoserError(
-            f"detector {name}: its COCO weights are not in torch's cache ({cached_weights_path(name)}) and "
-            f"could not be fetched ({type(e).__name__}); fetch them once on a machine that is online "
-            f"(poser fetch-detector {name}) and copy that file there, or give a local file (`detector_weights` "
-            "FILE; from Python detector_weights=FILE), or person boxes (`boxes`)") from None
+        where = cached_weights_path(name)
+        elsewhere = "" if fetching else f" (poser fetch-detector {name} on a machine that is online)"
+        raise PoserError(f"detector {name}: offline and not cached ({type(e).__name__}): copy {where.name}{elsewhere} "
+                         f"to {where.parent}/, or give `detector_weights` FILE, or `boxes`") from None
     finally:
         socket.setdefaulttimeout(old)
 
@@ -144,7 +146,7 @@ class PersonDetector:
 def fetch_weights(name: str) -> Path:
     """Detector `name`'s COCO weights in torch's cache (fetched if missing): their path."""
     name = resolve_detector(name)
-    _state(name, None)
+    _state(name, None, fetching=True)
     return cached_weights_path(name)
 
 
