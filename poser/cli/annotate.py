@@ -89,4 +89,5 @@ def annotate(
     write_result(json_out, {"out": str(run), "frames": res.frames, "seconds": round(res.seconds, 2),
                            "failed": res.failed, "warnings": res.warnings})
     if res.failed:
-        raise PoserError(f"{len(res.failed)} input(s) failed (listed above); the others are in {run}")
+        rest = f"; the others are in {run}" if res.records else ""
+        raise PoserError(f"{len(res.failed)} input(s) failed (listed above){rest}")

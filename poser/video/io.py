@@ -10,6 +10,10 @@ from pathlib import Path
 
 import cv2
 
+# FFmpeg's own log ("moov atom not found" for a text file named .mp4) would print beside poser's one
+# line about the file; set before the first capture opens FFmpeg, unless the user set it.
+os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
+
 from poser.errors import PoserError
 
 _END = object()
