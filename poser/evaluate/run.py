@@ -93,7 +93,7 @@ def check(cfg: EvalConfig) -> ModelSpec | None:
     spec = read_spec(Path(cfg.weights)) if cfg.weights else None   # a bad weights file fails first
     root = Path(cfg.data)
     if not root.is_dir():
-        raise PoserError(f"`data` {root}: no such folder")
+        raise PoserError(f"`data` {root}: no such folder (make one with poser fetch-lsp, fetch-coco or synth)")
     skeleton = dataset_skeleton(root, cfg.split)
     if (cfg.boxes or cfg.detector) and (skeleton != "coco17" or coco_split_files(root, cfg.split) is None):
         raise PoserError("`boxes` and `detector` give COCO AP, which needs COCO-17 data in COCO format")
