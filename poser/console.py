@@ -81,8 +81,9 @@ class RateColumn(ProgressColumn):
 
 def progress(unit: str = "it", columns: tuple[ProgressColumn, ...] | None = None) -> Progress:
     """A progress bar (description, bar, done/total, rate, elapsed, ETA, or `columns` after
-    the description), drawn only when `show_messages` asked for bars: silent from Python."""
+    the description), drawn only when `show_messages` asked for bars (silent from Python) and
+    stderr is a terminal: sent to a file, a bar would leave its last frame as a line each."""
     columns = columns or (BarColumn(), MofNCompleteColumn(), RateColumn(unit), TimeElapsedColumn(),
                           TimeRemainingColumn())
     return Progress(TextColumn("{task.description}", style="bold", markup=False), *columns, console=console,
-                    disable=not _bars["show"])
+                    disable=not (_bars["show"] and console.is_terminal))

@@ -46,9 +46,10 @@ def test_installed_console_script_runs():
     assert res.stderr.strip().splitlines() == ["error: weights file not found: missing.safetensors"]
 
 
-def test_library_draws_no_progress_bars_unless_asked(tmp_path, capsys):
+def test_library_draws_no_progress_bars_unless_asked(tmp_path, capsys, monkeypatch):
     """Library code describes its progress; bars appear on stderr only once the CLI (or a
-    Python user, with show_messages) asks for them."""
+    Python user, with show_messages) asks for them, and only on a terminal (to a file, each bar
+    left its last frame as a line)."""
     from poser import console
     from poser.synth.dataset import SynthConfig, generate
 
@@ -58,6 +59,10 @@ def test_library_draws_no_progress_bars_unless_asked(tmp_path, capsys):
         generate(tmp_path / "a", SynthConfig(images=4, seed=0))
         assert "images" not in capsys.readouterr().err
         console.show_messages(bars=True)
+        with console.progress("images") as bar:
+            bar.add_task("synth", total=1, completed=1)
+        assert "synth" not in capsys.readouterr().err          # stderr is not a terminal here
+        monkeypatch.setattr(console.console, "_force_terminal", True)
         with console.progress("images") as bar:
             bar.add_task("synth", total=1, completed=1)
         assert "synth" in capsys.readouterr().err
