@@ -21,6 +21,13 @@ def test_help_lists_every_command_with_one_line():
         assert re.search(rf"^\W*{cmd}\s{{2,}}[A-Z]\w+ \w+", res.output, re.M), cmd
 
 
+def test_help_reads_whole_at_80_columns_in_a_newcomers_order():
+    res = runner.invoke(app, ["--help"], env={"COLUMNS": "80"}, terminal_width=80)
+    listed = re.findall(r"^\s+([a-z][a-z-]+)\s{2,}(.*)$", res.output.split("Commands:")[1], re.M)
+    assert [c for c, _ in listed][:4] == ["demo", "annotate", "train", "eval"]
+    assert not [c for c, text in listed if text.endswith("...")], listed
+
+
 def test_version():
     res = runner.invoke(app, ["--version"])
     assert res.exit_code == 0 and res.output.strip() == f"poser {__version__}"

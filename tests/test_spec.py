@@ -29,7 +29,7 @@ FIXTURE = json.loads((Path(__file__).parent / "data" / "shipped_weights.json").r
 
 
 def _shipped(commit: str, tmp_path: Path) -> Path:
-    if commit == "40034bb" and DEFAULT_WEIGHTS.is_file():
+    if commit == FIXTURE["shipped"]:
         return DEFAULT_WEIGHTS          # the file shipped now
     if shutil.which("git") is None or not (REPO / ".git").exists():
         pytest.skip("no git history here to take the earlier shipped weights from")

@@ -68,7 +68,7 @@ def eval_(
     threads: ThreadsOpt = None,
     json_out: JsonOpt = None,
 ) -> None:
-    """PCP, PDJ and COCO AP of a model.
+    """Score a model: PCP, PDJ and COCO AP.
 
     As tables, JSON and plots, in runs/eval/NAME."""
     set_threads(threads)
