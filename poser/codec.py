@@ -40,7 +40,7 @@ MARGIN = 1.25                  # model crop = person box grown to a square x MAR
 HEADS = ("fc", "integral")     # the head kinds (models/heads.py builds them, decode_outputs reads them)
 HEATMAP_SIGMA = 1.5            # integral head: target Gaussian sigma, in heatmap cells
 SCORE_RADIUS = 2.0             # confidence = heatmap mass within this many sigmas of the estimate
-DECODE_RADIUS = 6.0            # the shipped model's decode radius, in cells (measured: README)
+DECODE_RADIUS = 6.0            # the shipped model's decode radius, in cells (measured: docs)
 
 
 # --- encode --------------------------------------------------------------------------------

@@ -4,7 +4,7 @@ torch's CPU kernels run on an OpenMP pool (libgomp on Linux) whose threads spin 
 layers waiting for each other. On a quiet machine that saves a wake-up per layer; when another
 process holds a core, a spinning thread burns the time slice its partner needs, and throughput
 collapses (measured on 2 cores beside a training run: the shipped model 5.8 frames/s instead of
-~60, a training step 4.7 samples/s instead of ~40). Two remedies, both measured (README,
+~60, a training step 4.7 samples/s instead of ~40). Two remedies, both measured (docs/runtimes.md,
 `poser bench --only threads`):
 
 - Spin briefly, then sleep (`GOMP_SPINCOUNT`, set before torch loads libgomp): as fast as the
@@ -22,7 +22,7 @@ import os
 import sys
 import time
 
-SPINCOUNT = "10000"     # libgomp's default spins ~100x longer; measured: README
+SPINCOUNT = "10000"     # libgomp's default spins ~100x longer; measured: docs
 MARK_AGE = 30.0         # s: an older start mark (a long-lived process) says little of the load now
 
 

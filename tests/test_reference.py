@@ -1,5 +1,5 @@
 """The reference model shipped inside the package: present, small, self-describing, the default
-of annotate and eval, and as accurate on held-out LSPET photos as the README says."""
+of annotate and eval, and as accurate on held-out LSPET photos as docs/reference-model.md says."""
 
 import json
 
@@ -19,7 +19,7 @@ from poser.synth.dataset import one_person
 runner = CliRunner()
 
 # Measured with the shipped file on photos im08001-im08200 (the first 200 of the validation
-# split) through the photo path annotate uses, flip test on; README has all 1,000.
+# split) through the photo path annotate uses, flip test on; docs/reference-model.md has all 1,000.
 GT_BOX_PCP, GT_BOX_PDJ = 0.662, 0.668         # boxes: the labelled joints' extent + 15% a side
 WHOLE_PCP, WHOLE_PDJ = 0.617, 0.641         # no boxes: the person search from the whole photo
 

@@ -15,7 +15,6 @@ from poser.cli.options import (
     DeviceOpt,
     JsonOpt,
     MaxPeopleOpt,
-    OutOpt,
     PersonThresholdOpt,
     PrecisionOpt,
     RuntimeOpt,
@@ -24,6 +23,7 @@ from poser.cli.options import (
     ThreadsOpt,
     WeightsOpt,
     app,
+    out_option,
     report_errors,
     write_result,
 )
@@ -33,6 +33,8 @@ from poser.threads import set_threads
 
 _C = AnnotateConfig     # every default below is its (one place)
 
+
+AnnotateOutOpt = out_option("runs/annotate/NAME, NAME from --name or exp1, exp2, ...")
 
 @app.command()
 @report_errors
@@ -62,7 +64,7 @@ def annotate(
     device: DeviceOpt = Device.auto,
     runtime: RuntimeOpt = _C.runtime,
     precision: PrecisionOpt = _C.precision,
-    out: OutOpt = None,
+    out: AnnotateOutOpt = None,
     name: Annotated[str | None, typer.Option("--name", help="Run name (default: exp1, exp2, ...).")] = None,
     threads: ThreadsOpt = None,
     json_out: JsonOpt = None,

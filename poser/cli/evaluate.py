@@ -8,14 +8,12 @@ from typing import Annotated
 import typer
 
 from poser.cli.options import (
-    DataOpt,
     DetectorOpt,
     DetectorWeightsOpt,
     Device,
     DeviceOpt,
     JsonOpt,
     MaxPeopleOpt,
-    OutOpt,
     PersonThresholdOpt,
     PrecisionOpt,
     RuntimeOpt,
@@ -24,6 +22,8 @@ from poser.cli.options import (
     ThreadsOpt,
     WeightsOpt,
     app,
+    data_option,
+    out_option,
     report_errors,
     write_result,
 )
@@ -34,11 +34,14 @@ from poser.threads import set_threads
 _E = EvalConfig       # every default below is its (one place)
 
 
+EvalDataOpt = data_option("data/lspet for an LSP-14 model, else data/coco")
+EvalOutOpt = out_option("runs/eval; the run goes to OUT/NAME, NAME from --name or exp1, exp2, ...")
+
 @app.command("eval")
 @report_errors
 def eval_(
     weights: WeightsOpt = None,
-    data: DataOpt = None,
+    data: EvalDataOpt = None,
     split: Annotated[str, typer.Option("--split", help="Split to score.")] = _E.split,
     flip: Annotated[bool, typer.Option("--flip", help="Average with the mirrored crop's prediction.")] = False,
     pcp_threshold: Annotated[float, typer.Option(
@@ -63,7 +66,7 @@ def eval_(
     device: DeviceOpt = Device.auto,
     runtime: RuntimeOpt = _E.runtime,
     precision: PrecisionOpt = _E.precision,
-    out: OutOpt = None,
+    out: EvalOutOpt = None,
     name: Annotated[str | None, typer.Option("--name", help="Run name (default: exp1, exp2, ...).")] = None,
     threads: ThreadsOpt = None,
     json_out: JsonOpt = None,

@@ -60,6 +60,21 @@ DataOpt = Annotated[Path | None, typer.Option(
 WeightsOpt = Annotated[Path | None, typer.Option(
     "--weights", help="A poser weights file (.safetensors) or cascade bundle.")]
 OutOpt = Annotated[Path | None, typer.Option("--out", help="Output folder.")]
+
+
+def data_option(default: str):
+    """--data, saying this command's default."""
+    return Annotated[Path | None, typer.Option(
+        "--data", show_default=False,
+        help=f"Dataset root, as fetch-coco / fetch-lsp / synth leave it. [default: {default}]")]
+
+
+def out_option(default: str):
+    """--out, saying this command's default."""
+    return Annotated[Path | None, typer.Option(
+        "--out", show_default=False, help=f"Output folder. [default: {default}]")]
+
+
 def _json_file(path: Path | None) -> Path | None:
     """--json is checked before the command runs, not after it: a folder, or a file that
     cannot be created there, is a usage error at once."""
@@ -86,7 +101,8 @@ RuntimeOpt = Annotated[Runtime, typer.Option(
     "onnxruntime that matches torch, else torch).")]
 PrecisionOpt = Annotated[Precision, typer.Option(
     "--precision", help="CPU runtimes: auto (openvino bf16 where the CPU has it and it matches torch, else fp32), "
-    "fp32 or bf16 (openvino).")]
+    "fp32, bf16 (openvino) or int8 (openvino: the model quantized from these weights, beside them, as poser "
+    "export --int8 writes it).")]
 
 
 # Every command's options by role, by parameter name: what it reads, and the files it writes.
@@ -203,7 +219,9 @@ DetectorOpt = Annotated[str | None, typer.Option(
     "into torch's cache.")]
 DetectorWeightsOpt = Annotated[Path | None, typer.Option(
     "--detector-weights", help="A local state dict for --detector (.safetensors or .pth) instead of the cache.")]
-MaxPeopleOpt = Annotated[int, typer.Option("--max-people", min=1, help="People per image or frame, best first.")]
+MaxPeopleOpt = Annotated[int, typer.Option("--max-people", min=1, help="People per image or frame, best first "
+                                           "(eval keeps 100: COCO AP ranks every detection).")]
 PersonThresholdOpt = Annotated[float, typer.Option(
     "--person-threshold", "--box-threshold", min=0.0, max=1.0,
-    help="Minimum person score of a detection (--boxes or --detector).")]
+    help="Minimum person score of a detection (--boxes or --detector); annotate draws confident people only, "
+    "eval keeps every detection (0: COCO AP ranks them by score, a threshold only lowers recall).")]

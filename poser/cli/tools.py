@@ -13,20 +13,21 @@ from poser.bench import SECTIONS
 from poser.cli.options import (
     DataOpt,
     JsonOpt,
-    OutOpt,
     ThreadsOpt,
     app,
+    out_option,
     report_errors,
     write_result,
 )
 from poser.console import results
 from poser.threads import set_threads
 
+DemoOutOpt = out_option("runs/demo")
 
 @app.command()
 @report_errors
 def demo(
-    out: OutOpt = None,
+    out: DemoOutOpt = None,
     quick: Annotated[bool, typer.Option("--quick", help="A smaller, faster run (a smoke test).")] = False,
     threads: ThreadsOpt = None,
     json_out: JsonOpt = None,

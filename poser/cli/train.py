@@ -10,14 +10,14 @@ import typer
 
 from poser.cli.options import (
     CacheSizeOpt,
-    DataOpt,
     Device,
     DeviceOpt,
     JsonOpt,
-    OutOpt,
     SeedOpt,
     ThreadsOpt,
     app,
+    data_option,
+    out_option,
     report_errors,
     write_result,
 )
@@ -35,11 +35,14 @@ Head = StrEnum("Head", {n: n for n in HEADS})
 Loss = StrEnum("Loss", {n: n for n in ("auto", *LOSSES)})
 
 
+TrainDataOpt = data_option("data/coco")
+TrainOutOpt = out_option("runs/train; the run goes to OUT/NAME, NAME from --name or exp1, exp2, ...")
+
 @app.command()
 @report_errors
 def train(
     ctx: typer.Context,
-    data: DataOpt = None,
+    data: TrainDataOpt = None,
     backbone: Annotated[str | None, typer.Option(
         "--backbone", show_default=False,
         help=f"Backbone network: {', '.join(BACKBONES)}. [default: {_T.backbone}; stage 2+: stage 1's]")] = None,
@@ -98,7 +101,7 @@ def train(
         "--degrade", min=0.0, max=1.0, help="Share of crops blurred, noised or darkened.")] = _A.degrade,
     cache_size: CacheSizeOpt = _T.cache_size,
     seed: SeedOpt = _T.seed,
-    out: OutOpt = None,
+    out: TrainOutOpt = None,
     name: Annotated[str | None, typer.Option("--name", help="Run name (default: exp1, exp2, ...).")] = None,
     resume: Annotated[Path | None, typer.Option("--resume", help="Continue a run folder where it stopped.")] = None,
     threads: ThreadsOpt = None,

@@ -52,7 +52,7 @@ DETECTORS: dict[str, DetectorSpec] = {
         "accurate: COCO box AP 46.7, 800 px; slow on a CPU"),
 }
 DEFAULT_DETECTOR = "fasterrcnn_mobilenet_v3_large_fpn"         # `--detector auto` on a GPU
-CPU_DETECTOR = "ssdlite320_mobilenet_v3_large"                 # ... on a CPU (measured: README, bench detect)
+CPU_DETECTOR = "ssdlite320_mobilenet_v3_large"                 # ... on a CPU (measured: docs, bench detect)
 DOWNLOAD_TIMEOUT = 30.0         # s without a byte before a fetch gives up (offline must not hang)
 
 
@@ -74,7 +74,7 @@ def cached_weights_path(name: str) -> Path:
 
 def resolve_detector(name: str, device: str | torch.device = "cpu") -> str:
     """A detector name; 'auto' is the default for the device: on a CPU the fastest measured
-    (`poser bench --only detect`, README), on a GPU the 800 px Faster R-CNN (it finds small
+    (`poser bench --only detect`, docs/runtimes.md), on a GPU the 800 px Faster R-CNN (it finds small
     people the 320 px detectors miss)."""
     if name == "auto":
         return DEFAULT_DETECTOR if torch.device(device).type == "cuda" else CPU_DETECTOR

@@ -4,7 +4,7 @@ The calibration set is what the network sees at inference: crops of training per
 (the ground-truth-box protocol) and the crops of the person search on whole training photos
 (its first pass is the whole photo, its later passes loose boxes). Activations' ranges come
 from those crops; weights are quantized per channel. Whether the result is accurate enough is
-measured, not assumed: README gives the shipped model's PCP in both protocols.
+measured, not assumed: docs gives the shipped model's PCP in both protocols.
 """
 
 from __future__ import annotations

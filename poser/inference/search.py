@@ -5,7 +5,7 @@ times again with the box of the predicted joints: grown wide at first, while the
 rough, and as training boxes are (`PERSON_BOX_MARGIN`) at the last pass, so the last crop is
 the kind the model was trained on. An image whose estimate has settled (moved less than
 `SETTLED` of the pose's size in a pass) goes straight to that last pass: a quarter fewer
-crops on LSP-Extended at the same PCP (measured: README).
+crops on LSP-Extended at the same PCP (measured: docs).
 
 A scene (a video frame of a street or a pitch) holds several people, and from the whole frame
 the model may settle on any of them, often a small one in the middle distance. There the search
@@ -20,7 +20,7 @@ import numpy as np
 
 from poser import geometry as g
 
-SEARCH_PASSES = 3           # passes after the whole-image one (measured: README)
+SEARCH_PASSES = 3           # passes after the whole-image one (measured: docs)
 FIRST_MARGIN = 0.4          # the first searched box is grown this much a side ...
 SETTLED = 0.12              # mean joint move / pose diagonal under which a search skips to its last pass
 MIN_SIDE = 8.0              # px: a searched box is never thinner (a zero-size crop has no scale)

@@ -2,7 +2,7 @@
 a runtime only turns a normalised batch (N, 3, S, S) into the head's raw outputs, or (`pixels`)
 a batch of uint8 RGB crops (N, S, S, 3) as OpenCV cuts them from photos: OpenVINO converts and
 normalises those inside its compiled graph (measured: a quarter of a batch's time on the CPU
-was torch's conversion of the crops and the copy into the runtime, README); for the others the
+was torch's conversion of the crops and the copy into the runtime, docs/runtimes.md); for the others the
 Predictor converts them (`codec.pixels_to_input`).
 
 Every network takes a normalised float32 batch, numpy or torch, and returns its raw outputs as
@@ -12,9 +12,9 @@ or ONNX Runtime never imports torch once its export is cached.
 - `torch`: eager PyTorch (CUDA, or the CPU in fp32 with channels_last).
 - `onnxruntime`: the network exported to ONNX, on ONNX Runtime's CPU provider.
 - `openvino`: the same ONNX graph compiled by OpenVINO for this CPU: bf16 where the CPU has
-  it natively (AMX / AVX-512 BF16; measured as accurate as fp32 here, README), else fp32.
+  it natively (AMX / AVX-512 BF16; measured as accurate as fp32 here, docs/runtimes.md), else fp32.
 
-`auto` picks torch on CUDA, else the fastest installed runtime on this CPU (measured: README,
+`auto` picks torch on CUDA, else the fastest installed runtime on this CPU (measured: docs,
 `poser bench --only runtime`) whose outputs match torch's on the same crops (`parity`), else
 torch. A poser weights file is exported on the fly, once: the ONNX graphs are cached on disk
 under a key of the weights' hash (`POSER_CACHE`, default ~/.cache/poser).
@@ -42,10 +42,10 @@ if TYPE_CHECKING:
 
 RUNTIMES = ("auto", "torch", "onnxruntime", "openvino")
 PRECISIONS = ("auto", "fp32", "bf16", "int8")
-FASTEST_FIRST = ("openvino", "onnxruntime")     # measured on this CPU: README, bench runtime
+FASTEST_FIRST = ("openvino", "onnxruntime")     # measured on this CPU: docs, bench runtime
 PACKAGES = {"onnxruntime": ("onnxruntime", "onnx"), "openvino": ("openvino", "openvino")}   # module, extra
 FP32_PARITY = 1e-3          # max |coords difference| in normalised crop coordinates, fp32 runtimes
-BF16_PARITY = 2e-2          # bf16 rounds activations to 8 bits of mantissa (about 1 px at 160: README)
+BF16_PARITY = 2e-2          # bf16 rounds activations to 8 bits of mantissa (about 1 px at 160: docs)
 INT8_PARITY = 5e-2          # a sanity bound (the shipped int8 model: 0.022); its accuracy is measured as PCP
 META_KEY = "poser_meta"     # ONNX metadata_props / OpenVINO rt_info entry holding the stage's spec
 PRECISION_KEY = "poser_precision"   # OpenVINO rt_info: "int8" for a quantized model
@@ -98,7 +98,7 @@ def auto_order(device) -> list[str]:
 def auto_candidates(device, precision: str = "auto") -> list[tuple[str, str]]:
     """(runtime, precision) pairs that 'auto' tries in order. Precision 'auto' is bf16 on
     OpenVINO where the CPU computes bf16 natively (AMX / AVX-512 BF16), else fp32: measured
-    within 0.005 PCP of fp32 in both protocols on the shipped model (README, Runtimes)."""
+    within 0.005 PCP of fp32 in both protocols on the shipped model (docs/runtimes.md, Runtimes)."""
     order = auto_order(device)
     if precision == "auto":
         fast = [("openvino", "bf16")] if "openvino" in order and bf16_cpu() else []
