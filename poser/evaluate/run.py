@@ -99,7 +99,10 @@ def check(cfg: EvalConfig) -> ModelSpec | None:
         raise PoserError("`boxes` and `detector` give COCO AP, which needs COCO-17 data in COCO format")
     if spec is not None:
         if spec.skeleton != skeleton:
-            raise PoserError(f"the model predicts {spec.skeleton} joints but {root} is {skeleton} data")
+            fix = ("`data` of an LSP dataset (poser fetch-lsp)" if spec.skeleton == "lsp14"
+                   else f"`data` of {spec.skeleton} data")
+            raise PoserError(f"the model predicts {spec.skeleton} joints but {root} is {skeleton} data: give "
+                             f"`weights` of a {skeleton} model (poser train on this data makes one), or {fix}")
     if cfg.boxes and not Path(cfg.boxes).is_file():
         raise PoserError(f"`boxes` {cfg.boxes}: no such file")
     if cfg.predictions and not Path(cfg.predictions).is_file():
