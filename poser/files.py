@@ -29,19 +29,28 @@ def _key(path: Path) -> tuple[int, int] | None:
     return st.st_dev, st.st_ino
 
 
-def guard(inputs: list[Path], outputs: list[Path], read_from_folders: frozenset[str] = frozenset()) -> None:
+def guard(inputs: list[Path], outputs: list[Path], read_from_folders: frozenset[str] = frozenset(),
+          folder_outputs: list[Path] = ()) -> None:
     """An output never replaces an input: refuse (one line, before any work) an output path that
     is an input file (hard links and symlinks included) or an existing file inside an input
     folder with a suffix read from folders (`read_from_folders`: annotate's images and videos);
     and remember the input files, so no write of this process (`atomic_path`) replaces one
-    later either."""
+    later either. An output file (`outputs`) that is an existing folder, or an output folder
+    (`folder_outputs`) that is a file, is refused too: found after the work, it would lose it."""
+    for out in map(Path, outputs):
+        if out.is_dir():
+            raise PoserError(f"{out} is a folder: a file is written there; nothing was done (give a file name, "
+                             f"e.g. {out / 'result.json'})")
+    for out in map(Path, folder_outputs):
+        if out.exists() and not out.is_dir():
+            raise PoserError(f"{out} is a file, not a folder; nothing was done")
     files, folders = [], []
     for p in map(Path, inputs):
         (folders if p.is_dir() else files).append(p)
     _INPUTS.update(k for k in map(_key, files) if k)
-    for out in map(Path, outputs):
+    for out in map(Path, [*outputs, *folder_outputs]):
         key = _key(out)
-        if key is None or out.is_dir():
+        if key is None:
             continue
         inside = next((f for f in folders if out.suffix.lower() in read_from_folders
                        and out.resolve().is_relative_to(f.resolve())), None)

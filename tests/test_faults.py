@@ -250,7 +250,7 @@ def test_eval_can_keep_its_cache_outside_the_data_and_checks_json_first(tmp_path
     args = ["eval", "--data", str(data), "--predictions", str(tmp_path / "gt.json"), "--out", str(tmp_path / "r")]
     res = runner.invoke(app, [*args, "--json", str(tmp_path / "out")])          # a folder: refused before work
     said = " ".join(res.output.replace("│", " ").split())
-    assert res.exit_code == 2 and "is a folder" in said and not (tmp_path / "r").exists()
+    assert res.exit_code == 1 and "is a folder" in said and not (tmp_path / "r").exists()
     res = runner.invoke(app, [*args, "--cache", str(tmp_path / "c"), "--json", str(tmp_path / "out" / "r.json")])
     assert res.exit_code == 0, res.output
     assert (tmp_path / "c" / "val-256" / "meta.json").is_file() and not (data / "cache").exists()

@@ -10,8 +10,7 @@ from pathlib import Path
 
 from poser.annotate.config import AnnotateConfig
 from poser.console import log
-from poser.errors import PoserError
-from poser.files import IMAGE_EXT, VIDEO_EXT
+from poser.files import IMAGE_EXT, VIDEO_EXT, guard
 
 
 @dataclass
@@ -77,21 +76,20 @@ def _source(path: Path, rel: Path) -> Source:
 
 def check_outputs(cfg: AnnotateConfig, out_dir: Path | None) -> None:
     """Before any work: the files written at the end must be writable as files (a folder in the
-    way would lose the whole run's results after all the work)."""
-    for f in (out_dir and out_dir / "keypoints.json", Path(cfg.save_boxes) if cfg.save_boxes else None):
-        if f is not None and f.is_dir():
-            raise PoserError(f"{f} is a folder: annotate writes a file there; nothing was done (choose another)")
-    if out_dir is not None and out_dir.exists() and not out_dir.is_dir():
-        raise PoserError(f"`out` {out_dir} is a file, not a folder; nothing was done")
+    way would lose the whole run's results after all the work). The command line's options are
+    checked by `files.guard` already; keypoints.json inside `out`, and Python callers, here."""
+    files = [out_dir / "keypoints.json"] if out_dir is not None else []
+    guard([], files + ([Path(cfg.save_boxes)] if cfg.save_boxes else []),
+          folder_outputs=[out_dir] if out_dir is not None else [])
 
 
-def keep_inputs(sources: list[Source], out_dir: Path) -> None:
+def keep_inputs(sources: list[Source], out_dir: Path, earlier: dict) -> None:
     """An output never replaces an input nor a file poser did not write: a source whose output
     path is an input's (`--out` is the inputs' own folder) or another existing file that no
     earlier run into `out_dir` wrote (its keypoints.json lists what it wrote) is written beside
     it as `<name>.annotated<ext>` (`_2`, ... if that is taken too), and said once."""
     inputs = {s.path.resolve() for s in sources}
-    ours = written_before(out_dir)
+    ours = written_before(out_dir, earlier)
     taken = {(out_dir / s.rel).resolve() for s in sources}
     moved = []
     for s in sources:
@@ -111,11 +109,21 @@ def keep_inputs(sources: list[Source], out_dir: Path) -> None:
                     f"{moved[0].rel}); no input and no file poser did not write is replaced")
 
 
-def written_before(out_dir: Path) -> set[Path]:
-    """The annotated copies an earlier run into `out_dir` wrote, as its keypoints.json lists them."""
+def earlier_run(out_dir: Path) -> dict:
+    """The keypoints.json an earlier annotate run left in `out_dir`, read once before this run
+    writes anything ({} when there is none or it does not parse)."""
     try:
         doc = json.loads((out_dir / "keypoints.json").read_text())
-        return {(out_dir / r["output"]).resolve() for r in doc.get("items", []) if isinstance(r, dict)
-                and isinstance(r.get("output"), str)}
-    except (OSError, ValueError, TypeError, AttributeError):
-        return set()
+    except (OSError, ValueError):
+        return {}
+    return doc if isinstance(doc, dict) else {}
+
+
+def earlier_items(earlier: dict) -> list[dict]:
+    items = earlier.get("items")
+    return [r for r in items if isinstance(r, dict)] if isinstance(items, list) else []
+
+
+def written_before(out_dir: Path, earlier: dict) -> set[Path]:
+    """The annotated copies the earlier run wrote, as its keypoints.json lists them."""
+    return {(out_dir / r["output"]).resolve() for r in earlier_items(earlier) if isinstance(r.get("output"), str)}

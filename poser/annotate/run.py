@@ -13,7 +13,6 @@ run never leaves a half-written file that looks finished.
 
 from __future__ import annotations
 
-import json
 import os
 import tempfile
 import time
@@ -24,7 +23,7 @@ import cv2
 import numpy as np
 
 from poser.annotate.config import AnnotateConfig, Result
-from poser.annotate.inputs import Source, check_outputs, collect, keep_inputs
+from poser.annotate.inputs import Source, check_outputs, collect, earlier_items, earlier_run, keep_inputs
 from poser.annotate.persons import PersonBoxes
 from poser.console import log, progress
 from poser.errors import PoserError
@@ -76,7 +75,8 @@ def check(cfg: AnnotateConfig, out_dir: Path | None = None) -> None:
 
 def _annotate(cfg: AnnotateConfig, predictor: Predictor, out_dir: Path, boxes: PersonBoxes) -> Result:
     sources, failed = collect(cfg.inputs, out_dir)
-    keep_inputs(sources, out_dir)
+    earlier = earlier_run(out_dir)
+    keep_inputs(sources, out_dir, earlier)
     res = Result(out=out_dir, failed=failed)
     for f in failed:
         _report(f)
@@ -101,11 +101,12 @@ def _annotate(cfg: AnnotateConfig, predictor: Predictor, out_dir: Path, boxes: P
                 _report(res.failed[-1])
     finally:        # interrupted too: what finished is written, and the interrupted input says so
         res.seconds = time.perf_counter() - t0
-        _write_json(cfg, predictor, out_dir, boxes, res)
+        _write_json(cfg, predictor, out_dir, boxes, res, earlier)
     return res
 
 
-def _write_json(cfg: AnnotateConfig, predictor: Predictor, out_dir: Path, boxes: PersonBoxes, res: Result) -> None:
+def _write_json(cfg: AnnotateConfig, predictor: Predictor, out_dir: Path, boxes: PersonBoxes, res: Result,
+                earlier: dict) -> None:
     if cfg.save_boxes:
         write_json(Path(cfg.save_boxes), boxes.saved, indent=None)
     sk = predictor.skeleton
@@ -113,20 +114,16 @@ def _write_json(cfg: AnnotateConfig, predictor: Predictor, out_dir: Path, boxes:
     write_json(out_dir / "keypoints.json", {
         "format": "poser-keypoints/1", "poser_version": __version__, "model": model,
         "skeleton": {"name": sk.name, "joints": list(sk.joints), "limbs": [list(lb) for lb in sk.draw_limbs]},
-        "items": _earlier_records(out_dir, model, res) + res.records, "failed": res.failed,
+        "items": _earlier_records(earlier, out_dir, model, res) + res.records, "failed": res.failed,
         "warnings": res.warnings,
     }, indent=None)
 
 
-def _earlier_records(out_dir: Path, model: dict, res: Result) -> list[dict]:
+def _earlier_records(earlier: dict, out_dir: Path, model: dict, res: Result) -> list[dict]:
     """What an earlier run of the same model into `out_dir` found for sources this run did not
     annotate (not given, or failed now) and whose annotated copy is still there: a second run,
     failed or partial, never takes the first run's results out of the folder's keypoints.json."""
-    try:
-        doc = json.loads((out_dir / "keypoints.json").read_text())
-        items = doc["items"] if doc.get("model") == model else []
-    except (OSError, ValueError, TypeError, KeyError, AttributeError):
-        return []
+    items = earlier_items(earlier) if earlier.get("model") == model else []
     done = {r["source"] for r in res.records}
     return [r for r in items if isinstance(r, dict) and r.get("source") not in done
             and (r.get("output") is None or (out_dir / str(r["output"])).is_file())]

@@ -58,7 +58,8 @@ class Device(StrEnum):
 DataOpt = Annotated[Path | None, typer.Option(
     "--data", help="Dataset root, as fetch-coco / fetch-lsp / synth leave it.")]
 WeightsOpt = Annotated[Path | None, typer.Option(
-    "--weights", help="A poser weights file (.safetensors) or cascade bundle.")]
+    "--weights", help="A poser weights file (.safetensors) or cascade bundle, or a shipped model: lsp14 (the "
+    "default), coco17.")]
 OutOpt = Annotated[Path | None, typer.Option("--out", help="Output folder.")]
 
 
@@ -76,11 +77,9 @@ def out_option(default: str):
 
 
 def _json_file(path: Path | None) -> Path | None:
-    """--json is checked before the command runs, not after it: a folder, or a file that
-    cannot be created there, is a usage error at once."""
+    """--json is checked before the command runs, not after it: a file that cannot be created
+    there is a usage error at once (a folder in its place: `files.guard`, as every output file)."""
     if path is not None:
-        if path.is_dir():
-            raise typer.BadParameter(f"{path} is a folder; give a file name, e.g. {path / 'result.json'}")
         parent = path.parent if str(path.parent) else Path(".")
         if parent.exists() and not (parent.is_dir() and os.access(parent, os.W_OK)):
             raise typer.BadParameter(f"cannot write {path}: {parent} is not a writable folder")
@@ -109,15 +108,16 @@ PrecisionOpt = Annotated[Precision, typer.Option(
 # `report_errors` checks them against each other before the command runs (files.guard).
 INPUT_OPTIONS = ("inputs", "weights", "boxes", "predictions", "init", "pretrained", "source", "detector_weights",
                  "calibration")
-OUTPUT_OPTIONS = ("json_out", "save_boxes", "dst", "out")
+OUTPUT_OPTIONS = ("json_out", "save_boxes", "dst")      # files
+OUTPUT_FOLDERS = ("out",)
 
 
-def _paths(kwargs: dict) -> tuple[list[Path], list[Path]]:
+def _paths(kwargs: dict) -> tuple[list[Path], list[Path], list[Path]]:
     def flat(names):
         vals = [kwargs.get(n) for n in names]
         return [Path(x) for v in vals if v for x in (v if isinstance(v, list) else [v])
                 if isinstance(x, str | Path) and str(x) not in ("imagenet", "mediapipe")]
-    return flat(INPUT_OPTIONS), flat(OUTPUT_OPTIONS)
+    return flat(INPUT_OPTIONS), flat(OUTPUT_OPTIONS), flat(OUTPUT_FOLDERS)
 
 
 def report_errors(fn: Callable) -> Callable:
@@ -128,7 +128,8 @@ def report_errors(fn: Callable) -> Callable:
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         try:
-            guard(*_paths(kwargs), read_from_folders=MEDIA_SUFFIXES)
+            inputs, files, folders = _paths(kwargs)
+            guard(inputs, files, read_from_folders=MEDIA_SUFFIXES, folder_outputs=folders)
             with _sigterm_interrupts():
                 return fn(*args, **kwargs)
         except PoserError as e:
