@@ -176,3 +176,34 @@ def get_skeleton(name: str) -> Skeleton:
         return SKELETONS[name]
     except KeyError:
         raise PoserError(f"unknown skeleton {name!r} (known: {', '.join(SKELETONS)})") from None
+
+
+def convert(keypoints: np.ndarray, src: Skeleton, dst: Skeleton) -> np.ndarray:
+    """(..., K_src, C) keypoints of `src` -> (..., K_dst, C) of `dst`, joints matched by name. A
+    joint `src` lacks comes out all zeros: unlabelled, so it gives no loss and no metric (LSP
+    data has no nose, COCO data no neck). Raises when the two share too little to score a pose
+    (the torso's shoulders and hips)."""
+    if src.name == dst.name:
+        return keypoints
+    shared = set(src.joints) & set(dst.joints)
+    torso = {dst.joints[j] for j in (*dst.torso, *dst.torso_fallback)}
+    if not torso <= shared:
+        raise PoserError(f"{src.name} and {dst.name} joints share too little (no torso in common)")
+    kp = np.asarray(keypoints)
+    out = np.zeros(kp.shape[:-2] + (dst.num_joints, kp.shape[-1]), kp.dtype)
+    for j, name in enumerate(dst.joints):
+        if name in src.joints:
+            out[..., j, :] = kp[..., src.index(name), :]
+    return out
+
+
+# A joint one skeleton lacks, and the other's joint whose visibility stands in for it when a
+# model of one starts from a model of the other (`train.stages.init_from`): LSP's head top for
+# COCO's face points, COCO's nose for LSP's head top, a shoulder for the neck.
+VISIBILITY_STAND_INS = {"nose": "head_top", "left_eye": "head_top", "right_eye": "head_top", "left_ear": "head_top",
+                        "right_ear": "head_top", "head_top": "nose", "neck": "left_shoulder"}
+
+
+def unlabelled_in(src: Skeleton, dst: Skeleton) -> tuple[str, ...]:
+    """The joints of `dst` that data labelled in `src` cannot supervise or score."""
+    return tuple(n for n in dst.joints if n not in src.joints)

@@ -24,9 +24,11 @@ from poser.cli.options import (
 from poser.codec import HEADS
 from poser.console import results
 from poser.models.backbones import BACKBONES
+from poser.skeletons import SKELETONS
 from poser.threads import set_threads
 from poser.train.augment import Augment
 from poser.train.config import TrainConfig
+from poser.train.distill import TEACHERS
 from poser.train.losses import LOSSES
 
 _T, _A = TrainConfig, Augment       # every default below is theirs (one place)
@@ -71,6 +73,19 @@ def train(
     init: Annotated[Path | None, typer.Option(
         "--init", help="Fine-tune: start the whole model from this poser weights file (same backbone, head "
         "and joints; e.g. the shipped reference model).")] = None,
+    skeleton: Annotated[str | None, typer.Option(
+        "--skeleton", show_default=False,
+        help=f"The model's joints: {', '.join(SKELETONS)}. Joints the data lacks learn from --distill only. "
+        "[default: the data's]")] = None,
+    distill: Annotated[str | None, typer.Option(
+        "--distill", help=f"Teacher: {', '.join(TEACHERS)} (MediaPipe's weights, poser fetch-blazepose); its "
+        "heatmaps on every crop are soft targets, keeping what it knows and teaching joints the data lacks.",
+    )] = None,
+    distill_weight: Annotated[float, typer.Option(
+        "--distill-weight", min=0.0, help="Weight of the teacher's heatmap (KL) term.")] = _T.distill_weight,
+    distill_labelled: Annotated[float, typer.Option(
+        "--distill-labelled", min=0.0, max=1.0,
+        help="x --distill-weight for joints the crop labels (1: as much as the others).")] = _T.distill_labelled,
     epochs: Annotated[int | None, typer.Option(
         "--epochs", min=1, show_default=False,
         help=f"Epochs in all. [default: {_T.epochs}; --resume: the run's, or a new total]")] = None,
@@ -127,7 +142,8 @@ def train(
             stage=stage, from_run=from_run, data=str(data or _T.data), out=str(out or _T.out), name=name,
             backbone=backbone, input_size=input_size, head=head.value if head else None,
             sub_image=sub_image, loss=Loss(loss).value, heatmap_weight=heatmap_weight,
-            pretrained=pretrained, init=str(init) if init else None, epochs=epochs or _T.epochs,
+            pretrained=pretrained, init=str(init) if init else None, skeleton=skeleton, distill=distill,
+            distill_weight=distill_weight, distill_labelled=distill_labelled, epochs=epochs or _T.epochs,
             batch_size=batch_size, lr=lr, backbone_lr=backbone_lr, weight_decay=weight_decay,
             steps_per_epoch=steps_per_epoch, workers=workers, device=device.value, amp=amp, seed=seed,
             cache_size=cache_size, threads=used,

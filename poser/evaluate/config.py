@@ -48,10 +48,7 @@ class Split:
     ids: np.ndarray                 # (N,) image ids
     ann_file: Path | None           # COCO-17 annotation file, for COCO AP
     sigmas: np.ndarray              # OKS sigmas
-
-    @property
-    def skeleton(self) -> Skeleton:
-        return self.cache.skeleton
+    skeleton: Skeleton              # the model's joints (gt is converted to them: the data's others are not scored)
 
 
 @dataclass

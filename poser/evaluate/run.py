@@ -38,6 +38,7 @@ from poser.inference.poses import coco_results
 from poser.inference.predictor import Predictor, cache_to_image, resolve_weights
 from poser.models.weights import read_spec
 from poser.runs import check_run_name, check_writable, new_run_dir
+from poser.skeletons import Skeleton, convert, get_skeleton, unlabelled_in
 from poser.spec import ModelSpec
 
 
@@ -69,8 +70,8 @@ def evaluate(cfg: EvalConfig) -> dict:
 def with_defaults(cfg: EvalConfig) -> EvalConfig:
     """No model and no predictions: the shipped model; no data: the dataset its skeleton comes
     from (data/lspet for LSP-14, else data/coco)."""
-    if cfg.weights is None and cfg.predictions is None:
-        cfg = replace(cfg, weights=str(resolve_weights(None)))
+    if cfg.predictions is None:         # no weights: the shipped model; a shipped model's name: its file
+        cfg = replace(cfg, weights=str(resolve_weights(cfg.weights)))
     if cfg.data is None:
         skeleton = read_spec(Path(cfg.weights)).skeleton if cfg.weights else None
         cfg = replace(cfg, data="data/lspet" if skeleton == "lsp14" else "data/coco")
@@ -97,18 +98,26 @@ def check(cfg: EvalConfig) -> ModelSpec | None:
     skeleton = dataset_skeleton(root, cfg.split)
     if (cfg.boxes or cfg.detector) and (skeleton != "coco17" or coco_split_files(root, cfg.split) is None):
         raise PoserError("`boxes` and `detector` give COCO AP, which needs COCO-17 data in COCO format")
-    if spec is not None:
-        if spec.skeleton != skeleton:
-            fix = ("`data` of an LSP dataset (poser fetch-lsp)" if spec.skeleton == "lsp14"
-                   else f"`data` of {spec.skeleton} data")
-            raise PoserError(f"the model predicts {spec.skeleton} joints but {root} is {skeleton} data: give "
-                             f"`weights` of a {skeleton} model (poser train on this data makes one), or {fix}")
+    if spec is not None and spec.skeleton != skeleton:
+        check_skeletons(get_skeleton(skeleton), get_skeleton(spec.skeleton), root)
     if cfg.boxes and not Path(cfg.boxes).is_file():
         raise PoserError(f"`boxes` {cfg.boxes}: no such file")
     if cfg.predictions and not Path(cfg.predictions).is_file():
         raise PoserError(f"`predictions` {cfg.predictions}: no such file")
     check_writable(Path(cfg.out))
     return spec
+
+
+def check_skeletons(data: Skeleton, model: Skeleton, root: Path) -> None:
+    """Other joints than the model's: scored on the joints both have (a COCO-17 model on LSP
+    data: its limbs), or one line saying which weights or data would fit."""
+    try:
+        convert(np.zeros((1, data.num_joints, 3)), data, model)
+    except PoserError:
+        fix = "`data` of an LSP dataset (poser fetch-lsp)" if model.name == "lsp14" else f"`data` of {model.name} data"
+        raise PoserError(f"the model predicts {model.name} joints but {root} is {data.name} data: give `weights` of "
+                         f"a {data.name} model (poser train on this data makes one), or {fix}") from None
+    log.info(f"{root} is {data.name} data: the model's {', '.join(unlabelled_in(data, model))} are not scored")
 
 
 def load_split(cfg: EvalConfig, spec: ModelSpec | None) -> Split:
@@ -121,9 +130,10 @@ def load_split(cfg: EvalConfig, spec: ModelSpec | None) -> Split:
     cache = Cache(cache_dir(root, cfg.split, cache_spec, cfg.cache))
     n = len(cache) if cfg.limit is None else min(cfg.limit, len(cache))
     ann = coco_split_files(root, cfg.split)
-    sk = cache.skeleton
-    return Split(root, cache, ground_truth(cache)[:n], cache.image_ids[:n],
-                 ann[0] if ann and sk.name == "coco17" else None, np.asarray(sk.sigmas))
+    sk = get_skeleton(spec.skeleton) if spec is not None else cache.skeleton
+    coco = ann and sk.name == cache.skeleton.name == "coco17"
+    return Split(root, cache, convert(ground_truth(cache)[:n], cache.skeleton, sk), cache.image_ids[:n],
+                 ann[0] if coco else None, np.asarray(sk.sigmas), sk)
 
 
 def protocol_name(cfg: EvalConfig) -> str:
@@ -217,8 +227,9 @@ def evaluate_cache(predictor: Predictor, cache: Cache, flip: bool = False, batch
     both are similarity-invariant, so cache-crop pixels score as image pixels do. Returns the
     predictions (cache-crop pixels) and the metrics."""
     p = predictor.predict_cache(cache, flip, batch_size, limit, progress)
-    gt = cache.keypoints[: len(p)]
-    return p, {"pcp": pcp(p.keypoints, gt, cache.skeleton, pcp_threshold), "pdj": pdj(p.keypoints, gt, cache.skeleton)}
+    sk = predictor.skeleton
+    gt = convert(cache.keypoints[: len(p)], cache.skeleton, sk)      # joints the data lacks: not scored
+    return p, {"pcp": pcp(p.keypoints, gt, sk, pcp_threshold), "pdj": pdj(p.keypoints, gt, sk)}
 
 
 # --- pictures -------------------------------------------------------------------------------

@@ -12,7 +12,9 @@ from poser.errors import PoserError
 from poser.inference.cascade import SUB_IMAGE
 from poser.models.backbones import BACKBONES
 from poser.runs import check_run_name
+from poser.skeletons import SKELETONS
 from poser.train.augment import Augment
+from poser.train.distill import TEACHERS
 from poser.train.losses import HEATMAP_WEIGHT, LOSSES
 
 
@@ -28,6 +30,10 @@ class TrainConfig:
     heatmap_weight: float = HEATMAP_WEIGHT   # integral head: weight of the dense heatmap (KL) term
     pretrained: str | None = None       # 'imagenet' or a local weights file
     init: str | None = None             # a poser weights file whose stage one starts the whole model (fine-tune)
+    skeleton: str | None = None         # the model's joints; None: the data's. Joints the data lacks get no loss
+    distill: str | None = None          # a teacher (blazepose_lite/full/heavy, MediaPipe's weights) ...
+    distill_weight: float = 0.2         # ... whose heatmaps the model's follow: weight of that KL term,
+    distill_labelled: float = 0.25      # x this for joints the crop labels (their label teaches them)
     epochs: int = 90
     batch_size: int = 64                # per process
     lr: float = 1e-3
@@ -120,6 +126,14 @@ def check_config(cfg: TrainConfig) -> None:
     if cfg.pretrained and cfg.pretrained not in ("imagenet", "mediapipe") and not Path(cfg.pretrained).is_file():
         raise PoserError(f"`pretrained` {cfg.pretrained}: no such file (use 'imagenet', 'mediapipe' for the "
                          "blazepose backbones, or a weights file)")
+    if cfg.skeleton is not None and cfg.skeleton not in SKELETONS:
+        raise PoserError(f"unknown skeleton {cfg.skeleton!r} (known: {', '.join(SKELETONS)})")
+    if cfg.skeleton is not None and cfg.stage > 1:
+        raise PoserError("`skeleton` is chosen at stage one; refinement stages predict stage one's joints")
+    if cfg.distill is not None and cfg.distill not in TEACHERS:
+        raise PoserError(f"unknown teacher {cfg.distill!r} for `distill` (known: {', '.join(TEACHERS)})")
+    if cfg.distill is not None and cfg.head != "integral":
+        raise PoserError("`distill` teaches heatmaps: it takes `head` integral")
     if cfg.init and not Path(cfg.init).is_file():
         raise PoserError(f"`init` {cfg.init}: no such weights file")
     if cfg.init and cfg.stage > 1:
@@ -138,8 +152,9 @@ def _check_numbers(cfg: TrainConfig) -> None:
     positive = {"--lr": cfg.lr, "--batch-size": cfg.batch_size, "--epochs": cfg.epochs,
                 "--backbone-lr": cfg.backbone_lr}
     at_least_0 = {"--weight-decay": cfg.weight_decay, "--heatmap-weight": cfg.heatmap_weight,
+                  "--distill-weight": cfg.distill_weight,
                   "--rotate": cfg.aug.rotate}
-    fractions = {"--loose": cfg.aug.loose, "--flip": cfg.aug.flip,
+    fractions = {"--distill-labelled": cfg.distill_labelled, "--loose": cfg.aug.loose, "--flip": cfg.aug.flip,
                  "--occlude": cfg.aug.occlude, "--truncate": cfg.aug.truncate,
                  "--degrade": cfg.aug.degrade}
     for name, v in positive.items():

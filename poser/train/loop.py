@@ -30,10 +30,12 @@ from poser.inference.predictor import Predictor
 from poser.models.deeppose import DeepPose, create_model
 from poser.models.weights import save_model
 from poser.runs import append_jsonl, read_jsonl, run_lock, tidy_run
+from poser.skeletons import Skeleton, convert, get_skeleton
 from poser.spec import ModelSpec, StageSpec
 from poser.train import distributed
 from poser.train.augment import Augment, make_batch
 from poser.train.config import TrainConfig, check_config, loss_kind
+from poser.train.distill import Teacher
 from poser.train.folder import run_summary, start_run
 from poser.train.losses import PoseLoss
 from poser.train.plumbing import StopRequest, barrier, interrupted, loader_workers, replicas_identical, step_progress
@@ -45,12 +47,12 @@ from poser.version import __version__
 class Objective(nn.Module):
     """Model + loss as one module, so DDP synchronises the RLE flow's gradients too."""
 
-    def __init__(self, model: DeepPose, loss: PoseLoss) -> None:
+    def __init__(self, model: DeepPose, loss: PoseLoss, distill: tuple[float, float] = (0.0, 1.0)) -> None:
         super().__init__()
-        self.model, self.loss = model, loss
+        self.model, self.loss, self.distill = model, loss, distill
 
-    def forward(self, x, target, weight, visible):
-        return self.loss(self.model(x), target, weight, visible)
+    def forward(self, x, target, weight, visible, soft=None):
+        return self.loss(self.model(x), target, weight, visible, soft, *self.distill)
 
 
 def stage_spec(cfg: TrainConfig, skeleton, epoch: int, metrics: dict | None = None) -> StageSpec:
@@ -129,6 +131,7 @@ class Trainer:
     sched: torch.optim.lr_scheduler.LRScheduler
     scaler: torch.amp.GradScaler
     run: Path | None                    # None on ranks > 0 under torchrun
+    teacher: Teacher | None = None      # --distill: its heatmaps are soft targets on every crop
     epoch: int = 0                      # where training (re)starts
     step: int = 0
     global_step: int = 0
@@ -138,8 +141,9 @@ class Trainer:
     loss_steps: int = 0                 # ... so its train_loss is the whole epoch's
 
     @property
-    def skeleton(self):
-        return self.train_ds.cache.skeleton
+    def skeleton(self) -> Skeleton:
+        """The model's joints (`cfg.skeleton`, else the data's)."""
+        return get_skeleton(self.cfg.skeleton) if self.cfg.skeleton else self.train_ds.cache.skeleton
 
     @property
     def amp(self) -> tuple[bool, torch.dtype]:
@@ -155,14 +159,16 @@ def setup(cfg: TrainConfig, d: distributed.Dist) -> Trainer:
     np.random.seed(cfg.seed)
     train_ds, val_cache, steps = build_data(cfg, d)
     prev, stage_data, aug = build_stages(cfg, d, train_ds)
-    objective, train_module = build_model(cfg, d, prev, train_ds.cache.skeleton)
+    skeleton = get_skeleton(cfg.skeleton) if cfg.skeleton else train_ds.cache.skeleton
+    objective, train_module = build_model(cfg, d, prev, skeleton, train_ds.cache.skeleton)
+    teacher = build_teacher(cfg, d, skeleton)
     opt, sched, scaler = build_optimizer(cfg, d, objective, steps)
     if cfg.run is None and cfg.resume is None and d.is_main:
         cfg = start_run(cfg)
     run = Path(cfg.resume or cfg.run) if (cfg.resume or cfg.run) else None
     t = Trainer(cfg=cfg, d=d, train_ds=train_ds, val_cache=val_cache, steps=steps, prev=prev,
                 stage_data=stage_data, aug=aug, objective=objective, train_module=train_module, opt=opt,
-                sched=sched, scaler=scaler, run=run)
+                sched=sched, scaler=scaler, run=run, teacher=teacher)
     if cfg.resume:
         try:
             restore(t, load_state(run / "last.state.safetensors"))
@@ -203,7 +209,8 @@ def build_stages(cfg: TrainConfig, d: distributed.Dist, train_ds: CacheDataset) 
     return prev, stage_data, replace(cfg.aug, half_body=0.0)
 
 
-def build_model(cfg: TrainConfig, d: distributed.Dist, prev: list, skeleton) -> tuple[Objective, nn.Module]:
+def build_model(cfg: TrainConfig, d: distributed.Dist, prev: list, skeleton: Skeleton,
+                data_skeleton: Skeleton) -> tuple[Objective, nn.Module]:
     """The network and its loss as one module, and that module as the processes train it."""
     kind = loss_kind(cfg)
     model = create_model(cfg.backbone, skeleton.num_joints, cfg.pretrained, sigma=kind == "rle", head=cfg.head,
@@ -215,11 +222,22 @@ def build_model(cfg: TrainConfig, d: distributed.Dist, prev: list, skeleton) -> 
         model.load_state_dict(prev[-1][0].state_dict())
     if cfg.init and not cfg.resume:
         init_from(model, cfg, skeleton)
-    objective = Objective(model, PoseLoss(kind, heatmap_weight=cfg.heatmap_weight)).to(d.device)
+    known = None if skeleton.name == data_skeleton.name else torch.tensor(
+        [float(n in data_skeleton.joints) for n in skeleton.joints])
+    objective = Objective(model, PoseLoss(kind, heatmap_weight=cfg.heatmap_weight, known=known),
+                          (cfg.distill_weight, cfg.distill_labelled)).to(d.device)
     if cfg.channels_last:
         objective = objective.to(memory_format=torch.channels_last)
     cuda = d.device.type == "cuda"
     return objective, DDP(objective, device_ids=[d.local_rank] if cuda else None) if d.world > 1 else objective
+
+
+def build_teacher(cfg: TrainConfig, d: distributed.Dist, skeleton: Skeleton) -> Teacher | None:
+    """--distill: the frozen teacher, on the training device (no DDP: it has nothing to learn)."""
+    if not cfg.distill:
+        return None
+    teacher = Teacher(cfg.distill, skeleton.joints).to(d.device)
+    return teacher.to(memory_format=torch.channels_last) if cfg.channels_last else teacher
 
 
 def build_optimizer(cfg: TrainConfig, d: distributed.Dist, objective: Objective, steps: int):
@@ -280,7 +298,7 @@ def train_one_epoch(t: Trainer, epoch: int, bar: Progress | None, stop: StopRequ
     cache = t.train_ds.cache
     for i, (img, kp, idx) in enumerate(loader, start=t.step):
         rng = np.random.default_rng([cfg.seed, epoch, i, d.rank])
-        kp_np, idx_np = kp.numpy(), idx.numpy()
+        kp_np, idx_np = convert(kp.numpy(), cache.skeleton, t.skeleton), idx.numpy()
         if t.stage_data is None:
             boxes, mask, photos = cache.boxes[idx_np], None, cache.photos[idx_np]
         else:       # sub-images are placed around joints
@@ -289,7 +307,8 @@ def train_one_epoch(t: Trainer, epoch: int, bar: Progress | None, stop: StopRequ
         b = make_batch(img.to(dev, non_blocking=True), boxes, kp_np, cfg.input_size, t.skeleton, t.aug, rng,
                        cfg.channels_last, joint_mask=mask, photos=photos)
         with torch.autocast(dev.type, dtype=amp_dtype, enabled=amp):
-            loss, _ = t.train_module(b["x"], b["target"], b["weight"], b["visible"])
+            soft = t.teacher(b["x"]) if t.teacher is not None else None
+            loss, _ = t.train_module(b["x"], b["target"], b["weight"], b["visible"], soft)
         t.opt.zero_grad(set_to_none=True)
         t.scaler.scale(loss).backward()
         t.scaler.unscale_(t.opt)

@@ -33,8 +33,13 @@ def smooth_l1(pred: torch.Tensor, target: torch.Tensor, weight: torch.Tensor, be
     return _mean(F.smooth_l1_loss(pred, target, reduction="none", beta=beta).sum(-1), weight)
 
 
-def visibility_bce(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    return F.binary_cross_entropy_with_logits(logits, target)
+def visibility_bce(logits: torch.Tensor, target: torch.Tensor, known: torch.Tensor | None = None) -> torch.Tensor:
+    """BCE of the visible logits (N, K); `known` (K,) masks out joints the data never labels
+    (for them 'not labelled' says nothing about being visible)."""
+    if known is None:
+        return F.binary_cross_entropy_with_logits(logits, target)
+    per = F.binary_cross_entropy_with_logits(logits, target, reduction="none") * known
+    return per.sum() / (known.sum() * logits.shape[0]).clamp(min=1.0)
 
 
 class RealNVP(nn.Module):
@@ -100,15 +105,18 @@ class PoseLoss(nn.Module):
     for a heatmap (integral) head, KL towards a Gaussian at each labelled joint inside the crop."""
 
     def __init__(self, kind: str = "rle", visibility_weight: float = 0.1,
-                 heatmap_weight: float = HEATMAP_WEIGHT) -> None:
+                 heatmap_weight: float = HEATMAP_WEIGHT, known: torch.Tensor | None = None) -> None:
         super().__init__()
+        # (K,) 1 for the model's joints the data labels (skeletons.convert): the others get no loss
+        self.register_buffer("known", known, persistent=False)
         if kind not in LOSSES:
             raise ValueError(kind)
         self.kind, self.vis_w, self.hm_w = kind, visibility_weight, heatmap_weight
         self.rle = RLELoss() if kind == "rle" else None
 
     def forward(self, out: dict[str, torch.Tensor], target: torch.Tensor, weight: torch.Tensor,
-                visible: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+                visible: torch.Tensor, soft: torch.Tensor | None = None, distill_weight: float = 0.0,
+                distill_labelled: float = 1.0) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         pred = out["coords"].float()
         if self.kind == "l2":
             coord = l2(pred, target, weight)
@@ -118,21 +126,41 @@ class PoseLoss(nn.Module):
             coord = smooth_l1(pred, target, weight)
         else:
             coord = self.rle(pred, out["sigma"].float(), target, weight)
-        vis = visibility_bce(out["visible"].float(), visible)
+        vis = visibility_bce(out["visible"].float(), visible, self.known)
         total = coord + self.vis_w * vis
         parts = {"coord": coord.detach(), "vis": vis.detach()}        # tensors: no device sync
         if "heatmap" in out:
             hm = heatmap_kl(out["heatmap"], target, weight * visible)
             total = total + self.hm_w * hm
             parts["heatmap"] = hm.detach()
+        if soft is not None:
+            # a joint the crop labels learns mostly from its label; one it does not, from the teacher
+            kl = distill_kl(out["heatmap"], soft, torch.where(weight > 0, distill_labelled, 1.0))
+            total = total + distill_weight * kl
+            parts["distill"] = kl.detach()
         return total, parts
 
 
 def heatmap_kl(logits: torch.Tensor, target: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
     """Mean KL(Gaussian at target || softmax(logits)) over joints with weight > 0: the dense
     term of the integral head. logits (N, K, h, w), target (N, K, 2), weight (N, K)."""
-    q = IntegralHead.encode(target.float(), logits.shape[-2:])
+    kl = _kl(IntegralHead.encode(target.float(), logits.shape[-2:]), logits)
+    return (kl * weight).sum() / weight.sum().clamp(min=1.0)
+
+
+def distill_kl(logits: torch.Tensor, soft: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """KL(teacher || softmax(logits)) weighted by `weight` (N, K), averaged over the joints the
+    teacher knows: soft (N, K, H, W) probabilities (all-zero maps for joints it does not know),
+    resampled to the logits' grid."""
+    q = F.adaptive_avg_pool2d(soft.float(), logits.shape[-2:])
+    mass = q.sum((-2, -1))                                      # (N, K): 0 where unknown
+    known = (mass > 0).float()
+    kl = _kl(q / mass.clamp(min=1e-12)[..., None, None], logits)
+    return (kl * known * weight).sum() / known.sum().clamp(min=1.0)
+
+
+def _kl(q: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
+    """(N, K) KL(q || softmax(logits)) of (N, K, h, w) distributions q."""
     logp = torch.log_softmax(logits.float().flatten(2), -1)
     qf = q.flatten(2)
-    kl = (qf * (torch.log(qf.clamp(min=1e-12)) - logp)).sum(-1)
-    return (kl * weight).sum() / weight.sum().clamp(min=1.0)
+    return (qf * (torch.log(qf.clamp(min=1e-12)) - logp)).sum(-1)

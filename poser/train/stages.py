@@ -24,7 +24,7 @@ from poser.inference.cascade import joint_boxes, pose_diameter
 from poser.inference.predictor import Predictor
 from poser.models.deeppose import load_stages
 from poser.models.weights import read_spec
-from poser.skeletons import Skeleton
+from poser.skeletons import VISIBILITY_STAND_INS, Skeleton
 from poser.train.config import TrainConfig, loss_kind
 
 if TYPE_CHECKING:
@@ -104,18 +104,41 @@ def previous_stages(cfg: TrainConfig, device: torch.device, skeleton) -> list[tu
     return stages
 
 
-def init_from(model: DeepPose, cfg: TrainConfig, skeleton) -> None:
+def init_from(model: DeepPose, cfg: TrainConfig, skeleton: Skeleton) -> None:
     """Fine-tuning: start the whole model (backbone and head) from stage one of a poser weights
-    file of the same backbone, head and joints; the input size may differ (the network is
-    convolutional and the head's heatmap follows the input)."""
+    file of the same backbone and head; the input size may differ (the network is convolutional
+    and the head's heatmap follows the input). With other joints (an integral head), each joint
+    both share starts from the file's, the others keep their start (BlazePose's own channel for
+    the nose with `pretrained` mediapipe)."""
     src, spec = load_stages(Path(cfg.init), "cpu", 1)[0]
-    want = {"backbone": cfg.backbone, "head": cfg.head, "skeleton": skeleton.name,
-            "sigma_head": loss_kind(cfg) == "rle"}
-    have = {"backbone": spec.backbone, "head": spec.head, "skeleton": spec.skeleton, "sigma_head": spec.sigma_head}
+    want = {"backbone": cfg.backbone, "head": cfg.head, "sigma_head": loss_kind(cfg) == "rle"}
+    have = {"backbone": spec.backbone, "head": spec.head, "sigma_head": spec.sigma_head}
     diff = [f"{k} {have[k]} (this run: {want[k]})" for k in want if have[k] != want[k]]
+    if spec.skeleton != skeleton.name and cfg.head != "integral":
+        diff.append(f"skeleton {spec.skeleton} (this run: {skeleton.name}; only the integral head maps joints)")
     if diff:
         raise PoserError(f"`init` {cfg.init} does not fit this run: {', '.join(diff)}")
-    model.load_state_dict(src.state_dict())
+    state = src.state_dict()
+    if spec.skeleton != skeleton.name:
+        state = _joints_mapped(state, model.state_dict(), spec.joints, skeleton.joints)
+    model.load_state_dict(state)
+
+
+def _joints_mapped(src: dict, dst: dict, src_joints: tuple[str, ...], joints: tuple[str, ...]) -> dict:
+    """The head's per-joint rows (first dimension K) of `src` moved to `joints`' order by name;
+    rows for joints `src` lacks keep `dst`'s, but for the visibility output, which takes a
+    stand-in joint's (VISIBILITY_STAND_INS: the data may never label that joint's visibility)."""
+    out = dict(src)
+    for name, value in dst.items():
+        if name.startswith("head.") and value.shape[:1] == (len(joints),) and src[name].shape[:1] == (len(src_joints),):
+            rows = value.clone()
+            for k, joint in enumerate(joints):
+                stand_in = VISIBILITY_STAND_INS.get(joint) if name.startswith("head.visible.") else None
+                source = joint if joint in src_joints else stand_in if stand_in in src_joints else None
+                if source is not None:
+                    rows[k] = src[name][src_joints.index(source)]
+            out[name] = rows
+    return out
 
 
 def predict_previous(prev: list, cache: Cache, device: torch.device, batch_size: int, show: bool) -> StageData:
