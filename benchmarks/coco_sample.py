@@ -1,13 +1,14 @@
-"""An LSP-14 model on COCO photos: strict PCP over the 8 arm and leg limbs, with COCO's own
-person boxes, COCO joints mapped to LSP-14 (the 12 limb joints exist in both; LSP's neck and
-head top have no COCO counterpart and are not scored). Draws the skeletons for looking at.
+"""A model on the people of a few COCO photos, with COCO's own person boxes: strict PCP over the
+8 arm and leg limbs (COCO's joints converted to the model's by name: an LSP-14 model's neck and
+head top are not scored) and, for a COCO-17 model, COCO keypoint AP / AR through pycocotools on
+`poses.to_coco()` as it is. Draws the skeletons for looking at.
 
-    python benchmarks/coco_lsp_pcp.py ../shared/datasets/coco-sample \\
+    python benchmarks/coco_sample.py ../shared/datasets/coco-sample \\
         --annotations person_keypoints_sample.json --out runs/coco-look [--weights W] [--flip] \\
         [--peer runs/peer/mediapipe-coco.json]
 
 `--peer`: COCO-17 results on the same crops (benchmarks/mediapipe_peer.py --coco), scored on the
-same persons beside poser (a person the peer misses counts as wrong).
+same persons beside poser: PCP (a person the peer misses counts as wrong) and AP.
 
 The drawn photos are for looking at here; never commit them (the photos are COCO's).
 """
@@ -22,25 +23,9 @@ import cv2
 import numpy as np
 
 import poser
-from poser.evaluate.metrics import pcp
+from poser.evaluate.metrics import coco_keypoint_ap, pcp
 from poser.geometry import PERSON_BOX_MARGIN
-from poser.skeletons import COCO17, LSP14
-
-# LSP-14 joint -> COCO-17 joint (None: no COCO counterpart)
-LSP_FROM_COCO = {"right_ankle": "right_ankle", "right_knee": "right_knee", "right_hip": "right_hip",
-                 "left_hip": "left_hip", "left_knee": "left_knee", "left_ankle": "left_ankle",
-                 "right_wrist": "right_wrist", "right_elbow": "right_elbow", "right_shoulder": "right_shoulder",
-                 "left_shoulder": "left_shoulder", "left_elbow": "left_elbow", "left_wrist": "left_wrist"}
-
-
-def coco_to_lsp(kp: np.ndarray) -> np.ndarray:
-    """(17, 3) COCO keypoints -> (14, 3) LSP-14 with unmapped joints unlabelled."""
-    out = np.zeros((14, 3))
-    for j, name in enumerate(LSP14.joints):
-        src = LSP_FROM_COCO.get(name)
-        if src is not None:
-            out[j] = kp[COCO17.joints.index(src)]
-    return out
+from poser.skeletons import COCO17, convert
 
 
 def main() -> None:
@@ -52,11 +37,13 @@ def main() -> None:
     ap.add_argument("--flip", action="store_true")
     ap.add_argument("--peer", type=Path, default=None)
     args = ap.parse_args()
-    coco = json.loads((args.root / args.annotations).read_text())
+    ann_file = args.root / args.annotations
+    coco = json.loads(ann_file.read_text())
     files = {im["id"]: im["file_name"] for im in coco["images"]}
     model = poser.load(args.weights)
+    sk = model.skeleton
     args.out.mkdir(parents=True, exist_ok=True)
-    preds, gts, peer_preds = [], [], []
+    preds, gts, peer_preds, results = [], [], [], []
     peer = {r["ann_id"]: r for r in json.loads(args.peer.read_text())} if args.peer else {}
     by_image: dict[int, list] = {}
     for a in coco["annotations"]:
@@ -69,21 +56,32 @@ def main() -> None:
         grow = boxes[:, 2:] * PERSON_BOX_MARGIN                 # as poser's training boxes are grown
         boxes = np.concatenate([boxes[:, :2] - grow, boxes[:, 2:] + 2 * grow], 1)
         poses = model(bgr, boxes, flip=args.flip)
+        results += poses.to_coco(iid)
         for a, kp in zip(anns, poses.keypoints, strict=True):
-            gts.append(coco_to_lsp(np.array(a["keypoints"], float).reshape(17, 3)))
+            gts.append(convert(np.array(a["keypoints"], float).reshape(17, 3), COCO17, sk))
             preds.append(kp)
             far = np.full((17, 3), -1e6)            # a missed person: every joint wrong
             peer_kp = np.array(peer[a["id"]]["keypoints"], float).reshape(17, 3) if a["id"] in peer else far
-            peer_preds.append(coco_to_lsp(peer_kp)[:, :2])
+            peer_preds.append(convert(peer_kp, COCO17, sk)[:, :2])
         cv2.imwrite(str(args.out / f"{iid}.jpg"), poses.draw(bgr.copy()))
-    res = pcp(np.array(preds), np.array(gts), LSP14)
-    out = {"persons": len(gts), "pcp_arms_legs": round(res["mean"], 3),
-           "per_kind": {k: round(v, 3) for k, v in res["per_kind"].items() if v == v}}
+    out = {"persons": len(gts), "skeleton": sk.name} | _scores(np.array(preds), np.array(gts), sk)
+    if sk.name == "coco17":
+        out["coco_ap"] = _ap(ann_file, results)
     if args.peer:
-        p = pcp(np.array(peer_preds), np.array(gts), LSP14)
-        out["peer"] = {"file": str(args.peer), "found": len(peer), "pcp_arms_legs": round(p["mean"], 3),
-                       "per_kind": {k: round(v, 3) for k, v in p["per_kind"].items() if v == v}}
+        out["peer"] = {"file": str(args.peer), "found": len(peer)} | _scores(np.array(peer_preds), np.array(gts), sk)
+        out["peer"]["coco_ap"] = _ap(ann_file, [{k: v for k, v in r.items() if k != "ann_id"} for r in peer.values()])
     print(json.dumps(out))
+
+
+def _scores(pred: np.ndarray, gt: np.ndarray, sk) -> dict:
+    res = pcp(pred, gt, sk)
+    return {"pcp_arms_legs": round(res["mean"], 3),
+            "per_kind": {k: round(v, 3) for k, v in res["per_kind"].items() if v == v}}
+
+
+def _ap(ann_file: Path, results: list[dict]) -> dict:
+    ap = coco_keypoint_ap(ann_file, results, np.asarray(COCO17.sigmas))
+    return {k: round(ap[k], 3) for k in ("AP", "AP50", "AP75", "AR")}
 
 
 if __name__ == "__main__":

@@ -22,7 +22,7 @@ result (its person counts as missed).
 
 `--coco ANNOTATIONS` runs it instead on the crops poser's model sees for each annotated person of a
 COCO keypoint file (the box grown 15% a side, squared, x 1.25; black beyond the photo), and writes
-COCO-17 results with the annotation's id (`ann_id`), for benchmarks/coco_lsp_pcp.py --peer:
+COCO-17 results with the annotation's id (`ann_id`), for benchmarks/coco_sample.py --peer:
 
     mpvenv/bin/python benchmarks/mediapipe_peer.py ../shared/datasets/coco-sample \
         --coco person_keypoints_sample.json --out runs/peer/mediapipe-coco.json

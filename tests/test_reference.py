@@ -22,6 +22,9 @@ runner = CliRunner()
 # split) through the photo path annotate uses, flip test on; docs/reference-model.md has all 1,000.
 GT_BOX_PCP, GT_BOX_PDJ = 0.662, 0.668         # boxes: the labelled joints' extent + 15% a side
 WHOLE_PCP, WHOLE_PDJ = 0.617, 0.641         # no boxes: the person search from the whole photo
+# The COCO-17 model: its limbs on the same 200 photos (boxes, flip), and the 12 people of the COCO
+# sample (COCO's boxes + 15%, no flip): PCP and COCO AP (benchmarks/coco_sample.py measures the same).
+COCO17_LSPET_PCP, COCO17_SAMPLE_PCP, COCO17_SAMPLE_AP = 0.662, 0.733, 0.346
 
 
 def test_shipped_model_is_small_self_describing_and_the_default(tmp_path):
@@ -60,3 +63,36 @@ def test_shipped_model_finds_the_person_in_held_out_lspet_photos(lspet):
     pred = np.stack([o.keypoints[0] for o in predictor.find_person(images, flip=True)])
     got_pcp, got_pdj = pcp(pred, gt, LSP14)["mean"], pdj(pred, gt, LSP14)["at_0.2"]
     assert got_pcp > WHOLE_PCP - 0.03 and got_pdj > WHOLE_PDJ - 0.03, (got_pcp, got_pdj)
+
+
+def test_the_coco17_model_is_shipped_by_name_and_holds_its_numbers(lspet, coco_sample):
+    """`poser.load("coco17")`: COCO-17 joints, its limbs on the held-out LSPET photos (boxes,
+    flip; LSP's joints converted to COCO's, the face not scored) and, on the COCO sample's
+    people with COCO's boxes, PCP and COCO AP through pycocotools on `to_coco()` as it is."""
+    import poser
+    from poser.evaluate.metrics import coco_keypoint_ap
+    from poser.geometry import PERSON_BOX_MARGIN
+    from poser.inference.predictor import SHIPPED
+    from poser.skeletons import COCO17, convert
+
+    assert SHIPPED["coco17"].stat().st_size <= 25_000_000 and read_meta(SHIPPED["coco17"])["skeleton"] == "coco17"
+    inst, images, gt = _held_out(lspet)
+    predictor = Predictor.from_file(SHIPPED["coco17"], "cpu")
+    out = predictor.predict_images(images, [inst.boxes[i][None] for i in range(len(images))], flip=True)
+    pred, gt17 = np.stack([o.keypoints[0] for o in out]), convert(gt, LSP14, COCO17)
+    assert pcp(pred, gt17, COCO17)["mean"] > COCO17_LSPET_PCP - 0.03
+    model = poser.load("coco17")
+    coco = json.loads((coco_sample / "person_keypoints_sample.json").read_text())
+    files = {im["id"]: im["file_name"] for im in coco["images"]}
+    results, preds, gts = [], [], []
+    for iid in files:
+        anns = [a for a in coco["annotations"] if a["image_id"] == iid and a.get("num_keypoints", 0) > 0]
+        boxes = np.array([a["bbox"] for a in anns], float)
+        grow = boxes[:, 2:] * PERSON_BOX_MARGIN
+        boxes = np.concatenate([boxes[:, :2] - grow, boxes[:, 2:] + 2 * grow], 1)
+        poses = model(cv2.imread(str(next(coco_sample.rglob(files[iid])))), boxes)
+        results += poses.to_coco(iid)
+        preds += list(poses.keypoints)
+        gts += [np.array(a["keypoints"], float).reshape(17, 3) for a in anns]
+    assert pcp(np.array(preds), np.array(gts), COCO17)["mean"] > COCO17_SAMPLE_PCP - 0.05
+    assert coco_keypoint_ap(coco_sample / "person_keypoints_sample.json", results)["AP"] > COCO17_SAMPLE_AP - 0.05

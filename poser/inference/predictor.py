@@ -51,12 +51,17 @@ if TYPE_CHECKING:
     from poser.models.deeppose import DeepPose
 
 DEFAULT_WEIGHTS = Path(__file__).parents[1] / "weights" / "reference.safetensors"
+# The shipped models by name: LSP-14 (the default) and COCO-17 (nose, eyes and ears too).
+SHIPPED = {"lsp14": DEFAULT_WEIGHTS, "coco17": DEFAULT_WEIGHTS.with_name("coco17.safetensors")}
 
 
 def resolve_weights(path: str | Path | None) -> Path:
-    """The weights to use: `path`, or the reference model shipped inside the package."""
-    if path is not None:
+    """The weights to use: `path`, a shipped model's name (SHIPPED: 'lsp14', the default, or
+    'coco17') where no file of that name exists, or the default shipped model."""
+    if path is not None and (str(path) not in SHIPPED or Path(path).exists()):
         return Path(path)
+    if path is not None:
+        return SHIPPED[str(path)]
     if not DEFAULT_WEIGHTS.is_file():
         raise PoserError("no `weights` given and this install ships no reference model; pass `weights` FILE")
     return DEFAULT_WEIGHTS
