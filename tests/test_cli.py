@@ -100,8 +100,10 @@ def test_every_help_reads_whole_at_80_columns():
         assert res.exit_code == 0, (name, res.output)
         long = [line for line in res.output.splitlines() if len(line) > 80]
         assert "…" not in res.output and not long, (name, long)
-    usage = runner.invoke(app, ["annotate", "--help"], env={"COLUMNS": "80"}).output.splitlines()[0]
-    assert usage.endswith("{PATH}...")
+    usage = runner.invoke(app, ["annotate", "--help"], env={"COLUMNS": "80"}).output
+    assert usage.splitlines()[0].endswith(" PATH...") and "<list[str]>" not in usage     # no Python type names
+    usage = runner.invoke(app, ["export", "--help"], env={"COLUMNS": "80"}).output.splitlines()[0]
+    assert usage.endswith("[OPTIONS] WEIGHTS OUT")
     bench = re.sub(r"\s+", " ", runner.invoke(app, ["bench", "--help"], env={"COLUMNS": "80"}).output)
     assert "data, train, annotate, detect, threads, runtime" in bench
 

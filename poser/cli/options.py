@@ -17,7 +17,7 @@ from typing import Annotated
 
 import typer
 from rich.text import Text
-from typer.core import TyperGroup
+from typer.core import TyperArgument, TyperGroup
 
 from poser.console import console, show_messages
 from poser.errors import PoserError
@@ -31,10 +31,32 @@ ORDER = ("demo", "annotate", "train", "eval", "export", "fetch-coco", "fetch-lsp
          "synth", "bench")
 
 
+class _PlainArgument(TyperArgument):
+    """An argument as a user reads it: `poser export WEIGHTS OUT`, `PATH...`, not Typer's
+    `{WEIGHTS}` and `PATH <list[str]>` (Python's type names)."""
+
+    def _usage_display_name(self) -> str:
+        name = self.display_name_raw + ("..." if self.nargs != 1 else "")
+        return name if self.required else f"[{name}]"
+
+    def _rich_display_name(self) -> str:
+        return self._usage_display_name()
+
+    def display_type_rich(self, ctx) -> None:
+        return None
+
+
 class _Ordered(TyperGroup):
     def list_commands(self, ctx) -> list[str]:
         names = super().list_commands(ctx)
         return sorted(names, key=lambda n: ORDER.index(n) if n in ORDER else len(ORDER))
+
+    def get_command(self, ctx, name: str):
+        command = super().get_command(ctx, name)
+        for param in getattr(command, "params", ()):
+            if type(param) is TyperArgument:
+                param.__class__ = _PlainArgument
+        return command
 
 
 app = typer.Typer(
