@@ -4,7 +4,7 @@ head top are not scored) and, for a COCO-17 model, COCO keypoint AP / AR through
 `poses.to_coco()` as it is. Draws the skeletons for looking at.
 
     python benchmarks/coco_sample.py ../shared/datasets/coco-sample \\
-        --annotations person_keypoints_sample.json --out runs/coco-look [--weights W] [--flip] \\
+        --annotations person_keypoints_sample.json --out runs/coco-look [--weights W] [--[no-]flip] \\
         [--peer runs/peer/mediapipe-coco.json]
 
 `--peer`: COCO-17 results on the same crops (benchmarks/mediapipe_peer.py --coco), scored on the
@@ -34,7 +34,8 @@ def main() -> None:
     ap.add_argument("--annotations", default="person_keypoints_sample.json")
     ap.add_argument("--out", type=Path, default=Path("runs/coco-look"))
     ap.add_argument("--weights", default=None)
-    ap.add_argument("--flip", action="store_true")
+    ap.add_argument("--flip", action=argparse.BooleanOptionalAction, default=None,
+                    help="the flip test [default: the model's own setting]")
     ap.add_argument("--peer", type=Path, default=None)
     args = ap.parse_args()
     ann_file = args.root / args.annotations

@@ -38,10 +38,12 @@ class PoseModel:
         return self.predictor.skeleton
 
     def __call__(self, image: np.ndarray | str | Path, boxes: np.ndarray | None = None, *, rgb: bool = False,
-                 flip: bool = False, search: int = SEARCH_PASSES) -> Poses:
+                 flip: bool | None = None, search: int = SEARCH_PASSES) -> Poses:
         """Poses in `image`: a path, or an (H, W, 3) uint8 array in BGR (as cv2.imread gives;
         `rgb=True` for RGB, as PIL and most other libraries give). `boxes` (N, 4) xywh person
-        boxes; without them the detector (if loaded) or the person search (one person)."""
+        boxes; without them the detector (if loaded) or the person search (one person). `flip`:
+        the flip test (average with the mirrored crop); None: the model's own default (on for the
+        shipped models)."""
         img = self._rgb(image, rgb)
         if not isinstance(search, int) or isinstance(search, bool) or search < 0:
             raise PoserError(f"search: passes after the whole-image one, an integer >= 0; got {search!r}")

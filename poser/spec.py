@@ -39,6 +39,7 @@ class StageSpec:
     stage: int = 1                      # 1, or the refinement stage 2..S this network is
     sub_image: float | None = None      # refinement stages: sub-image side, x torso diameter
     decode_radius: float | None = None  # integral head: decode within this many cells of the peak
+    flip_test: bool = False             # the flip test is this model's default (measured better with it)
     cache_size: int = 256               # side of the prepared crops it was trained on
     # provenance
     loss: str | None = None
@@ -97,6 +98,8 @@ def _check(s: StageSpec) -> None:
         raise PoserError("mean / std are not 3 finite numbers (std > 0)")
     if s.decode_radius is not None and not (number(s.decode_radius) and s.decode_radius > 0):
         raise PoserError(f"decode_radius {s.decode_radius!r} is not a positive number")
+    if not isinstance(s.flip_test, bool):
+        raise PoserError(f"flip_test {s.flip_test!r} is not true or false")
     if s.sub_image is not None and not (number(s.sub_image) and s.sub_image > 0):
         raise PoserError(f"sub_image {s.sub_image!r} is not a positive number")
     if not isinstance(s.stage, int) or s.stage < 1:
@@ -155,8 +158,11 @@ class ModelSpec:
                if k in ("skeleton", "joints", "input_size", "margin", "mean", "std", "cache_size")}
         return top | {"stage": len(self.stages), "stages": [s.to_meta() for s in self.stages]}
 
-    def with_decode_radius(self, radius: float | None) -> ModelSpec:
-        return ModelSpec(tuple(replace(s, decode_radius=radius) for s in self.stages))
+    def with_test(self, decode_radius: float | None = None, flip_test: bool | None = None) -> ModelSpec:
+        """The test-time settings an export records, measured on the model (None: unchanged):
+        the integral head's decode radius, and whether the flip test is the model's default."""
+        changes = {k: v for k, v in (("decode_radius", decode_radius), ("flip_test", flip_test)) if v is not None}
+        return ModelSpec(tuple(replace(s, **changes) for s in self.stages))
 
     def take(self, n: int | None) -> ModelSpec:
         """The first n stages (all for None)."""

@@ -1,4 +1,5 @@
-"""Everyday-photo augmentation (train/augment.py): occluders, frame-edge cuts, degraded images."""
+"""Everyday-photo augmentation (train/augment.py): occluders, frame-edge cuts, degraded images,
+sticks held at the wrists."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import numpy as np
 import torch
 
 from poser.skeletons import COCO17
-from poser.train.augment import _degrade, _occlude, _truncate
+from poser.train.augment import _degrade, _occlude, _sticks, _truncate
 
 
 def _batch(n: int = 8, s: int = 64):
@@ -45,3 +46,23 @@ def test_degradation_stays_an_image_and_zero_probability_changes_nothing():
     assert out.min() >= 0 and out.max() <= 1 and (out != x).any(1).flatten(1).any(1).all()
     same = _degrade(x.clone(), 0.0, np.random.default_rng(3))
     assert torch.equal(same, x)
+
+
+def test_a_stick_starts_at_a_labelled_wrist_and_the_labels_stay():
+    x, kp, has = _batch(s=96)
+    wrists = [COCO17.index("left_wrist"), COCO17.index("right_wrist")]
+    has[:, wrists[1]] = False                          # only the left wrist is labelled: sticks start there
+    labels, before = kp.copy(), x.clone()
+    _sticks(x, kp, has, COCO17, 1.0, np.random.default_rng(4))
+    changed = (x != before).any(1)                     # (N, S, S)
+    assert np.array_equal(kp, labels) and has[:, wrists[0]].all()
+    for i in range(len(x)):
+        ys, xs = np.nonzero(changed[i].numpy())
+        assert len(xs) > 0.2 * 96                      # at least a stick's length of pixels painted
+        hand = (kp[i, wrists[0]] + 0.5) * 96
+        near = np.hypot(xs - hand[0], ys - hand[1]).min()
+        assert near < 4 or not ((hand >= 0) & (hand < 96)).all()   # it touches the hand (when in the crop)
+    assert changed.float().mean() < 0.2                # thin: a stick, not a patch
+    untouched = x.clone()
+    _sticks(untouched, kp, has, COCO17, 0.0, np.random.default_rng(4))
+    assert torch.equal(untouched, x)

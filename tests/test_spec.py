@@ -62,13 +62,13 @@ def test_every_shipped_weights_file_loads_and_predicts_as_before(commit, tmp_pat
     want = FIXTURE["files"][commit]
     p = Predictor.from_file(path)
     box = np.array([FIXTURE["box"]])
-    assert np.abs(p.predict_image(rgb, box).keypoints[0] - want["box"]).max() < 0.05
-    assert np.abs(p.predict_image(rgb, box).scores[0] - want["score"]).max() < 1e-3
+    assert np.abs(p.predict_image(rgb, box, flip=False).keypoints[0] - want["box"]).max() < 0.05
+    assert np.abs(p.predict_image(rgb, box, flip=False).scores[0] - want["score"]).max() < 1e-3
     assert np.abs(p.predict_image(rgb, box, flip=True).keypoints[0] - want["flip"]).max() < 0.05
     # The search re-crops up to three times: a thread count's rounding grows there to ~1.7 px
     # (of a 240 px image), OpenCV 5.1's resampling against 5.0's to 3.4 px; a change of the
     # search itself moves joints by tens of px
-    assert np.abs(p.find_person([rgb], 3)[0].keypoints[0] - want["search"]).max() < 5.0
+    assert np.abs(p.find_person([rgb], 3, flip=False)[0].keypoints[0] - want["search"]).max() < 5.0
 
 
 def _meta(**kw) -> dict:
@@ -188,3 +188,38 @@ def test_rooms_and_functions_stay_small():
                 if n.end_lineno - start + 1 > 60:
                     long.append(f"{p.relative_to(REPO)}:{n.name}")
     assert not big and not long, (big, long)
+
+
+def test_the_flip_test_is_the_models_own_default_and_the_option_overrides_it(synth_root, tmp_path):
+    from typer.testing import CliRunner
+
+    import poser
+    from poser.cli import app
+    from poser.exporter import export
+
+    on, off, kept = (tmp_path / f"{n}.safetensors" for n in ("on", "off", "kept"))
+    export(DEFAULT_WEIGHTS, on, flip_test=True)
+    export(DEFAULT_WEIGHTS, off, flip_test=False)
+    export(on, kept)                                      # an export keeps the source's choice
+    assert (read_spec(on).first.flip_test, read_spec(off).first.flip_test, read_spec(kept).first.flip_test) == \
+        (True, False, True)
+    img, _, _ = one_person(seed=3, side=240)
+    rgb, box = cv2.cvtColor(img, cv2.COLOR_BGR2RGB), np.array([[40.0, 20.0, 160.0, 210.0]])
+    p_on, p_off = Predictor.from_file(on), Predictor.from_file(off)
+    flipped, plain = p_off.predict_image(rgb, box, flip=True).keypoints, p_off.predict_image(rgb, box).keypoints
+    assert np.abs(flipped - plain).max() > 0.5            # the flip test changes the answer
+    assert np.allclose(p_on.predict_image(rgb, box).keypoints, flipped, atol=1e-3)
+    assert np.allclose(p_on.predict_image(rgb, box, flip=False).keypoints, plain, atol=1e-3)
+    model = poser.load(on)                                # its runtime (OpenVINO here): flip on by itself
+    assert np.allclose(model(img, box).keypoints, model(img, box, flip=True).keypoints, atol=1e-3)
+    assert not np.allclose(model(img, box).keypoints, model(img, box, flip=False).keypoints, atol=0.5)
+    # eval says which it ran, and --no-flip turns the model's default off
+    runner, protocols = CliRunner(), []
+    for extra in ([], ["--no-flip"]):
+        res = runner.invoke(app, ["eval", "--weights", str(on), "--data", str(synth_root), "--out", str(tmp_path),
+                                  "--json", str(tmp_path / "r.json"), *extra])
+        assert res.exit_code == 0, res.output
+        protocols.append(json.loads((tmp_path / "r.json").read_text())["protocol"])
+    assert protocols == ["ground-truth person boxes, flip test", "ground-truth person boxes"]
+    with pytest.raises(PoserError, match="flip_test"):
+        StageSpec.from_meta(_meta(flip_test="yes"))

@@ -240,6 +240,29 @@ def test_fp16_and_int8_storage_shrink_the_file_and_keep_the_predictions(tmp_path
         export_weights(src, tmp_path / "x.safetensors", "int4")
 
 
+def test_averaging_two_fine_tunes_mixes_every_weight_by_its_share(tmp_path):
+    meta = {"skeleton": "lsp14", "joints": list(LSP14.joints), "backbone": "resnet18", "input_size": 64,
+            "sigma_head": False, "stage": 1}
+    a, b = tmp_path / "a.safetensors", tmp_path / "b.safetensors"
+    torch.manual_seed(0)
+    sa = create_model("resnet18", 14, sigma=False).state_dict()
+    sb = {k: v + 1.0 if v.is_floating_point() else v for k, v in sa.items()}
+    save_weights(a, sa, meta)
+    save_weights(b, sb, meta)
+    export_weights(a, tmp_path / "soup.safetensors", "fp32", average_with=b, share=0.25)
+    soup, _ = load_model(tmp_path / "soup.safetensors")
+    for k, v in soup.state_dict().items():        # 0.75 * a + 0.25 * (a + 1) = a + 0.25
+        want = sa[k] + 0.25 if sa[k].is_floating_point() else sa[k]
+        assert torch.allclose(v, want, atol=1e-5), k
+    other = tmp_path / "other.safetensors"
+    save_weights(other, create_model("resnet18", 17, sigma=False).state_dict(),
+                 meta | {"skeleton": "coco17", "joints": list(COCO17.joints)})
+    with pytest.raises(PoserError, match="another model"):
+        export_weights(a, tmp_path / "x.safetensors", average_with=other)
+    with pytest.raises(PoserError, match=r"share must lie in \[0, 1\]"):
+        export_weights(a, tmp_path / "x.safetensors", average_with=b, share=1.5)
+
+
 def test_bad_weights_files_give_one_clear_error(tmp_path):
     (tmp_path / "junk.safetensors").write_bytes(b"\x00garbage" * 10)
     save_file({"a": torch.zeros(2)}, str(tmp_path / "other.safetensors"))

@@ -28,7 +28,7 @@ class AnnotateConfig:
     save_boxes: str | None = None       # write the boxes used (the detector's) in the --boxes format
     min_score: float = MIN_SCORE        # joints below are not drawn, nor visible in the JSON
     smooth: bool = False                # One-Euro filter on video keypoints
-    flip: bool = False
+    flip: bool | None = None            # the flip test; None: the model's own default
     batch_size: int = 16
     draw: bool = True                   # write annotated copies (JSON is always written)
     search_passes: int = SEARCH_PASSES  # without boxes: person-search passes after the whole-image one

@@ -13,6 +13,7 @@ from poser.cli.options import (
     DetectorWeightsOpt,
     Device,
     DeviceOpt,
+    FlipOpt,
     JsonOpt,
     MaxPeopleOpt,
     PersonThresholdOpt,
@@ -56,7 +57,7 @@ def annotate(
     min_score: Annotated[float, typer.Option(
         "--min-score", help="Joints below are not drawn (faint below 2x).")] = _C.min_score,
     smooth: Annotated[bool, typer.Option("--smooth", help="One-Euro filter on video keypoints.")] = False,
-    flip: Annotated[bool, typer.Option("--flip", help="Flip test: average with the mirrored crop.")] = False,
+    flip: FlipOpt = None,
     batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Images per model batch.")] = _C.batch_size,
     no_draw: Annotated[bool, typer.Option("--no-draw", help="Only write keypoints.json.")] = False,
     search: SearchOpt = _C.search_passes,

@@ -12,6 +12,7 @@ from poser.cli.options import (
     DetectorWeightsOpt,
     Device,
     DeviceOpt,
+    FlipOpt,
     JsonOpt,
     MaxPeopleOpt,
     PersonThresholdOpt,
@@ -43,7 +44,7 @@ def eval_(
     weights: WeightsOpt = None,
     data: EvalDataOpt = None,
     split: Annotated[str, typer.Option("--split", help="Split to score.")] = _E.split,
-    flip: Annotated[bool, typer.Option("--flip", help="Average with the mirrored crop's prediction.")] = False,
+    flip: FlipOpt = None,
     pcp_threshold: Annotated[float, typer.Option(
         "--pcp-threshold", min=0.0, help="PCP: x limb length.")] = _E.pcp_threshold,
     boxes: Annotated[Path | None, typer.Option(

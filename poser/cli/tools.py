@@ -83,11 +83,19 @@ def export(
     decode_radius: Annotated[float | None, typer.Option(
         "--decode-radius", min=1.0, show_default=False, help="Integral head: decode within this many heatmap "
         "cells of the peak (measure it with eval first). [default: the source's; none: the whole map]")] = None,
+    flip_test: Annotated[bool | None, typer.Option(
+        "--flip-test/--no-flip-test", show_default=False, help="Make the flip test the model's default in "
+        "annotate, eval and poser.load() (measure it with eval --flip first). [default: the source's]")] = None,
     int8: Annotated[bool, typer.Option(
         "--int8", help="openvino: int8 weights and activations (NNCF), calibrated on --calibration's "
         "training crops; as <weights stem>.int8.xml beside the weights, --runtime auto finds it.")] = False,
     calibration: Annotated[Path | None, typer.Option(
         "--calibration", help="--int8: the dataset whose training split calibrates it.")] = None,
+    average_with: Annotated[Path | None, typer.Option(
+        "--average-with", metavar="WEIGHTS", help="Average in another fine-tune of the same model (a model "
+        "soup): e.g. an earlier leg of a long run.")] = None,
+    share: Annotated[float, typer.Option(
+        "--share", min=0.0, max=1.0, help="--average-with: that file's share of the average.")] = 0.5,
     json_out: JsonOpt = None,
 ) -> None:
     """Weights as fp16/int8, ONNX or OpenVINO.
@@ -95,10 +103,12 @@ def export(
     Smaller safetensors (fp16, int8), ONNX, or OpenVINO IR (fp32 or int8)."""
     from poser.exporter import export as export_to
 
-    res = export_to(weights, dst, fmt.value, storage=storage.value, decode_radius=decode_radius, int8=int8,
-                    calibration=calibration)
+    res = export_to(weights, dst, fmt.value, storage=storage.value, decode_radius=decode_radius,
+                    flip_test=flip_test, int8=int8, calibration=calibration, average_with=average_with,
+                    share=share)
     if fmt == ExportFormat.safetensors:
-        results.print(f"{dst}: {res['dst_bytes'] / 1e6:.1f} MB ({storage.value}; {weights} was "
+        mixed = f", {share:.0%} of it {average_with}" if average_with else ""
+        results.print(f"{dst}: {res['dst_bytes'] / 1e6:.1f} MB ({storage.value}{mixed}; {weights} was "
                       f"{res['src_bytes'] / 1e6:.1f} MB)", soft_wrap=True)
     else:
         how = f"int8, calibrated on {res['calibration']['crops']} crops of {calibration}" if int8 else \

@@ -114,6 +114,8 @@ def train(
         "--truncate", min=0.0, max=1.0, help="Share of crops cut at a frame edge.")] = _A.truncate,
     degrade: Annotated[float, typer.Option(
         "--degrade", min=0.0, max=1.0, help="Share of crops blurred, noised or darkened.")] = _A.degrade,
+    sticks: Annotated[float, typer.Option(
+        "--sticks", min=0.0, max=1.0, help="Share of crops with a stick (pole, bat) held at a wrist.")] = _A.sticks,
     cache_size: CacheSizeOpt = _T.cache_size,
     seed: SeedOpt = _T.seed,
     out: TrainOutOpt = None,
@@ -148,7 +150,7 @@ def train(
             steps_per_epoch=steps_per_epoch, workers=workers, device=device.value, amp=amp, seed=seed,
             cache_size=cache_size, threads=used,
             aug=Augment(rotate=rotate, scale=scale, flip=flip, loose=loose, occlude=occlude, truncate=truncate,
-                        degrade=degrade))
+                        degrade=degrade, sticks=sticks))
     summary = run_training(cfg, gpus=gpus, procs=procs)
     if summary:  # rank 0 of this machine
         results.print(summary_table(summary))

@@ -18,7 +18,7 @@ class EvalConfig:
     data: str | None = None             # None: the dataset of the model's skeleton (with_defaults)
     weights: str | None = None
     split: str = "val"
-    flip: bool = False
+    flip: bool | None = None            # the flip test; None: the model's own default
     pcp_threshold: float = 0.5
     boxes: str | None = None            # COCO detection results: [{image_id, bbox, score}, ...]
     person_threshold: float = 0.0       # detections below are dropped

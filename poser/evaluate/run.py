@@ -51,6 +51,8 @@ def evaluate(cfg: EvalConfig) -> dict:
     data = load_split(cfg, spec)
     predictor = load_predictor(cfg.weights, cfg.device, cfg.stages, cfg.runtime, cfg.precision) if cfg.weights \
         else None
+    if predictor is not None and cfg.flip is None:
+        cfg = replace(cfg, flip=predictor.flip_test)        # the model's own default
     pred = predict(cfg, predictor, data)
     report = {"data": cfg.data, "split": cfg.split, "config": asdict(cfg),
               "model": {"predictions": cfg.predictions} if predictor is None
@@ -139,9 +141,10 @@ def load_split(cfg: EvalConfig, spec: ModelSpec | None) -> Split:
 def protocol_name(cfg: EvalConfig) -> str:
     if cfg.predictions:
         return "saved predictions, matched to the people of each image"
+    flip = ", flip test" if cfg.flip else ""
     if cfg.whole_image:
-        return f"whole photo, person search ({cfg.search_passes} passes after the first)"
-    return "ground-truth person boxes"
+        return f"whole photo, person search ({cfg.search_passes} passes after the first){flip}"
+    return f"ground-truth person boxes{flip}"
 
 
 def predict(cfg: EvalConfig, predictor: Predictor | None, data: Split) -> Predicted:

@@ -11,10 +11,10 @@ one row of FORMATS.
 from __future__ import annotations
 
 import importlib.util
-from dataclasses import replace
 from pathlib import Path
 
 from poser.errors import PoserError
+from poser.spec import ModelSpec
 
 FORMATS = {     # format: (what it writes, the packages it needs, the extra that installs them)
     "safetensors": ("weights re-stored (storage fp32, fp16 or int8)", (), None),
@@ -24,25 +24,33 @@ FORMATS = {     # format: (what it writes, the packages it needs, the extra that
 
 
 def export(weights: str | Path, dst: str | Path, format: str = "safetensors", *, storage: str = "fp16",  # noqa: A002
-           decode_radius: float | None = None, int8: bool = False, calibration: str | Path | None = None) -> dict:
+           decode_radius: float | None = None, flip_test: bool | None = None, int8: bool = False,
+           calibration: str | Path | None = None, average_with: str | Path | None = None,
+           share: float = 0.5) -> dict:
     """Write `weights` (a poser weights file or cascade bundle) as `dst` in `format`; returns what
-    was written. `decode_radius` (integral head) sets the decode window the export carries;
-    `int8` (openvino) needs `calibration`, a dataset whose training split calibrates it."""
+    was written. `decode_radius` (integral head) sets the decode window the export carries,
+    `flip_test` whether the flip test is the model's default (None: as in `weights`);
+    `int8` (openvino) needs `calibration`, a dataset whose training split calibrates it;
+    `average_with` (safetensors) averages in another file of the same model, `share` of it."""
     weights, dst = Path(weights), Path(dst)
     if format not in FORMATS:
         raise PoserError(f"unknown export format {format!r} (one of {', '.join(FORMATS)})")
     if int8 and (format != "openvino" or calibration is None):
         raise PoserError("int8 export writes OpenVINO IR (format openvino) and needs a calibration dataset")
+    if average_with is not None and format != "safetensors":
+        raise PoserError("averaging writes a safetensors file; export that one to other formats")
     _require(format, ("nncf",) if int8 else ())
     if format == "safetensors":
         from poser.models.weights import export_weights
 
-        return export_weights(weights, dst, storage, decode_radius) | {"format": format, "storage": storage}
+        res = export_weights(weights, dst, storage, decode_radius, flip_test,
+                             None if average_with is None else Path(average_with), share)
+        return res | {"format": format, "storage": storage}
     if int8:
         from poser.exporter.int8 import export_int8
 
         return export_int8(weights, dst, Path(calibration))
-    return _graphs(weights, dst, format, decode_radius)
+    return _graphs(weights, dst, format, decode_radius, flip_test)
 
 
 def _require(format: str, more: tuple[str, ...]) -> None:  # noqa: A002
@@ -53,12 +61,13 @@ def _require(format: str, more: tuple[str, ...]) -> None:  # noqa: A002
                              f"(pip install \"poser[{extra}]\")")
 
 
-def _graphs(weights: Path, dst: Path, format: str, decode_radius: float | None) -> dict:  # noqa: A002
+def _graphs(weights: Path, dst: Path, format: str, decode_radius: float | None,  # noqa: A002
+            flip_test: bool | None) -> dict:
     from poser.models.deeppose import load_stages
     from poser.runtime.exported import export_model
 
     stages = load_stages(weights, "cpu")
-    if decode_radius is not None:
-        stages = [(m, replace(s, decode_radius=decode_radius)) for m, s in stages]
+    spec = ModelSpec(tuple(s for _, s in stages)).with_test(decode_radius, flip_test)
+    stages = [(m, s) for (m, _), s in zip(stages, spec.stages, strict=True)]
     files = export_model(stages, dst, format)
     return {"src": str(weights), "format": format, "files": [str(f) for f in files], "stages": len(stages)}

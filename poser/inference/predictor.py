@@ -6,7 +6,8 @@ weights file's margin, `crop_matrix`): the crop training makes before augmenting
 caches are cropped with `warp_batch` (grid_sample, as in training); photos and video frames
 with `warp_image` (OpenCV, area-averaged when a large frame shrinks to a small crop). Flip test
 merges the raw outputs of the crop and of its mirror image (labels swapped back through the
-skeleton) before the one decode (`codec.decode_outputs`).
+skeleton) before the one decode (`codec.decode_outputs`); `flip=None` (every method's default)
+is the model's own choice (`StageSpec.flip_test`, recorded at export).
 
 torch is imported only where a torch network runs: a weights file whose export to the CPU
 runtime is cached (with its measured parity) builds that runtime from the cache directly, and
@@ -163,8 +164,14 @@ class Predictor:
             parts.append(to_pixels(dec, m, size))
         return tuple(np.concatenate(p) for p in zip(*parts, strict=True))
 
-    def _predict(self, crop_fn, boxes: np.ndarray, flip: bool) -> Prediction:
+    @property
+    def flip_test(self) -> bool:
+        """Whether the flip test is this model's default (its spec says: measured better with it)."""
+        return self.spec.first.flip_test
+
+    def _predict(self, crop_fn, boxes: np.ndarray, flip: bool | None) -> Prediction:
         n, k = len(boxes), self.skeleton.num_joints
+        flip = self.flip_test if flip is None else flip
         coords, score, visible = self._stage(0, crop_fn, boxes, np.arange(n), flip)
         history = [coords]
         for s in range(1, self.num_stages):
@@ -179,7 +186,7 @@ class Predictor:
             history.append(coords)
         return Prediction(coords, score, visible, np.stack(history, 1), boxes)
 
-    def predict_batch(self, images: torch.Tensor, boxes: np.ndarray, flip: bool = False) -> Prediction:
+    def predict_batch(self, images: torch.Tensor, boxes: np.ndarray, flip: bool | None = None) -> Prediction:
         """images (N, 3, H, W) uint8 RGB (one per box, same size), boxes (N, 4) xywh in them.
         Crops on the device with grid_sample: right for prepared crops and modest scaling."""
         import torch
@@ -191,12 +198,12 @@ class Predictor:
 
         return self._predict(crops, np.asarray(boxes, np.float64), flip)
 
-    def predict_image(self, image: np.ndarray, boxes: np.ndarray, flip: bool = False) -> Prediction:
+    def predict_image(self, image: np.ndarray, boxes: np.ndarray, flip: bool | None = None) -> Prediction:
         """image (H, W, 3) uint8 RGB of any size, boxes (N, 4) xywh in it."""
         return self.predict_images([image], [boxes], flip)[0]
 
     def predict_images(self, images: list[np.ndarray], boxes: list[np.ndarray],
-                       flip: bool = False) -> list[Prediction]:
+                       flip: bool | None = None) -> list[Prediction]:
         """Several images of any sizes, each with its boxes, in one batch through the model.
         Crops with OpenCV, which area-averages strong down-scaling (a 4K frame to a 128 px
         crop stays sharp, not aliased)."""
@@ -218,7 +225,7 @@ class Predictor:
             pr.in_crop[off], pr.scores[off] = 0.0, 0.0
         return preds
 
-    def find_person(self, images: list[np.ndarray], passes: int = SEARCH_PASSES, flip: bool = False,
+    def find_person(self, images: list[np.ndarray], passes: int = SEARCH_PASSES, flip: bool | None = None,
                     starts: list[np.ndarray] | None = None) -> list[Prediction]:
         """The one person in each whole image (H, W, 3) uint8 RGB, with no box given (the
         person search, inference/search.py): one Prediction per image, whose `boxes` is the
@@ -245,7 +252,7 @@ class Predictor:
                 best[i] = p, r
         return [best[i][1] for i in range(len(images))]
 
-    def predict_cache(self, cache, flip: bool = False, batch_size: int = 64,
+    def predict_cache(self, cache, flip: bool | None = None, batch_size: int = 64,
                       limit: int | None = None, progress=None) -> Prediction:
         """Every instance of a prepared cache (the first `limit`), in cache-crop pixels (the
         frame of cache.keypoints); `cache.matrix` maps them back to the original image."""

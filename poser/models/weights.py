@@ -127,14 +127,35 @@ def load_weights(path: Path) -> tuple[dict[str, torch.Tensor], dict]:
     return state, meta
 
 
-def export_weights(src: Path, dst: Path, storage: str = "fp16", decode_radius: float | None = None) -> dict:
+def export_weights(src: Path, dst: Path, storage: str = "fp16", decode_radius: float | None = None,
+                   flip_test: bool | None = None, average_with: Path | None = None, share: float = 0.5) -> dict:
     """Re-store a weights file or cascade bundle (e.g. a run's best.safetensors as the fp16 or
     int8 file to ship); `decode_radius` records the integral head's measured decode radius
-    (codec.local) for every stage. Returns both sizes in bytes."""
+    (codec.local) for every stage, `flip_test` whether the flip test is the model's default
+    (None: both as in `src`). `average_with` (a file of the same model) mixes its weights in,
+    `share` of them, the rest `src`'s. Returns both sizes in bytes."""
     state, meta = load_weights(src)
     spec = ModelSpec.from_meta(meta, str(src))
-    if decode_radius is not None:
-        spec = spec.with_decode_radius(decode_radius)
-    save_weights(dst, state, spec.to_meta(), storage)
+    if average_with is not None:
+        state = average_states(state, spec, Path(average_with), share)
+    save_weights(dst, state, spec.with_test(decode_radius, flip_test).to_meta(), storage)
     return {"src": str(src), "dst": str(dst), "storage": storage,
             "src_bytes": Path(src).stat().st_size, "dst_bytes": Path(dst).stat().st_size}
+
+
+def average_states(state: dict[str, torch.Tensor], spec: ModelSpec, other: Path,
+                   share: float) -> dict[str, torch.Tensor]:
+    """`state` averaged with `other`'s weights, `share` of them: a model soup (Wortsman et al.,
+    2022). Two fine-tunes of one pretrained network lie in one basin, so their average often
+    keeps what each learned (e.g. an earlier leg's everyday people, a later leg's sports);
+    both files must hold the same model (skeleton, backbone, every tensor's shape)."""
+    if not 0.0 <= share <= 1.0:
+        raise PoserError(f"the averaged file's share must lie in [0, 1], not {share}")
+    theirs, their_meta = load_weights(other)
+    their_spec = ModelSpec.from_meta(their_meta, str(other))
+    same = [(a.skeleton, a.backbone, a.input_size) for a in spec.stages] == \
+        [(b.skeleton, b.backbone, b.input_size) for b in their_spec.stages]
+    if not same or theirs.keys() != state.keys() or any(theirs[k].shape != v.shape for k, v in state.items()):
+        raise PoserError(f"{other} is another model (skeleton, backbone, input size or shapes differ): "
+                         "only fine-tunes of one model average")
+    return {k: v.lerp(theirs[k], share) if v.is_floating_point() else v for k, v in state.items()}

@@ -34,6 +34,7 @@ class Augment:
     occlude: float = 0.0       # share of crops with 1-2 occluders (another crop's patch or noise) on a joint
     truncate: float = 0.0      # share of crops cut at a frame edge (black beyond; joints there unlabelled)
     degrade: float = 0.0       # share of crops blurred, noised or darkened (one of the three)
+    sticks: float = 0.0        # share of crops with a held stick (pole, bat, racket) drawn from a wrist
 
 
 def crop_matrices(
@@ -167,6 +168,40 @@ def _degrade(x: torch.Tensor, prob: float, rng: np.random.Generator) -> torch.Te
     return x
 
 
+def _sticks(x: torch.Tensor, kp: np.ndarray, has: np.ndarray, skeleton: Skeleton, prob: float,
+            rng: np.random.Generator) -> None:
+    """In place: for `prob` of the crops, a thin straight stick (a ski pole, bat, racket or
+    umbrella shaft: 1-4 px, 0.2-0.7 of the side, any colour, sometimes a knob at its far end)
+    held at one or both labelled wrists, pointing anywhere. The wrist keeps its label: on
+    LSP-Extended's sports photos a hand rarely holds anything, and a model trained there puts
+    a skier's wrist at the pole's tip, carrying the lower arm along the pole."""
+    wrists = [skeleton.index(j) for j in ("left_wrist", "right_wrist") if j in skeleton.joints]
+    n, _, s, _ = x.shape
+    yy, xx = torch.meshgrid(torch.arange(s, device=x.device, dtype=x.dtype),
+                            torch.arange(s, device=x.device, dtype=x.dtype), indexing="ij")
+    for i in np.flatnonzero(rng.random(n) < prob):
+        held = [w for w in wrists if has[i, w]]
+        for w in rng.permutation(held)[: rng.integers(1, 3)]:
+            a = (kp[i, w, :2] + 0.5) * s + rng.normal(0, 0.01 * s, 2)       # the hand, in pixels
+            angle = rng.uniform(0, 2 * np.pi)
+            d = np.array([np.cos(angle), np.sin(angle)])
+            p0, p1 = a - d * rng.uniform(0, 0.1) * s, a + d * rng.uniform(0.2, 0.7) * s   # grip end, far end
+            _segment(x[i], xx, yy, p0, p1, rng.uniform(1, 4), torch.rand(3, 1, 1, device=x.device))
+            if rng.random() < 0.5:                   # a basket, a racket's head, a tip of another colour
+                _segment(x[i], xx, yy, p1, p1, rng.uniform(3, 8), torch.rand(3, 1, 1, device=x.device))
+
+
+def _segment(img: torch.Tensor, xx: torch.Tensor, yy: torch.Tensor, p0: np.ndarray, p1: np.ndarray,
+             width: float, color: torch.Tensor) -> None:
+    """Paint the segment p0-p1 (pixels), `width` px wide and anti-aliased, in `color` onto img (3, S, S)."""
+    v = p1 - p0
+    t = ((xx - p0[0]) * v[0] + (yy - p0[1]) * v[1]) / max(float(v @ v), 1e-6)
+    t = t.clamp(0, 1)
+    dist = torch.hypot(xx - (p0[0] + t * v[0]), yy - (p0[1] + t * v[1]))
+    alpha = (width / 2 + 0.5 - dist).clamp(0, 1)
+    img.mul_(1 - alpha).add_(alpha * color)
+
+
 def make_batch(
     images: torch.Tensor, boxes: np.ndarray, keypoints: np.ndarray, size: int, skeleton: Skeleton,
     aug: Augment | None = None, rng: np.random.Generator | None = None, channels_last: bool = True,
@@ -194,6 +229,8 @@ def make_batch(
         _truncate(x, kp, has, aug.truncate, rng)
     if aug is not None and aug.occlude > 0:
         _occlude(x, kp, has, aug.occlude, rng)
+    if aug is not None and aug.sticks > 0:
+        _sticks(x, kp, has, skeleton, aug.sticks, rng)
     if aug is not None and aug.degrade > 0:
         x = _degrade(x, aug.degrade, rng)
     x = normalize_input(x, channels_last=channels_last)

@@ -147,5 +147,5 @@ def predict_previous(prev: list, cache: Cache, device: torch.device, batch_size:
     predictor = Predictor(prev, device)
     with progress("instances") as bar:
         task = bar.add_task(f"stage 1-{len(prev)} on train", total=len(cache), visible=show)
-        p = predictor.predict_cache(cache, batch_size=batch_size, progress=lambda k: bar.advance(task, k))
+        p = predictor.predict_cache(cache, False, batch_size=batch_size, progress=lambda k: bar.advance(task, k))
     return error_statistics(p.keypoints, cache.keypoints, cache.skeleton)
