@@ -31,7 +31,7 @@ def predict_sample(sample: Path) -> dict:
         boxes = np.array([a["bbox"] for a in ann["annotations"] if a["image_id"] == im["id"]
                           and a.get("num_keypoints", 0) > 0 and not a.get("iscrowd")], np.float64)
         rgb = read_rgb(sample / im["file_name"])
-        out[im["file_name"]] = {"box": p.predict_image(rgb, boxes).keypoints.round(3).tolist(),
+        out[im["file_name"]] = {"box": p.predict_image(rgb, boxes, flip=False).keypoints.round(3).tolist(),
                                 "flip": p.predict_image(rgb, boxes, flip=True).keypoints.round(3).tolist()}
     return out
 
