@@ -254,6 +254,7 @@ def test_averaging_two_fine_tunes_mixes_every_weight_by_its_share(tmp_path):
     for k, v in soup.state_dict().items():        # 0.75 * a + 0.25 * (a + 1) = a + 0.25
         want = sa[k] + 0.25 if sa[k].is_floating_point() else sa[k]
         assert torch.allclose(v, want, atol=1e-5), k
+    assert read_meta(tmp_path / "soup.safetensors")["trained_on"]["averaged"] == [{"with": b.name, "share": 0.25}]
     other = tmp_path / "other.safetensors"
     save_weights(other, create_model("resnet18", 17, sigma=False).state_dict(),
                  meta | {"skeleton": "coco17", "joints": list(COCO17.joints)})

@@ -17,7 +17,6 @@ import os
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import replace
 from pathlib import Path
 
 import cv2
@@ -48,7 +47,6 @@ def annotate(cfg: AnnotateConfig, predictor: Predictor | None = None, out_dir: P
     --boxes, --detector or the person search), make the folder, run."""
     check(cfg, out_dir)
     predictor = predictor or load_predictor(cfg.weights, cfg.device, cfg.stages, cfg.runtime, cfg.precision)
-    cfg = replace(cfg, flip=predictor.flip_test) if cfg.flip is None else cfg     # the model's own default
     boxes = boxes or PersonBoxes(cfg, predictor)    # the detector (and its weights) before any folder exists
     if out_dir is None:
         out_dir = check_writable(Path(cfg.out)) if cfg.out else new_run_dir(Path("runs/annotate"), cfg.name)

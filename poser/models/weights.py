@@ -8,6 +8,7 @@ the model from the file alone. Training state is stored the same way (train/stat
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -137,18 +138,20 @@ def export_weights(src: Path, dst: Path, storage: str = "fp16", decode_radius: f
     state, meta = load_weights(src)
     spec = ModelSpec.from_meta(meta, str(src))
     if average_with is not None:
-        state = average_states(state, spec, Path(average_with), share)
+        state, spec = average_states(state, spec, Path(average_with), share)
     save_weights(dst, state, spec.with_test(decode_radius, flip_test).to_meta(), storage)
     return {"src": str(src), "dst": str(dst), "storage": storage,
             "src_bytes": Path(src).stat().st_size, "dst_bytes": Path(dst).stat().st_size}
 
 
 def average_states(state: dict[str, torch.Tensor], spec: ModelSpec, other: Path,
-                   share: float) -> dict[str, torch.Tensor]:
+                   share: float) -> tuple[dict[str, torch.Tensor], ModelSpec]:
     """`state` averaged with `other`'s weights, `share` of them: a model soup (Wortsman et al.,
     2022). Two fine-tunes of one pretrained network lie in one basin, so their average often
     keeps what each learned (e.g. an earlier leg's everyday people, a later leg's sports);
-    both files must hold the same model (skeleton, backbone, every tensor's shape)."""
+    both files must hold the same model (skeleton, backbone, every tensor's shape). The spec
+    keeps `state`'s, its provenance saying what was averaged in; the training-val metrics of
+    one leg no longer describe the average, so they go."""
     if not 0.0 <= share <= 1.0:
         raise PoserError(f"the averaged file's share must lie in [0, 1], not {share}")
     theirs, their_meta = load_weights(other)
@@ -158,4 +161,8 @@ def average_states(state: dict[str, torch.Tensor], spec: ModelSpec, other: Path,
     if not same or theirs.keys() != state.keys() or any(theirs[k].shape != v.shape for k, v in state.items()):
         raise PoserError(f"{other} is another model (skeleton, backbone, input size or shapes differ): "
                          "only fine-tunes of one model average")
-    return {k: v.lerp(theirs[k], share) if v.is_floating_point() else v for k, v in state.items()}
+    mixed = {k: v.lerp(theirs[k], share) if v.is_floating_point() else v for k, v in state.items()}
+    averaged = {"with": Path(other).name, "share": share}
+    return mixed, ModelSpec(tuple(
+        replace(s, metrics={}, trained_on=(s.trained_on or {}) | {
+            "averaged": [*(s.trained_on or {}).get("averaged", []), averaged]}) for s in spec.stages))
