@@ -143,9 +143,9 @@ def _int8(weights: Path, device, runtime: str, spec: ModelSpec, torch_nets: list
     nets = [build("openvino", p, "int8") for p in exported_stages(sibling)[: len(spec)]]
     if len(nets) < len(spec):
         raise PoserError(f"precision int8: {sibling} holds {len(nets)} stage(s), the model {len(spec)}")
-    diff = cache.parity(torch_nets, nets, spec)
+    diff = cache.parity(torch_nets, nets, spec, typical=True)
     if diff > INT8_PARITY:
-        raise PoserError(f"precision int8: {sibling} differs from its weights by {diff:.3f} (over "
+        raise PoserError(f"precision int8: {sibling} differs from its weights by {diff:.3f} (median joint, over "
                          f"{INT8_PARITY}); re-export it")
     return nets
 
