@@ -21,11 +21,12 @@ the headline PCP (arms and legs) uses neither. A photo where BlazePose finds nob
 result (its person counts as missed).
 
 `--coco ANNOTATIONS` runs it instead on the crops poser's model sees for each annotated person of a
-COCO keypoint file (the box grown 15% a side, squared, x 1.25; black beyond the photo), and writes
-COCO-17 results with the annotation's id (`ann_id`), for benchmarks/coco_sample.py --peer:
+COCO keypoint file (the box grown by each of `--grow` a side, squared, x 1.25; black beyond the
+photo), and writes COCO-17 results with the annotation's id (`ann_id`) and the growth (`grow`), for
+benchmarks/coco_sample.py --peer:
 
     mpvenv/bin/python benchmarks/mediapipe_peer.py ../shared/datasets/coco-sample \
-        --coco person_keypoints_sample.json --out runs/peer/mediapipe-coco.json
+        --coco person_keypoints_sample.json --grow 0 0.05 0.1 0.15 0.2 --out runs/peer/mediapipe-coco.json
 """
 
 from __future__ import annotations
@@ -66,26 +67,28 @@ def person_crop(bgr: np.ndarray, box, margin: float = 0.15, square: float = 1.25
     return crop, np.array([x0, y0], float)
 
 
-def coco_crops(root: Path, annotations: str, out: Path, complexity: int) -> None:
+def coco_crops(root: Path, annotations: str, out: Path, complexity: int, grows: tuple[float, ...] = (0.15,)) -> None:
     import mediapipe as mp
 
     coco = json.loads((root / annotations).read_text())
     files = {im["id"]: im["file_name"] for im in coco["images"]}
     results = []
     with mp.solutions.pose.Pose(static_image_mode=True, model_complexity=complexity) as pose:
-        for a in coco["annotations"]:
-            if a.get("num_keypoints", 0) == 0 or a.get("iscrowd"):
-                continue
-            bgr = cv2.imread(str(next(root.rglob(files[a["image_id"]]))))
-            crop, corner = person_crop(bgr, a["bbox"])
-            found = pose.process(cv2.cvtColor(crop, cv2.COLOR_BGR2RGB)).pose_landmarks
-            if found is None:
-                continue
-            side = crop.shape[0]
-            lm = np.array([[p.x * side + corner[0], p.y * side + corner[1], p.visibility] for p in found.landmark])
-            kp = lm[COCO_FROM_BLAZEPOSE]
-            results.append({"image_id": a["image_id"], "ann_id": a["id"], "category_id": 1,
-                            "keypoints": [round(float(v), 2) for v in kp.ravel()], "score": float(kp[:, 2].mean())})
+        for grow in grows:
+            for a in coco["annotations"]:
+                if a.get("num_keypoints", 0) == 0 or a.get("iscrowd"):
+                    continue
+                bgr = cv2.imread(str(next(root.rglob(files[a["image_id"]]))))
+                crop, corner = person_crop(bgr, a["bbox"], grow)
+                found = pose.process(cv2.cvtColor(crop, cv2.COLOR_BGR2RGB)).pose_landmarks
+                if found is None:
+                    continue
+                side = crop.shape[0]
+                lm = np.array([[p.x * side + corner[0], p.y * side + corner[1], p.visibility] for p in found.landmark])
+                kp = lm[COCO_FROM_BLAZEPOSE]
+                results.append({"image_id": a["image_id"], "ann_id": a["id"], "grow": grow, "category_id": 1,
+                                "keypoints": [round(float(v), 2) for v in kp.ravel()],
+                                "score": float(kp[:, 2].mean())})
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(results))
     print(json.dumps({"persons_found": len(results)}))
@@ -99,9 +102,11 @@ def main() -> None:
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--complexity", type=int, default=1)
     ap.add_argument("--coco", default=None, help="a COCO keypoint file below IMAGES: crops mode (see above)")
+    ap.add_argument("--grow", type=float, nargs="+", default=[0.15],
+                    help="--coco: grow each box this much a side first (several: crops at each)")
     args = ap.parse_args()
     if args.coco:
-        return coco_crops(args.images, args.coco, args.out, args.complexity)
+        return coco_crops(args.images, args.coco, args.out, args.complexity, tuple(args.grow))
     import mediapipe as mp
 
     files = [args.images / f"im{n:05d}.jpg" for n in range(args.first, args.last + 1)]
