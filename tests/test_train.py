@@ -206,6 +206,25 @@ def test_init_fine_tunes_the_whole_model_from_a_weights_file(synth_root, tmp_pat
     assert res.exit_code == 1 and "no such weights file" in res.output
 
 
+
+def test_backbone_lr_0_is_a_linear_probe(synth_root, tmp_path):
+    """--backbone-lr 0 freezes the backbone: after a run from --init, the backbone's weights are
+    the init's to the bit and the head's have moved (LP-FT: probe the head, then fine-tune)."""
+    base = ["train", "--data", str(synth_root), "--backbone", "mobilenet_v3_small", "--epochs", "1", "--batch-size",
+            "8", "--steps-per-epoch", "2", "--workers", "0", "--input-size", "64", "--out", str(tmp_path)]
+    assert runner.invoke(app, [*base, "--name", "src"]).exit_code == 0
+    src = tmp_path / "src" / "last.safetensors"
+    res = runner.invoke(app, [*base, "--name", "probe", "--init", str(src), "--backbone-lr", "0", "--lr", "1e-2"])
+    assert res.exit_code == 0, res.output
+    before, after = load_file(str(src)), load_file(str(tmp_path / "probe" / "last.safetensors"))
+    backbone = [k for k in before if k.startswith("backbone.") and before[k].is_floating_point()]
+    head = [k for k in before if k.startswith("head.")]
+    assert backbone and head
+    assert all(torch.equal(before[k], after[k]) for k in backbone)
+    assert any(not torch.equal(before[k], after[k]) for k in head)
+    res = runner.invoke(app, [*base, "--name", "neg", "--backbone-lr", "-1"])
+    assert res.exit_code != 0 and "--backbone-lr" in " ".join(res.output.split())
+
 def test_train_errors_are_one_line(synth_root, tmp_path):
     cases = [
         (["--gpus", "2"], "no CUDA device"),

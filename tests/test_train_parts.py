@@ -11,7 +11,7 @@ from poser.codec import MEAN, STD, decode_outputs
 from poser.errors import PoserError
 from poser.models.backbones import BACKBONES, create_backbone
 from poser.models.deeppose import create_model, load_model
-from poser.models.weights import export_weights, read_meta, save_weights
+from poser.models.weights import export_weights, load_weights, read_meta, save_weights
 from poser.skeletons import COCO17, LSP14
 from poser.train.augment import Augment, make_batch
 from poser.train.losses import PoseLoss, RealNVP
@@ -263,6 +263,30 @@ def test_averaging_two_fine_tunes_mixes_every_weight_by_its_share(tmp_path):
     with pytest.raises(PoserError, match=r"share must lie in \[0, 1\]"):
         export_weights(a, tmp_path / "x.safetensors", average_with=b, share=1.5)
 
+
+
+def test_an_lsp14_and_a_coco17_fine_tune_average_the_joints_both_know(tmp_path):
+    """Skeletons may differ: the backbone mixes whole, each head row of a joint both know mixes
+    with the other's row of that name, and neck / head top (COCO has none) stay the LSP file's."""
+    base = {"backbone": "mobilenet_v3_small", "input_size": 64, "head": "integral", "stage": 1}
+    torch.manual_seed(0)
+    sa = create_model("mobilenet_v3_small", 14, sigma=False, head="integral").state_dict()
+    sb = create_model("mobilenet_v3_small", 17, sigma=False, head="integral").state_dict()
+    a, b = tmp_path / "lsp.safetensors", tmp_path / "coco.safetensors"
+    save_weights(a, sa, base | {"skeleton": "lsp14", "joints": list(LSP14.joints)})
+    save_weights(b, sb, base | {"skeleton": "coco17", "joints": list(COCO17.joints)})
+    export_weights(a, tmp_path / "soup.safetensors", "fp32", average_with=b, share=0.5)
+    got, meta = load_weights(tmp_path / "soup.safetensors")
+    rows = [k for k, v in sa.items() if k.startswith("head.") and v.shape[:1] == (14,)]
+    assert rows and meta["joints"] == list(LSP14.joints)
+    for k, v in sa.items():
+        if k in rows:
+            for i, name in enumerate(LSP14.joints):
+                want = (v[i] + sb[k][COCO17.joints.index(name)]) / 2 if name in COCO17.joints else v[i]
+                assert torch.allclose(got[k][i], want, atol=1e-6), (k, name)
+        elif v.is_floating_point():
+            assert torch.allclose(got[k], (v + sb[k]) / 2, atol=1e-6), k
+    assert meta["trained_on"]["averaged"][0]["joints"] == [n for n in LSP14.joints if n in COCO17.joints]
 
 def test_bad_weights_files_give_one_clear_error(tmp_path):
     (tmp_path / "junk.safetensors").write_bytes(b"\x00garbage" * 10)

@@ -92,8 +92,9 @@ def export(
     calibration: Annotated[Path | None, typer.Option(
         "--calibration", help="--int8: the dataset whose training split calibrates it.")] = None,
     average_with: Annotated[Path | None, typer.Option(
-        "--average-with", metavar="WEIGHTS", help="Average in another fine-tune of the same model (a model "
-        "soup): e.g. an earlier leg of a long run.")] = None,
+        "--average-with", metavar="WEIGHTS", help="Average in another fine-tune of the same network (a model "
+        "soup): e.g. an earlier leg of a long run, or a COCO-17 fine-tune for an LSP-14 file (the joints both "
+        "know).")] = None,
     share: Annotated[float, typer.Option(
         "--share", min=0.0, max=1.0, help="--average-with: that file's share of the average.")] = 0.5,
     json_out: JsonOpt = None,

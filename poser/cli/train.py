@@ -92,8 +92,8 @@ def train(
     batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Per process.")] = _T.batch_size,
     lr: Annotated[float, typer.Option("--lr", help="Peak learning rate (AdamW, warm-up, cosine).")] = _T.lr,
     backbone_lr: Annotated[float, typer.Option(
-        "--backbone-lr", help="The backbone's learning rate, x --lr (below 1: fine-tune a pretrained backbone "
-        "gently).")] = _T.backbone_lr,
+        "--backbone-lr", min=0.0, help="The backbone's learning rate, x --lr (below 1: fine-tune a pretrained "
+        "backbone gently; 0: freeze it, only the head learns: a linear probe).")] = _T.backbone_lr,
     weight_decay: Annotated[float, typer.Option("--weight-decay", help="AdamW weight decay.")] = _T.weight_decay,
     steps_per_epoch: Annotated[int | None, typer.Option("--steps-per-epoch", help="Cap, for quick runs.")] = None,
     workers: Annotated[int | None, typer.Option(

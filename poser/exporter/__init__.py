@@ -31,7 +31,8 @@ def export(weights: str | Path, dst: str | Path, format: str = "safetensors", *,
     was written. `decode_radius` (integral head) sets the decode window the export carries,
     `flip_test` whether the flip test is the model's default (None: as in `weights`);
     `int8` (openvino) needs `calibration`, a dataset whose training split calibrates it;
-    `average_with` (safetensors) averages in another file of the same model, `share` of it."""
+    `average_with` (safetensors) averages in another fine-tune of the same network, `share` of it
+    (of another skeleton: the joints both know)."""
     weights, dst = Path(weights), Path(dst)
     if format not in FORMATS:
         raise PoserError(f"unknown export format {format!r} (one of {', '.join(FORMATS)})")

@@ -149,20 +149,52 @@ def average_states(state: dict[str, torch.Tensor], spec: ModelSpec, other: Path,
     """`state` averaged with `other`'s weights, `share` of them: a model soup (Wortsman et al.,
     2022). Two fine-tunes of one pretrained network lie in one basin, so their average often
     keeps what each learned (e.g. an earlier leg's everyday people, a later leg's sports);
-    both files must hold the same model (skeleton, backbone, every tensor's shape). The spec
-    keeps `state`'s, its provenance saying what was averaged in; the training-val metrics of
-    one leg no longer describe the average, so they go."""
+    both files must hold the same network (backbone, input size, every tensor's shape). Their
+    skeletons may differ (an LSP-14 and a COCO-17 fine-tune of one network): a head's per-joint
+    rows then average for the joints both know, by name, and keep `state`'s own for the rest.
+    The spec keeps `state`'s, its provenance saying what was averaged in; the training-val
+    metrics of one leg no longer describe the average, so they go."""
     if not 0.0 <= share <= 1.0:
         raise PoserError(f"the averaged file's share must lie in [0, 1], not {share}")
     theirs, their_meta = load_weights(other)
     their_spec = ModelSpec.from_meta(their_meta, str(other))
-    same = [(a.skeleton, a.backbone, a.input_size) for a in spec.stages] == \
-        [(b.skeleton, b.backbone, b.input_size) for b in their_spec.stages]
-    if not same or theirs.keys() != state.keys() or any(theirs[k].shape != v.shape for k, v in state.items()):
-        raise PoserError(f"{other} is another model (skeleton, backbone, input size or shapes differ): "
-                         "only fine-tunes of one model average")
-    mixed = {k: v.lerp(theirs[k], share) if v.is_floating_point() else v for k, v in state.items()}
+    mine_j, their_j = spec.first.joints, their_spec.first.joints
+    rows = [(i, their_j.index(n)) for i, n in enumerate(mine_j) if n in their_j]
+    joint_rows = _joint_rows(state, theirs, mine_j, their_j)
+    nets = [(a.backbone, a.input_size, a.head) for a in spec.stages] == \
+        [(b.backbone, b.input_size, b.head) for b in their_spec.stages]
+    skeletons = mine_j == their_j or (len(spec.stages) == 1 and rows)
+    if not (nets and skeletons and joint_rows is not None):
+        raise PoserError(f"{other} is another model (backbone, input size, head or shapes differ): "
+                         "only fine-tunes of one network average")
+    mixed = {k: v if not v.is_floating_point() else _rows(v, theirs[k], share, rows) if k in joint_rows
+             else v.lerp(theirs[k], share) for k, v in state.items()}
     averaged = {"with": Path(other).name, "share": share}
+    if mine_j != their_j:
+        averaged["joints"] = [mine_j[i] for i, _ in rows]
     return mixed, ModelSpec(tuple(
         replace(s, metrics={}, trained_on=(s.trained_on or {}) | {
             "averaged": [*(s.trained_on or {}).get("averaged", []), averaged]}) for s in spec.stages))
+
+
+def _joint_rows(state: dict, theirs: dict, mine_j: tuple[str, ...], their_j: tuple[str, ...]) -> set[str] | None:
+    """Keys of the head's per-joint tensors (K rows first) where the skeletons differ; None
+    where any other tensor differs in shape (another network)."""
+    if theirs.keys() != state.keys():
+        return None
+    rows = set()
+    for k, v in state.items():
+        if mine_j != their_j and k.startswith("head.") and v.dim() > 0 and v.shape[0] == len(mine_j) \
+                and theirs[k].shape == (len(their_j), *v.shape[1:]):
+            rows.add(k)
+        elif v.shape != theirs[k].shape:
+            return None
+    return rows
+
+
+def _rows(mine: torch.Tensor, theirs: torch.Tensor, share: float, rows: list[tuple[int, int]]) -> torch.Tensor:
+    """Per-joint rows of two skeletons: the joints both know mix, by name; the rest stay mine."""
+    out = mine.clone()
+    for i, j in rows:
+        out[i] = mine[i].lerp(theirs[j], share)
+    return out

@@ -37,7 +37,7 @@ class TrainConfig:
     epochs: int = 90
     batch_size: int = 64                # per process
     lr: float = 1e-3
-    backbone_lr: float = 1.0            # the backbone's learning rate, x lr: below 1 keeps what a pretrained one knows
+    backbone_lr: float = 1.0            # the backbone's learning rate, x lr: below 1 keeps what it knows; 0 freezes it
     weight_decay: float = 1e-4
     warmup_epochs: float = 1.0
     grad_clip: float = 5.0
@@ -149,9 +149,9 @@ def check_config(cfg: TrainConfig) -> None:
 
 def _check_numbers(cfg: TrainConfig) -> None:
     """Finite numbers in range, said by option name (torch's own errors name neither)."""
-    positive = {"--lr": cfg.lr, "--batch-size": cfg.batch_size, "--epochs": cfg.epochs,
-                "--backbone-lr": cfg.backbone_lr}
+    positive = {"--lr": cfg.lr, "--batch-size": cfg.batch_size, "--epochs": cfg.epochs}
     at_least_0 = {"--weight-decay": cfg.weight_decay, "--heatmap-weight": cfg.heatmap_weight,
+                  "--backbone-lr": cfg.backbone_lr,
                   "--distill-weight": cfg.distill_weight,
                   "--rotate": cfg.aug.rotate}
     fractions = {"--distill-labelled": cfg.distill_labelled, "--loose": cfg.aug.loose, "--flip": cfg.aug.flip,

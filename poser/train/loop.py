@@ -222,6 +222,11 @@ def build_model(cfg: TrainConfig, d: distributed.Dist, prev: list, skeleton: Ske
         model.load_state_dict(prev[-1][0].state_dict())
     if cfg.init and not cfg.resume:
         init_from(model, cfg, skeleton)
+    if cfg.backbone_lr == 0:
+        # A linear probe: the head learns the dataset's joints on features left as they are (a new
+        # head's first gradients would otherwise bend what a pretrained backbone knows; Kumar et
+        # al. 2022, LP-FT), and the backbone's backward pass is skipped.
+        model.backbone.requires_grad_(False)
     known = None if skeleton.name == data_skeleton.name else torch.tensor(
         [float(n in data_skeleton.joints) for n in skeleton.joints])
     objective = Objective(model, PoseLoss(kind, heatmap_weight=cfg.heatmap_weight, known=known),
@@ -293,6 +298,8 @@ def train_one_epoch(t: Trainer, epoch: int, bar: Progress | None, stop: StopRequ
                         persistent_workers=False,
                         generator=torch.Generator().manual_seed(cfg.seed + epoch))
     t.objective.train()
+    if cfg.backbone_lr == 0:
+        t.objective.model.backbone.eval()     # a probe's backbone keeps its batch-norm statistics too
     task = bar.add_task(f"epoch {epoch + 1}/{cfg.epochs}", total=t.steps, completed=t.step, info="") if bar else None
     losses, t_epoch, seen, info = [], time.time(), 0, ""
     cache = t.train_ds.cache
