@@ -66,3 +66,29 @@ def test_a_stick_starts_at_a_labelled_wrist_and_the_labels_stay():
     untouched = x.clone()
     _sticks(untouched, kp, has, COCO17, 0.0, np.random.default_rng(4))
     assert torch.equal(untouched, x)
+
+
+def test_half_the_sticks_carry_on_the_forearm():
+    """A skier's pole goes on from the forearm: half the sticks follow elbow -> wrist (25 degrees
+    either way), so their pixels lie ahead of the hand along the forearm far more often than a
+    stick pointing anywhere would (a quarter of directions lie within 45 degrees)."""
+    n, s = 64, 96
+    x = torch.full((n, 3, s, s), 0.5)
+    kp = np.zeros((n, COCO17.num_joints, 2))
+    rng = np.random.default_rng(0)
+    w, e = COCO17.index("left_wrist"), COCO17.index("left_elbow")
+    fore = rng.normal(size=(n, 2))
+    fore /= np.linalg.norm(fore, axis=1, keepdims=True)
+    kp[:, e] = -0.15 * fore                                      # elbow behind, wrist at the centre
+    has = np.zeros((n, COCO17.num_joints), bool)
+    has[:, [w, e]] = True
+    before = x.clone()
+    _sticks(x, kp, has, COCO17, 1.0, np.random.default_rng(5))
+    along = []
+    for i in range(n):
+        ys, xs = np.nonzero((x[i] != before[i]).any(0).numpy())
+        far = np.hypot(xs - s / 2, ys - s / 2) > 10              # the shaft, away from the hand
+        d = np.stack([xs[far] - s / 2, ys[far] - s / 2], 1)
+        d = d.mean(0) / np.linalg.norm(d.mean(0))
+        along.append(d @ fore[i] > np.cos(np.deg2rad(45)))
+    assert 0.45 < np.mean(along) < 0.9
