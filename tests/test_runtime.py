@@ -230,8 +230,8 @@ def test_int8_export_is_found_beside_its_weights_and_only_when_asked(synth_root,
 
 @pytest.mark.skipif(not rt.installed("openvino"), reason="openvino needed for int8")
 def test_the_shipped_int8_model_runs_when_asked():
-    """`--precision int8` with the shipped model refused its own int8 file: the check fed white
-    noise, far outside the activation ranges int8 was calibrated on (photos)."""
+    """`--precision int8` with the shipped model refused its own int8 file: the check took the
+    worst joint, which int8 moves far where a heatmap is flat (0.105; the median joint 0.035)."""
     q = Predictor.from_file(DEFAULT_WEIGHTS, runtime="auto", precision="int8")
     assert q.runtime == "openvino/int8"
     img = cv2.cvtColor(one_person(3, side=256)[0], cv2.COLOR_BGR2RGB)
@@ -241,16 +241,6 @@ def test_the_shipped_int8_model_runs_when_asked():
     # most joints where fp32 puts them (a drawn person, not a photo: a few may move)
     assert np.median(np.linalg.norm(got.keypoints[0] - ref.keypoints[0], axis=-1)) < 0.05 * 256
 
-
-def test_parity_is_measured_on_pictures_not_noise():
-    spec = StageSpec(backbone="mobilenet_v3_small", skeleton="lsp14", joints=LSP14.joints, input_size=64)
-    x = cache.parity_crops(spec)
-    assert x.shape == (4, 3, 64, 64) and np.array_equal(x, cache.parity_crops(spec))
-    lo, hi = (0 - np.array(spec.mean)) / spec.std, (1 - np.array(spec.mean)) / spec.std
-    assert (x >= lo[:, None, None] - 1e-5).all() and (x <= hi[:, None, None] + 1e-5).all()
-    # neighbouring pixels agree (a picture); in white noise they would not
-    flat = x[:, :, :, :-1].ravel(), x[:, :, :, 1:].ravel()
-    assert np.corrcoef(*flat)[0, 1] > 0.8
 
 # --- the second fault audit (issue 37): threads, the export cache ----------------------------
 
