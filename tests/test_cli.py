@@ -126,3 +126,6 @@ def test_poser_export_and_the_export_command_are_one_function(tmp_path, monkeypa
     res = runner.invoke(app, ["export", str(tmp_path / "w.safetensors"), str(tmp_path / "m.onnx"), "--format", "onnx"])
     assert res.exit_code == 0, res.output
     assert calls and calls[0][0][2] == "onnx"
+    res = runner.invoke(app, ["export", str(tmp_path / "w.safetensors"), str(tmp_path / "b.safetensors"),
+                              "--share", "0.3"])          # a share of nothing: said, not ignored
+    assert res.exit_code == 1 and "--average-with" in res.output and len(calls) == 1

@@ -20,6 +20,7 @@ from poser.cli.options import (
     write_result,
 )
 from poser.console import results
+from poser.errors import PoserError
 from poser.threads import set_threads
 
 DemoOutOpt = out_option("runs/demo")
@@ -95,8 +96,9 @@ def export(
         "--average-with", metavar="WEIGHTS", help="Average in another fine-tune of the same network (a model "
         "soup): e.g. an earlier leg of a long run, or a COCO-17 fine-tune for an LSP-14 file (the joints both "
         "know).")] = None,
-    share: Annotated[float, typer.Option(
-        "--share", min=0.0, max=1.0, help="--average-with: that file's share of the average.")] = 0.5,
+    share: Annotated[float | None, typer.Option(
+        "--share", min=0.0, max=1.0, show_default=False,
+        help="--average-with: that file's share of the average. [default: 0.5]")] = None,
     json_out: JsonOpt = None,
 ) -> None:
     """Weights as fp16/int8, ONNX or OpenVINO.
@@ -104,6 +106,9 @@ def export(
     Smaller safetensors (fp16, int8), ONNX, or OpenVINO IR (fp32 or int8)."""
     from poser.exporter import export as export_to
 
+    if share is not None and average_with is None:
+        raise PoserError("--share is the --average-with file's share: give that file too")
+    share = 0.5 if share is None else share
     res = export_to(weights, dst, fmt.value, storage=storage.value, decode_radius=decode_radius,
                     flip_test=flip_test, int8=int8, calibration=calibration, average_with=average_with,
                     share=share)
