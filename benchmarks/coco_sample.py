@@ -47,8 +47,15 @@ def main() -> None:
     model = poser.load(args.weights)
     args.out.mkdir(parents=True, exist_ok=True)
     peer = json.loads(args.peer.read_text()) if args.peer else []
-    runs = [_at_growth(model, args, g, {r["ann_id"]: r for r in peer if r.get("grow", PERSON_BOX_MARGIN) == g})
-            for g in args.grow]
+    coco = json.loads((args.root / args.annotations).read_text())
+    files = {im["id"]: im["file_name"] for im in coco["images"]}
+    by_image: dict[int, list] = {}
+    for a in coco["annotations"]:
+        if a.get("num_keypoints", 0) > 0 and not a.get("iscrowd"):
+            by_image.setdefault(a["image_id"], []).append(a)
+    photos = {iid: cv2.imread(str(next(args.root.rglob(files[iid])))) for iid in by_image}   # once, for every growth
+    runs = [_at_growth(model, args, g, by_image, photos,
+                       {r["ann_id"]: r for r in peer if r.get("grow", PERSON_BOX_MARGIN) == g}) for g in args.grow]
     if len(runs) == 1:
         print(json.dumps(runs[0]))
         return
@@ -60,21 +67,14 @@ def main() -> None:
     print(json.dumps({"grows": runs, "mean": mean}))
 
 
-def _at_growth(model, args: argparse.Namespace, grow: float, peer: dict) -> dict:
-    """Every annotated person through `model` with COCO's box grown `grow` a side; scored beside
-    the peer's results at the same growth."""
+def _at_growth(model, args: argparse.Namespace, grow: float, by_image: dict, photos: dict, peer: dict) -> dict:
+    """Every annotated person (`by_image`, of the BGR `photos`) through `model` with COCO's box
+    grown `grow` a side; scored beside the peer's results at the same growth."""
     ann_file = args.root / args.annotations
-    coco = json.loads(ann_file.read_text())
-    files = {im["id"]: im["file_name"] for im in coco["images"]}
     sk = model.skeleton
     preds, gts, peer_preds, results = [], [], [], []
-    by_image: dict[int, list] = {}
-    for a in coco["annotations"]:
-        if a.get("num_keypoints", 0) > 0 and not a.get("iscrowd"):
-            by_image.setdefault(a["image_id"], []).append(a)
     for iid, anns in by_image.items():
-        path = next(p for p in args.root.rglob(files[iid]))
-        bgr = cv2.imread(str(path))
+        bgr = photos[iid]
         boxes = np.array([a["bbox"] for a in anns], float)
         margin = boxes[:, 2:] * grow
         boxes = np.concatenate([boxes[:, :2] - margin, boxes[:, 2:] + 2 * margin], 1)

@@ -74,12 +74,11 @@ def coco_crops(root: Path, annotations: str, out: Path, complexity: int, grows: 
     files = {im["id"]: im["file_name"] for im in coco["images"]}
     results = []
     with mp.solutions.pose.Pose(static_image_mode=True, model_complexity=complexity) as pose:
+        people = [a for a in coco["annotations"] if a.get("num_keypoints", 0) > 0 and not a.get("iscrowd")]
+        photos = {iid: cv2.imread(str(next(root.rglob(files[iid])))) for iid in {a["image_id"] for a in people}}
         for grow in grows:
-            for a in coco["annotations"]:
-                if a.get("num_keypoints", 0) == 0 or a.get("iscrowd"):
-                    continue
-                bgr = cv2.imread(str(next(root.rglob(files[a["image_id"]]))))
-                crop, corner = person_crop(bgr, a["bbox"], grow)
+            for a in people:
+                crop, corner = person_crop(photos[a["image_id"]], a["bbox"], grow)
                 found = pose.process(cv2.cvtColor(crop, cv2.COLOR_BGR2RGB)).pose_landmarks
                 if found is None:
                     continue

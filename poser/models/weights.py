@@ -159,42 +159,39 @@ def average_states(state: dict[str, torch.Tensor], spec: ModelSpec, other: Path,
     theirs, their_meta = load_weights(other)
     their_spec = ModelSpec.from_meta(their_meta, str(other))
     mine_j, their_j = spec.first.joints, their_spec.first.joints
-    rows = [(i, their_j.index(n)) for i, n in enumerate(mine_j) if n in their_j]
-    joint_rows = _joint_rows(state, theirs, mine_j, their_j)
+    shared = [n for n in mine_j if n in their_j]
+    if mine_j != their_j and len(spec.stages) == 1 and shared:
+        # Their head rows in my joints' order; my own rows where they lack the joint, so those mix
+        # with themselves and stay mine.
+        theirs = map_joint_rows(theirs, state, their_j, mine_j) if theirs.keys() == state.keys() else theirs
     nets = [(a.backbone, a.input_size, a.head) for a in spec.stages] == \
         [(b.backbone, b.input_size, b.head) for b in their_spec.stages]
-    skeletons = mine_j == their_j or (len(spec.stages) == 1 and rows)
-    if not (nets and skeletons and joint_rows is not None):
-        raise PoserError(f"{other} is another model (backbone, input size, head or shapes differ): "
+    if not nets or not shared or theirs.keys() != state.keys() or any(theirs[k].shape != v.shape
+                                                                      for k, v in state.items()):
+        raise PoserError(f"{other} is another model (backbone, input size, head, joints or shapes differ): "
                          "only fine-tunes of one network average")
-    mixed = {k: v if not v.is_floating_point() else _rows(v, theirs[k], share, rows) if k in joint_rows
-             else v.lerp(theirs[k], share) for k, v in state.items()}
+    mixed = {k: v.lerp(theirs[k], share) if v.is_floating_point() else v for k, v in state.items()}
     averaged = {"with": Path(other).name, "share": share}
     if mine_j != their_j:
-        averaged["joints"] = [mine_j[i] for i, _ in rows]
+        averaged["joints"] = shared
     return mixed, ModelSpec(tuple(
         replace(s, metrics={}, trained_on=(s.trained_on or {}) | {
             "averaged": [*(s.trained_on or {}).get("averaged", []), averaged]}) for s in spec.stages))
 
 
-def _joint_rows(state: dict, theirs: dict, mine_j: tuple[str, ...], their_j: tuple[str, ...]) -> set[str] | None:
-    """Keys of the head's per-joint tensors (K rows first) where the skeletons differ; None
-    where any other tensor differs in shape (another network)."""
-    if theirs.keys() != state.keys():
-        return None
-    rows = set()
-    for k, v in state.items():
-        if mine_j != their_j and k.startswith("head.") and v.dim() > 0 and v.shape[0] == len(mine_j) \
-                and theirs[k].shape == (len(their_j), *v.shape[1:]):
-            rows.add(k)
-        elif v.shape != theirs[k].shape:
-            return None
-    return rows
-
-
-def _rows(mine: torch.Tensor, theirs: torch.Tensor, share: float, rows: list[tuple[int, int]]) -> torch.Tensor:
-    """Per-joint rows of two skeletons: the joints both know mix, by name; the rest stay mine."""
-    out = mine.clone()
-    for i, j in rows:
-        out[i] = mine[i].lerp(theirs[j], share)
+def map_joint_rows(src: dict, dst: dict, src_joints: tuple[str, ...], joints: tuple[str, ...],
+                   stand_ins: dict[str, str] | None = None) -> dict:
+    """`src`'s tensors with the head's per-joint rows (first dimension K) moved to `joints`' order
+    by name; a joint `src` lacks keeps `dst`'s row, or takes a stand-in joint's row where
+    `stand_ins` (for the visibility output, `head.visible.*`) names one `src` has."""
+    out = dict(src)
+    for name, value in dst.items():
+        if name.startswith("head.") and value.shape[:1] == (len(joints),) and src[name].shape[:1] == (len(src_joints),):
+            rows = value.clone()
+            for k, joint in enumerate(joints):
+                stand_in = (stand_ins or {}).get(joint) if name.startswith("head.visible.") else None
+                source = joint if joint in src_joints else stand_in if stand_in in src_joints else None
+                if source is not None:
+                    rows[k] = src[name][src_joints.index(source)]
+            out[name] = rows
     return out

@@ -179,8 +179,7 @@ def _sticks(x: torch.Tensor, kp: np.ndarray, has: np.ndarray, skeleton: Skeleton
     COCO sample: the wrist 0.2 torso lengths off, 0.39 too high on average, where the pole
     goes on from the forearm; sticks pointing anywhere alone did not move it)."""
     wrists = [skeleton.index(j) for j in ("left_wrist", "right_wrist") if j in skeleton.joints]
-    elbow = {skeleton.index(w): skeleton.index(w.replace("wrist", "elbow")) for w in ("left_wrist", "right_wrist")
-             if w in skeleton.joints and w.replace("wrist", "elbow") in skeleton.joints}
+    elbow = {limb.b: limb.a for limb in skeleton.pcp_limbs if limb.kind == "lower_arm"}     # wrist: elbow
     n, _, s, _ = x.shape
     yy, xx = torch.meshgrid(torch.arange(s, device=x.device, dtype=x.dtype),
                             torch.arange(s, device=x.device, dtype=x.dtype), indexing="ij")

@@ -23,7 +23,7 @@ from poser.errors import PoserError
 from poser.inference.cascade import joint_boxes, pose_diameter
 from poser.inference.predictor import Predictor
 from poser.models.deeppose import load_stages
-from poser.models.weights import read_spec
+from poser.models.weights import map_joint_rows, read_spec
 from poser.skeletons import VISIBILITY_STAND_INS, Skeleton
 from poser.train.config import TrainConfig, loss_kind
 
@@ -120,25 +120,10 @@ def init_from(model: DeepPose, cfg: TrainConfig, skeleton: Skeleton) -> None:
         raise PoserError(f"`init` {cfg.init} does not fit this run: {', '.join(diff)}")
     state = src.state_dict()
     if spec.skeleton != skeleton.name:
-        state = _joints_mapped(state, model.state_dict(), spec.joints, skeleton.joints)
+        # A joint the file lacks keeps its start, but its visibility output takes a stand-in's
+        # (the data may never label that joint's visibility: the face's from the head top).
+        state = map_joint_rows(state, model.state_dict(), spec.joints, skeleton.joints, VISIBILITY_STAND_INS)
     model.load_state_dict(state)
-
-
-def _joints_mapped(src: dict, dst: dict, src_joints: tuple[str, ...], joints: tuple[str, ...]) -> dict:
-    """The head's per-joint rows (first dimension K) of `src` moved to `joints`' order by name;
-    rows for joints `src` lacks keep `dst`'s, but for the visibility output, which takes a
-    stand-in joint's (VISIBILITY_STAND_INS: the data may never label that joint's visibility)."""
-    out = dict(src)
-    for name, value in dst.items():
-        if name.startswith("head.") and value.shape[:1] == (len(joints),) and src[name].shape[:1] == (len(src_joints),):
-            rows = value.clone()
-            for k, joint in enumerate(joints):
-                stand_in = VISIBILITY_STAND_INS.get(joint) if name.startswith("head.visible.") else None
-                source = joint if joint in src_joints else stand_in if stand_in in src_joints else None
-                if source is not None:
-                    rows[k] = src[name][src_joints.index(source)]
-            out[name] = rows
-    return out
 
 
 def predict_previous(prev: list, cache: Cache, device: torch.device, batch_size: int, show: bool) -> StageData:
