@@ -97,3 +97,28 @@ def test_a_search_from_several_starts_keeps_the_most_prominent_result():
     assert prominence(kept.keypoints[0], kept.scores[0], rgb.shape) == pytest.approx(max(scores), abs=0.01)
     whole = pred.find_person([rgb])[0]                  # the default start is the whole image alone
     assert np.abs(whole.keypoints - alone[0].keypoints).max() < 1e-6
+
+
+@pytest.mark.parametrize("passes", [0, 1, 3])
+def test_only_the_last_pass_takes_the_flip_test(passes, monkeypatch):
+    # The passes before the last only place the box: each image is mirrored once, at its last
+    # pass, whose result is what the search returns.
+    from poser.inference.predictor import DEFAULT_WEIGHTS
+
+    pred = Predictor.from_file(DEFAULT_WEIGHTS)
+    images = [cv2.cvtColor(one_person(s, side=300, body=(0.4, 0.6))[0], cv2.COLOR_BGR2RGB) for s in range(4)]
+    calls, real = [], pred.predict_images
+
+    def spy(imgs, boxes, flip=None):
+        out = real(imgs, boxes, flip)
+        calls.append((flip, [id(i) for i in imgs], out))
+        return out
+
+    monkeypatch.setattr(pred, "predict_images", spy)
+    found = pred.find_person(images, passes=passes, flip=True)
+    for image, result in zip(images, found, strict=True):
+        mine = [(flip, out[ids.index(id(image))]) for flip, ids, out in calls if id(image) in ids]
+        assert [flip for flip, _ in mine] == [False] * (len(mine) - 1) + [True]
+        assert 1 <= len(mine) <= passes + 1
+        assert np.array_equal(mine[-1][1].keypoints, result.keypoints)
+    assert all(ids for _, ids, _ in calls)

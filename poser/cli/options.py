@@ -234,7 +234,8 @@ StagesOpt = Annotated[int | None, typer.Option(
 CacheSizeOpt = Annotated[int, typer.Option("--cache-size", min=64, max=1024, help="Side of the prepared crops (px).")]
 FlipOpt = Annotated[bool | None, typer.Option(
     "--flip/--no-flip", show_default=False, help="Flip test: average with the mirrored crop (about 1.7x "
-    "the model's time). [default: the model's own: on for the shipped models]")]
+    "the model's time; the person search mirrors only its last pass). [default: the model's own: on for "
+    "the shipped models]")]
 SearchOpt = Annotated[int, typer.Option(
     "--search", min=0, help="Person search without boxes: passes after the whole-image one.")]
 DetectorOpt = Annotated[str | None, typer.Option(

@@ -235,16 +235,23 @@ class Predictor:
         starts = starts if starts is not None else [whole_image_box(im) for im in images]
         owner = [i for i, st in enumerate(starts) for _ in range(len(st))]
         imgs = [images[i] for i in owner]
-        res = self.predict_images(imgs, [b[None] for st in starts for b in np.asarray(st, float)], flip)
+        # The flip test only on the last pass: the passes before it only place the box, and
+        # mirrored crops there would double their time for no PCP (measured: docs/runtimes.md).
+        res = self.predict_images(imgs, [b[None] for st in starts for b in np.asarray(st, float)],
+                                  flip if passes == 0 else False)
         step: dict[int, int] = {j: 0 for j in range(len(imgs))} if passes > 0 else {}
         while step:
-            todo = list(step)
-            boxes = [search_box(res[j].keypoints[0], search_margin(step[j], passes))[None] for j in todo]
-            for j, r in zip(todo, self.predict_images([imgs[j] for j in todo], boxes, flip), strict=True):
-                k = next_pass(step.pop(j), passes, moved(res[j].keypoints[0], r.keypoints[0]))
-                res[j] = r
-                if k is not None:
-                    step[j] = k
+            for last in (False, True):
+                todo = [j for j in step if (step[j] == passes - 1) == last]
+                if not todo:
+                    continue
+                boxes = [search_box(res[j].keypoints[0], search_margin(step[j], passes))[None] for j in todo]
+                found = self.predict_images([imgs[j] for j in todo], boxes, flip if last else False)
+                for j, r in zip(todo, found, strict=True):
+                    k = next_pass(step.pop(j), passes, moved(res[j].keypoints[0], r.keypoints[0]))
+                    res[j] = r
+                    if k is not None:
+                        step[j] = k
         best: dict[int, tuple[float, Prediction]] = {}
         for i, r in zip(owner, res, strict=True):
             p = prominence(r.keypoints[0], r.scores[0], images[i].shape)
