@@ -102,6 +102,12 @@ def test_teacher_channels_are_blazepose_own_joints_only():
     assert teacher_channels(COCO17.joints) == [0, 2, 5, 7, 8, 11, 12, 13, 14, 15, 16, 23, 24, 25, 26, 27, 28]
     ch = dict(zip(LSP14.joints, teacher_channels(LSP14.joints), strict=True))
     assert ch["neck"] == ch["head_top"] == -1 and ch["left_wrist"] == 15 and ch["right_ankle"] == 28
+    # --distill-skip: those joints learn from their labels alone; the rest keep their channels
+    skip = dict(zip(LSP14.joints, teacher_channels(LSP14.joints, ("left_hip", "right_hip")), strict=True))
+    assert skip["left_hip"] == skip["right_hip"] == -1 and {k: v for k, v in skip.items() if "hip" not in k} == \
+        {k: v for k, v in ch.items() if "hip" not in k}
+    with pytest.raises(PoserError, match="nose not among the model's joints"):
+        teacher_channels(LSP14.joints, ("nose",))
 
 
 def test_init_maps_the_head_by_joint_name(tmp_path):
@@ -151,7 +157,10 @@ def test_a_model_trains_and_evaluates_on_data_with_other_joints(synth_root, tmp_
 def test_unknown_skeleton_or_teacher_is_one_line(synth_root, tmp_path):
     base = ["train", "--data", str(synth_root), "--epochs", "1", "--out", str(tmp_path)]
     for args, msg in ((["--skeleton", "mpii"], "unknown skeleton"), (["--distill", "resnet"], "unknown teacher"),
-                      (["--distill", "blazepose_full", "--head", "fc"], "takes --head integral")):
+                      (["--distill", "blazepose_full", "--head", "fc"], "takes --head integral"),
+                      (["--distill-skip", "left_hip"], "give --distill too"),
+                      (["--distill", "blazepose_full", "--distill-skip", "left_hips"],
+                       "no skeleton has the joints left_hips")):
         res = runner.invoke(app, [*base, *args])
         assert res.exit_code == 1 and msg in " ".join(res.output.split()), res.output
 

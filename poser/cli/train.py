@@ -86,6 +86,9 @@ def train(
     distill_labelled: Annotated[float, typer.Option(
         "--distill-labelled", min=0.0, max=1.0,
         help="x --distill-weight for joints the crop labels (1: as much as the others).")] = _T.distill_labelled,
+    distill_skip: Annotated[str, typer.Option(
+        "--distill-skip", help="Joints the teacher does not teach, comma-separated (e.g. left_hip,right_hip: "
+        "BlazePose places hips higher than LSP's labels).")] = "",
     epochs: Annotated[int | None, typer.Option(
         "--epochs", min=1, show_default=False,
         help=f"Epochs in all. [default: {_T.epochs}; --resume: the run's, or a new total]")] = None,
@@ -145,7 +148,8 @@ def train(
             backbone=backbone, input_size=input_size, head=head.value if head else None,
             sub_image=sub_image, loss=Loss(loss).value, heatmap_weight=heatmap_weight,
             pretrained=pretrained, init=str(init) if init else None, skeleton=skeleton, distill=distill,
-            distill_weight=distill_weight, distill_labelled=distill_labelled, epochs=epochs or _T.epochs,
+            distill_weight=distill_weight, distill_labelled=distill_labelled,
+            distill_skip=tuple(j.strip() for j in distill_skip.split(",") if j.strip()), epochs=epochs or _T.epochs,
             batch_size=batch_size, lr=lr, backbone_lr=backbone_lr, weight_decay=weight_decay,
             steps_per_epoch=steps_per_epoch, workers=workers, device=device.value, amp=amp, seed=seed,
             cache_size=cache_size, threads=used,

@@ -34,6 +34,8 @@ class TrainConfig:
     distill: str | None = None          # a teacher (blazepose_lite/full/heavy, MediaPipe's weights) ...
     distill_weight: float = 0.2         # ... whose heatmaps the model's follow: weight of that KL term,
     distill_labelled: float = 0.25      # x this for joints the crop labels (their label teaches them)
+    distill_skip: tuple[str, ...] = ()  # joints it does not teach: where its convention and the labels'
+                                        # differ (BlazePose's hips sit higher than LSP's)
     epochs: int = 90
     batch_size: int = 64                # per process
     lr: float = 1e-3
@@ -132,6 +134,11 @@ def check_config(cfg: TrainConfig) -> None:
         raise PoserError("`skeleton` is chosen at stage one; refinement stages predict stage one's joints")
     if cfg.distill is not None and cfg.distill not in TEACHERS:
         raise PoserError(f"unknown teacher {cfg.distill!r} for `distill` (known: {', '.join(TEACHERS)})")
+    if cfg.distill_skip and cfg.distill is None:
+        raise PoserError("`distill_skip` names joints the teacher does not teach: give `distill` too")
+    typos = set(cfg.distill_skip) - {j for sk in SKELETONS.values() for j in sk.joints}
+    if typos:
+        raise PoserError(f"`distill_skip`: no skeleton has the joints {', '.join(sorted(typos))}")
     if cfg.distill is not None and cfg.head != "integral":
         raise PoserError("`distill` teaches heatmaps: it takes `head` integral")
     if cfg.init and not Path(cfg.init).is_file():

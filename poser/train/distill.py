@@ -17,24 +17,31 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from poser.errors import PoserError
 from poser.models.blazepose import CHANNELS, VARIANTS, BlazeTrunk, load_mediapipe
 
 TEACHERS = tuple(f"blazepose_{v}" for v in VARIANTS)
 TEACHER_INPUT = 256
 
 
-def teacher_channels(joints: tuple[str, ...]) -> list[int]:
+def teacher_channels(joints: tuple[str, ...], skip: tuple[str, ...] = ()) -> list[int]:
     """BlazePose's heatmap channel per model joint, -1 where it has none of its own (the neck
-    and head top are approximations at the head's start, not the teacher's knowledge)."""
-    return [CHANNELS[n][0] if n in CHANNELS and len(CHANNELS[n]) == 1 and n != "head_top" else -1
-            for n in joints]
+    and head top are approximations at the head's start, not the teacher's knowledge) or where
+    `skip` names the joint (its labels place it elsewhere: it learns from them alone)."""
+    unknown = set(skip) - set(joints)
+    if unknown:
+        raise PoserError(f"`distill_skip`: {', '.join(sorted(unknown))} not among the model's joints "
+                         f"({', '.join(joints)})")
+    return [CHANNELS[n][0] if n in CHANNELS and len(CHANNELS[n]) == 1 and n != "head_top" and n not in skip
+            else -1 for n in joints]
 
 
 class Teacher(nn.Module):
     """(N, 3, S, S) normalised crops -> (N, K, 64, 64) BlazePose heatmap probabilities per model
     joint (zeros for joints it does not know) and the (K,) mask of the known ones."""
 
-    def __init__(self, name: str, joints: tuple[str, ...], where: str = "mediapipe") -> None:
+    def __init__(self, name: str, joints: tuple[str, ...], where: str = "mediapipe",
+                 skip: tuple[str, ...] = ()) -> None:
         super().__init__()
         self.trunk = BlazeTrunk(name.removeprefix("blazepose_"))
         load_mediapipe(self.trunk, where)
@@ -42,7 +49,7 @@ class Teacher(nn.Module):
         self.trunk.landmark_heatmap = None
         self.conv = nn.Conv2d(w.shape[1], w.shape[0], 1)
         self.conv.load_state_dict({"weight": w, "bias": b})
-        ch = torch.tensor(teacher_channels(joints))
+        ch = torch.tensor(teacher_channels(joints, skip))
         self.register_buffer("channel", ch.clamp(min=0), persistent=False)
         self.register_buffer("known", (ch >= 0).float(), persistent=False)
         self.requires_grad_(False)

@@ -241,7 +241,7 @@ def build_teacher(cfg: TrainConfig, d: distributed.Dist, skeleton: Skeleton) -> 
     """--distill: the frozen teacher, on the training device (no DDP: it has nothing to learn)."""
     if not cfg.distill:
         return None
-    teacher = Teacher(cfg.distill, skeleton.joints).to(d.device)
+    teacher = Teacher(cfg.distill, skeleton.joints, skip=tuple(cfg.distill_skip)).to(d.device)
     return teacher.to(memory_format=torch.channels_last) if cfg.channels_last else teacher
 
 
