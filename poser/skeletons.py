@@ -168,7 +168,21 @@ LSP14 = _build(
     {"head": ["neck", "head_top"], **_BODY_GROUPS},
 )
 
-SKELETONS: dict[str, Skeleton] = {s.name: s for s in (COCO17, LSP14)}
+# COCO-17 with LSP's neck and head top: one network that answers both formats, so an LSP-14
+# model can keep learning the face from a teacher that knows it (BlazePose) while LSP data
+# teaches the neck and head top. `poser export --skeleton lsp14|coco17` keeps the joints one needs.
+BODY19 = _build(
+    "body19",
+    [*COCO17.joints, "neck", "head_top"],
+    [(COCO17.joints[a], COCO17.joints[b]) for a, b in COCO17.draw_limbs] + [
+        ("neck", "head_top"), ("neck", "left_shoulder"), ("neck", "right_shoulder"),
+    ],
+    _LIMBS_PCP + [("head", "neck", "head_top")],
+    [*COCO17.sigmas, .079, .079],
+    {"head": ["nose", "left_eye", "right_eye", "left_ear", "right_ear", "neck", "head_top"], **_BODY_GROUPS},
+)
+
+SKELETONS: dict[str, Skeleton] = {s.name: s for s in (COCO17, LSP14, BODY19)}
 
 
 def get_skeleton(name: str) -> Skeleton:

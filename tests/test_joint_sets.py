@@ -17,7 +17,7 @@ from poser.errors import PoserError
 from poser.evaluate.metrics import pcp
 from poser.models.deeppose import create_model, load_model
 from poser.models.weights import read_spec
-from poser.skeletons import COCO17, LSP14, SKELETONS, Skeleton, convert, unlabelled_in
+from poser.skeletons import BODY19, COCO17, LSP14, SKELETONS, Skeleton, convert, unlabelled_in
 from poser.train.config import TrainConfig
 from poser.train.distill import teacher_channels
 from poser.train.losses import PoseLoss, distill_kl
@@ -152,6 +152,47 @@ def test_a_model_trains_and_evaluates_on_data_with_other_joints(synth_root, tmp_
     report = json.loads((tmp_path / "ev.json").read_text())
     assert "neck, head_top are not scored" in " ".join(res.output.split())
     assert report["pcp"]["limbs_counted"] > 0 and report["pcp"]["per_kind"]["head"] is None
+
+
+def test_body19_answers_both_formats_and_exports_either(tmp_path):
+    """A body19 model is COCO-17 plus LSP's neck and head top: scored as either skeleton, and
+    `poser export --skeleton` keeps one skeleton's joints whose outputs are the model's own."""
+    from poser.models.weights import read_meta, save_model
+    from poser.spec import ModelSpec, StageSpec
+
+    assert BODY19.joints[:17] == COCO17.joints and set(LSP14.joints) <= set(BODY19.joints)
+    assert {BODY19.joints[a] for a, b in BODY19.flip_pairs} == {n for n in BODY19.joints if n.startswith("left_")}
+    assert [lb.kind for lb in BODY19.pcp_limbs] == [lb.kind for lb in LSP14.pcp_limbs]
+    torch.manual_seed(0)
+    model = create_model("mobilenet_v3_small", BODY19.num_joints, None, sigma=False, head="integral").eval()
+    with torch.no_grad():                      # heads start near flat: make the rows differ per joint
+        model.head.logits.weight.normal_(0, 0.3)
+        model.head.logits.bias.normal_(0, 1.0)
+    spec = StageSpec(backbone="mobilenet_v3_small", skeleton="body19", joints=BODY19.joints, input_size=64,
+                     head="integral", sigma_head=False)
+    src = tmp_path / "body19.safetensors"
+    save_model(src, [model.state_dict()], ModelSpec((spec,)))
+    x = torch.rand(2, 3, 64, 64)
+    with torch.no_grad():
+        full = model(x)
+    for sk in (LSP14, COCO17):
+        dst = tmp_path / f"{sk.name}.safetensors"
+        res = runner.invoke(app, ["export", str(src), str(dst), "--storage", "fp32", "--skeleton", sk.name])
+        assert res.exit_code == 0, res.output
+        kept = load_model(dst)[0].eval()
+        assert read_spec(dst).skeleton == sk.name and kept.num_joints == sk.num_joints
+        assert read_meta(dst)["trained_on"]["joints_of"] == "body19"
+        rows = [BODY19.index(n) for n in sk.joints]
+        with torch.no_grad():
+            out = kept(x)
+        for key in ("coords", "visible", "heatmap"):
+            assert torch.allclose(out[key], full[key][:, rows], atol=1e-5), (sk.name, key)
+        if sk is LSP14:                                 # picked by name, not the first 14 rows
+            assert not torch.allclose(out["heatmap"], full["heatmap"][:, :sk.num_joints])
+    res = runner.invoke(app, ["export", str(tmp_path / "lsp14.safetensors"), str(tmp_path / "x.safetensors"),
+                              "--skeleton", "coco17"])
+    assert res.exit_code == 1 and "lacks nose" in " ".join(res.output.split()), res.output
+    assert not (tmp_path / "x.safetensors").exists()
 
 
 def test_unknown_skeleton_or_teacher_is_one_line(synth_root, tmp_path):

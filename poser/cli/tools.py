@@ -99,6 +99,9 @@ def export(
     share: Annotated[float | None, typer.Option(
         "--share", min=0.0, max=1.0, show_default=False,
         help="--average-with: that file's share of the average. [default: 0.5]")] = None,
+    skeleton: Annotated[str | None, typer.Option(
+        "--skeleton", show_default=False, help="Keep only this skeleton's joints (e.g. lsp14 or coco17 of a "
+        "body19 model). [default: all the model's]")] = None,
     json_out: JsonOpt = None,
 ) -> None:
     """Weights as fp16/int8, ONNX or OpenVINO.
@@ -111,9 +114,10 @@ def export(
     share = 0.5 if share is None else share
     res = export_to(weights, dst, fmt.value, storage=storage.value, decode_radius=decode_radius,
                     flip_test=flip_test, int8=int8, calibration=calibration, average_with=average_with,
-                    share=share)
+                    share=share, skeleton=skeleton)
     if fmt == ExportFormat.safetensors:
         mixed = f", {share:.0%} of it {average_with}" if average_with else ""
+        mixed += f", {skeleton}'s joints" if skeleton else ""
         results.print(f"{dst}: {res['dst_bytes'] / 1e6:.1f} MB ({storage.value}{mixed}; {weights} was "
                       f"{res['src_bytes'] / 1e6:.1f} MB)", soft_wrap=True)
     else:

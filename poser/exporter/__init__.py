@@ -26,26 +26,28 @@ FORMATS = {     # format: (what it writes, the packages it needs, the extra that
 def export(weights: str | Path, dst: str | Path, format: str = "safetensors", *, storage: str = "fp16",  # noqa: A002
            decode_radius: float | None = None, flip_test: bool | None = None, int8: bool = False,
            calibration: str | Path | None = None, average_with: str | Path | None = None,
-           share: float = 0.5) -> dict:
+           share: float = 0.5, skeleton: str | None = None) -> dict:
     """Write `weights` (a poser weights file or cascade bundle) as `dst` in `format`; returns what
     was written. `decode_radius` (integral head) sets the decode window the export carries,
     `flip_test` whether the flip test is the model's default (None: as in `weights`);
     `int8` (openvino) needs `calibration`, a dataset whose training split calibrates it;
     `average_with` (safetensors) averages in another fine-tune of the same network, `share` of it
-    (of another skeleton: the joints both know)."""
+    (of another skeleton: the joints both know); `skeleton` (safetensors) keeps only its joints
+    (e.g. lsp14 of a body19 model)."""
     weights, dst = Path(weights), Path(dst)
     if format not in FORMATS:
         raise PoserError(f"unknown export format {format!r} (one of {', '.join(FORMATS)})")
     if int8 and (format != "openvino" or calibration is None):
         raise PoserError("int8 export writes OpenVINO IR (format openvino) and needs a calibration dataset")
-    if average_with is not None and format != "safetensors":
-        raise PoserError("averaging writes a safetensors file; export that one to other formats")
+    if (average_with is not None or skeleton is not None) and format != "safetensors":
+        raise PoserError("averaging and keeping a skeleton's joints write a safetensors file; export that "
+                         "one to other formats")
     _require(format, ("nncf",) if int8 else ())
     if format == "safetensors":
         from poser.models.weights import export_weights
 
         res = export_weights(weights, dst, storage, decode_radius, flip_test,
-                             None if average_with is None else Path(average_with), share)
+                             None if average_with is None else Path(average_with), share, skeleton)
         return res | {"format": format, "storage": storage}
     if int8:
         from poser.exporter.int8 import export_int8

@@ -129,19 +129,46 @@ def load_weights(path: Path) -> tuple[dict[str, torch.Tensor], dict]:
 
 
 def export_weights(src: Path, dst: Path, storage: str = "fp16", decode_radius: float | None = None,
-                   flip_test: bool | None = None, average_with: Path | None = None, share: float = 0.5) -> dict:
+                   flip_test: bool | None = None, average_with: Path | None = None, share: float = 0.5,
+                   skeleton: str | None = None) -> dict:
     """Re-store a weights file or cascade bundle (e.g. a run's best.safetensors as the fp16 or
     int8 file to ship); `decode_radius` records the integral head's measured decode radius
     (codec.local) for every stage, `flip_test` whether the flip test is the model's default
     (None: both as in `src`). `average_with` (a file of the same model) mixes its weights in,
-    `share` of them, the rest `src`'s. Returns both sizes in bytes."""
+    `share` of them, the rest `src`'s; `skeleton` then keeps only that skeleton's joints
+    (`keep_joints`). Returns both sizes in bytes."""
     state, meta = load_weights(src)
     spec = ModelSpec.from_meta(meta, str(src))
     if average_with is not None:
         state, spec = average_states(state, spec, Path(average_with), share)
+    if skeleton is not None:
+        state, spec = keep_joints(state, spec, skeleton)
     save_weights(dst, state, spec.with_test(decode_radius, flip_test).to_meta(), storage)
     return {"src": str(src), "dst": str(dst), "storage": storage,
             "src_bytes": Path(src).stat().st_size, "dst_bytes": Path(dst).stat().st_size}
+
+
+def keep_joints(state: dict[str, torch.Tensor], spec: ModelSpec,
+                skeleton: str) -> tuple[dict[str, torch.Tensor], ModelSpec]:
+    """`state` answering only `skeleton`'s joints, all of which it must know: an integral head's
+    per-joint rows picked by name (a body19 model as the LSP-14 or COCO-17 file to ship). The
+    rest of the network is untouched, so the picked joints' outputs are bit for bit the same."""
+    from poser.skeletons import get_skeleton
+
+    want = get_skeleton(skeleton)
+    first = spec.first
+    if first.skeleton == want.name:
+        return state, spec
+    lacking = [n for n in want.joints if n not in first.joints]
+    if len(spec.stages) != 1 or first.head != "integral" or lacking:
+        why = f"it lacks {', '.join(lacking)}" if lacking else "only a one-stage integral-head model's joints map"
+        raise PoserError(f"cannot keep {want.name}'s joints of a {first.skeleton} model: {why}")
+    rows = [first.joints.index(n) for n in want.joints]
+    k = len(first.joints)
+    kept = {name: v[rows] if name.startswith("head.") and v.dim() and v.shape[0] == k else v
+            for name, v in state.items()}
+    return kept, ModelSpec((replace(first, skeleton=want.name, joints=want.joints, metrics={}, trained_on=(
+        first.trained_on or {}) | {"joints_of": first.skeleton}),))
 
 
 def average_states(state: dict[str, torch.Tensor], spec: ModelSpec, other: Path,
