@@ -163,10 +163,8 @@ def keep_joints(state: dict[str, torch.Tensor], spec: ModelSpec,
     if len(spec.stages) != 1 or first.head != "integral" or lacking:
         why = f"it lacks {', '.join(lacking)}" if lacking else "only a one-stage integral-head model's joints map"
         raise PoserError(f"cannot keep {want.name}'s joints of a {first.skeleton} model: {why}")
-    rows = [first.joints.index(n) for n in want.joints]
-    k = len(first.joints)
-    kept = {name: v[rows] if name.startswith("head.") and v.dim() and v.shape[0] == k else v
-            for name, v in state.items()}
+    rows, k = [first.joints.index(n) for n in want.joints], len(first.joints)
+    kept = {name: v[rows] if per_joint(name, v, k) else v for name, v in state.items()}
     return kept, ModelSpec((replace(first, skeleton=want.name, joints=want.joints, metrics={}, trained_on=(
         first.trained_on or {}) | {"joints_of": first.skeleton}),))
 
@@ -206,6 +204,12 @@ def average_states(state: dict[str, torch.Tensor], spec: ModelSpec, other: Path,
             "averaged": [*(s.trained_on or {}).get("averaged", []), averaged]}) for s in spec.stages))
 
 
+def per_joint(name: str, value: torch.Tensor, k: int) -> bool:
+    """Whether a tensor of a K-joint model holds one row per joint (the integral head's heatmap
+    and visibility outputs): what mapping, averaging or keeping joints moves by name."""
+    return name.startswith("head.") and value.shape[:1] == (k,)
+
+
 def map_joint_rows(src: dict, dst: dict, src_joints: tuple[str, ...], joints: tuple[str, ...],
                    stand_ins: dict[str, str] | None = None) -> dict:
     """`src`'s tensors with the head's per-joint rows (first dimension K) moved to `joints`' order
@@ -213,7 +217,7 @@ def map_joint_rows(src: dict, dst: dict, src_joints: tuple[str, ...], joints: tu
     `stand_ins` (for the visibility output, `head.visible.*`) names one `src` has."""
     out = dict(src)
     for name, value in dst.items():
-        if name.startswith("head.") and value.shape[:1] == (len(joints),) and src[name].shape[:1] == (len(src_joints),):
+        if per_joint(name, value, len(joints)) and per_joint(name, src[name], len(src_joints)):
             rows = value.clone()
             for k, joint in enumerate(joints):
                 stand_in = (stand_ins or {}).get(joint) if name.startswith("head.visible.") else None
