@@ -1,5 +1,5 @@
 """Everyday-photo augmentation (train/augment.py): occluders, frame-edge cuts, degraded images,
-sticks held at the wrists."""
+sticks held at the wrists, a second person beside the labelled one."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import numpy as np
 import torch
 
 from poser.skeletons import COCO17
-from poser.train.augment import _degrade, _occlude, _sticks, _truncate
+from poser.train.augment import _crowd, _degrade, _occlude, _sticks, _truncate
 
 
 def _batch(n: int = 8, s: int = 64):
@@ -38,6 +38,25 @@ def test_occluders_cover_joints_but_keep_their_labels():
     changed = (x != before).any(1)                     # (N, S, S)
     assert changed.flatten(1).any(1).all()             # every crop got an occluder
     assert 0.01 < changed.float().mean() < 0.5 and has.all()
+
+
+def test_a_crowd_puts_the_next_crop_beside_the_centre_and_leaves_the_centre_alone():
+    n, s = 4, 64
+    x = (torch.arange(n, dtype=torch.float32) / 10 + 0.1).view(n, 1, 1, 1).expand(n, 3, s, s).clone()
+    _crowd(x, 1.0, np.random.default_rng(5))
+    for i in range(n):
+        own, donor = 0.1 + i / 10, 0.1 + ((i + 1) % n) / 10
+        changed = (x[i] != own).any(0)                                    # (S, S)
+        cols = np.flatnonzero(changed.any(0).numpy())
+        assert len(cols) and (cols.max() < s * 0.41 or cols.min() > s * 0.59)   # one side, never the centre
+        lo, hi = min(own, donor), max(own, donor)
+        assert x[i].min() >= lo - 1e-6 and x[i].max() <= hi + 1e-6    # a blend of the two people only
+        moved = x[i][0][changed] - own
+        assert (torch.sign(moved) == np.sign(donor - own)).all()     # towards the newcomer (crop i + 1)
+    same = (torch.arange(n, dtype=torch.float32) / 10 + 0.1).view(n, 1, 1, 1).expand(n, 3, s, s).clone()
+    before = same.clone()
+    _crowd(same, 0.0, np.random.default_rng(5))
+    assert torch.equal(same, before)
 
 
 def test_degradation_stays_an_image_and_zero_probability_changes_nothing():

@@ -119,6 +119,8 @@ def train(
         "--degrade", min=0.0, max=1.0, help="Share of crops blurred, noised or darkened.")] = _A.degrade,
     sticks: Annotated[float, typer.Option(
         "--sticks", min=0.0, max=1.0, help="Share of crops with a stick (pole, bat) held at a wrist.")] = _A.sticks,
+    crowd: Annotated[float, typer.Option(
+        "--crowd", min=0.0, max=1.0, help="Share of crops with a second person pasted beside.")] = _A.crowd,
     cache_size: CacheSizeOpt = _T.cache_size,
     seed: SeedOpt = _T.seed,
     out: TrainOutOpt = None,
@@ -154,7 +156,7 @@ def train(
             steps_per_epoch=steps_per_epoch, workers=workers, device=device.value, amp=amp, seed=seed,
             cache_size=cache_size, threads=used,
             aug=Augment(rotate=rotate, scale=scale, flip=flip, loose=loose, occlude=occlude, truncate=truncate,
-                        degrade=degrade, sticks=sticks))
+                        degrade=degrade, sticks=sticks, crowd=crowd))
     summary = run_training(cfg, gpus=gpus, procs=procs)
     if summary:  # rank 0 of this machine
         results.print(summary_table(summary))

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from poser import geometry as g
 from poser.codec import MARGIN, encode_keypoints, normalize_input
@@ -35,6 +36,7 @@ class Augment:
     truncate: float = 0.0      # share of crops cut at a frame edge (black beyond; joints there unlabelled)
     degrade: float = 0.0       # share of crops blurred, noised or darkened (one of the three)
     sticks: float = 0.0        # share of crops with a held stick (pole, bat, racket) drawn from a wrist
+    crowd: float = 0.0         # share of crops with another person beside (and partly over) the one labelled
 
 
 def crop_matrices(
@@ -127,6 +129,35 @@ def _occlude(x: torch.Tensor, kp: np.ndarray, has: np.ndarray, prob: float, rng:
             else:
                 x[i, :, y0:y1, x0:x1] = torch.rand(3, 1, 1, device=x.device) * torch.rand(
                     1, y1 - y0, x1 - x0, device=x.device).add_(0.5).clamp_(max=1)
+
+
+def _crowd(x: torch.Tensor, prob: float, rng: np.random.Generator) -> None:
+    """In place: for `prob` of the crops, another crop of the batch (a person centred in it)
+    shrunk to 0.6-1.0 of the side and pasted beside the centre, 0.35-0.65 of the side to the left
+    or right, through a soft ellipse around that person: two people in one crop, as skiers
+    in a line or a batter and the catcher in a COCO box. The labels stay the centred person's,
+    also for joints the newcomer hides: the model learns to keep to the person the box is about.
+    LSP-Extended's photos hold one person each, so nothing else teaches this."""
+    n, _, s, _ = x.shape
+    chosen = np.flatnonzero(rng.random(n) < prob)
+    if n < 2 or not len(chosen):
+        return
+    donors = x[(chosen + 1) % n].clone()                                # before any paste
+    for c_i, i in enumerate(chosen):
+        d = max(8, int(s * rng.uniform(0.6, 1.0)))
+        img = F.interpolate(donors[c_i:c_i + 1], size=(d, d), mode="bilinear", align_corners=False)[0]
+        t = (torch.arange(d, device=x.device, dtype=x.dtype) + 0.5) / d - 0.5
+        r = (t[None, :] / 0.26) ** 2 + (t[:, None] / 0.48) ** 2          # the person: tall ellipse
+        alpha = (1.0 - r).mul_(4).clamp_(0, 1)                           # feathered edge
+        cx = s * (0.5 + rng.choice([-1, 1]) * rng.uniform(0.35, 0.65))
+        cy = s * (0.5 + rng.uniform(-0.1, 0.1))
+        x0, y0 = int(round(cx - d / 2)), int(round(cy - d / 2))
+        sx0, sy0, sx1, sy1 = max(0, x0), max(0, y0), min(s, x0 + d), min(s, y0 + d)
+        if sx1 <= sx0 or sy1 <= sy0:
+            continue
+        src = (slice(sy0 - y0, sy1 - y0), slice(sx0 - x0, sx1 - x0))
+        a = alpha[src]
+        x[i, :, sy0:sy1, sx0:sx1] = x[i, :, sy0:sy1, sx0:sx1] * (1 - a) + img[:, src[0], src[1]] * a
 
 
 def _truncate(x: torch.Tensor, kp: np.ndarray, has: np.ndarray, prob: float, rng: np.random.Generator) -> None:
@@ -233,6 +264,8 @@ def make_batch(
     kp[..., :2] = encode_keypoints(m, keypoints[..., :2], size)
     kp[flip] = kp[flip][:, skeleton.flip_index]                            # left is right in a mirror
     has = kp[..., 2] > 0
+    if aug is not None and aug.crowd > 0:          # before the frame cut: a photo's edge cuts both people
+        _crowd(x, aug.crowd, rng)
     if aug is not None and aug.truncate > 0:
         _truncate(x, kp, has, aug.truncate, rng)
     if aug is not None and aug.occlude > 0:

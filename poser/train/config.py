@@ -163,7 +163,8 @@ def _check_numbers(cfg: TrainConfig) -> None:
                   "--rotate": cfg.aug.rotate}
     fractions = {"--distill-labelled": cfg.distill_labelled, "--loose": cfg.aug.loose, "--flip": cfg.aug.flip,
                  "--occlude": cfg.aug.occlude, "--truncate": cfg.aug.truncate,
-                 "--degrade": cfg.aug.degrade, "--sticks": cfg.aug.sticks}
+                 "--degrade": cfg.aug.degrade, "--sticks": cfg.aug.sticks,
+                 "--crowd": cfg.aug.crowd}
     for name, v in positive.items():
         if not (math.isfinite(v) and v > 0):
             raise PoserError(f"{name} {v}: must be a finite number above 0")
