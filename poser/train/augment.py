@@ -13,7 +13,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from poser import geometry as g
 from poser.codec import MARGIN, encode_keypoints, normalize_input
@@ -142,22 +141,21 @@ def _crowd(x: torch.Tensor, prob: float, rng: np.random.Generator) -> None:
     chosen = np.flatnonzero(rng.random(n) < prob)
     if n < 2 or not len(chosen):
         return
-    donors = x[(chosen + 1) % n].clone()                                # before any paste
-    for c_i, i in enumerate(chosen):
-        d = max(8, int(s * rng.uniform(0.6, 1.0)))
-        img = F.interpolate(donors[c_i:c_i + 1], size=(d, d), mode="bilinear", align_corners=False)[0]
-        t = (torch.arange(d, device=x.device, dtype=x.dtype) + 0.5) / d - 0.5
-        r = (t[None, :] / 0.26) ** 2 + (t[:, None] / 0.48) ** 2          # the person: tall ellipse
-        alpha = (1.0 - r).mul_(4).clamp_(0, 1)                           # feathered edge
-        cx = s * (0.5 + rng.choice([-1, 1]) * rng.uniform(0.35, 0.65))
-        cy = s * (0.5 + rng.uniform(-0.1, 0.1))
-        x0, y0 = int(round(cx - d / 2)), int(round(cy - d / 2))
-        sx0, sy0, sx1, sy1 = max(0, x0), max(0, y0), min(s, x0 + d), min(s, y0 + d)
-        if sx1 <= sx0 or sy1 <= sy0:
-            continue
-        src = (slice(sy0 - y0, sy1 - y0), slice(sx0 - x0, sx1 - x0))
-        a = alpha[src]
-        x[i, :, sy0:sy1, sx0:sx1] = x[i, :, sy0:sy1, sx0:sx1] * (1 - a) + img[:, src[0], src[1]] * a
+    k = rng.uniform(0.6, 1.0, len(chosen))                                  # the newcomer's scale
+    centre = (s - 1) / 2 + s * np.stack([rng.choice([-1, 1], len(chosen)) * rng.uniform(0.35, 0.65, len(chosen)),
+                                         rng.uniform(-0.1, 0.1, len(chosen))], 1)     # (C, 2) crop pixels
+    m = np.zeros((len(chosen), 2, 3))                                       # donor crop -> this crop
+    m[:, 0, 0] = m[:, 1, 1] = k
+    m[:, :, 2] = centre - k[:, None] * (s - 1) / 2
+    pasted = g.warp_batch(x[(chosen + 1) % n], m, s)                        # read before any paste
+    # The person: a tall ellipse (half-axes 0.26 and 0.48 of the newcomer's side, inside its
+    # crop, so the warp's black border never shows), its edge feathered.
+    px = torch.arange(s, device=x.device, dtype=x.dtype)
+    c = torch.as_tensor(centre, device=x.device, dtype=x.dtype)[:, :, None, None]       # (C, 2, 1, 1)
+    side = torch.as_tensor(k * s, device=x.device, dtype=x.dtype)[:, None, None]
+    r = ((px[None, None, :] - c[:, 0]) / (0.26 * side)) ** 2 + ((px[None, :, None] - c[:, 1]) / (0.48 * side)) ** 2
+    alpha = (1 - r).mul_(4).clamp_(0, 1)[:, None]                            # (C, 1, S, S)
+    x[chosen] = x[chosen] * (1 - alpha) + pasted * alpha
 
 
 def _truncate(x: torch.Tensor, kp: np.ndarray, has: np.ndarray, prob: float, rng: np.random.Generator) -> None:
