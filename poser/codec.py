@@ -86,16 +86,51 @@ def decode_outputs(head: str, out: dict, mirrored: dict | None = None, flip_inde
         return _decode_fc(out if mirrored is None else merge_fc(out, mirrored, flip_index))
     if head != "integral":
         raise PoserError(f"unknown head {head!r} (known: {', '.join(HEADS)})")
+    views = [heatmap_view(out)] + ([heatmap_view(mirrored, flip_index)] if mirrored is not None else [])
+    return decode_views(views, radius)
+
+
+def heatmap_view(out: dict, flip_index=None) -> tuple[np.ndarray, np.ndarray]:
+    """An integral head's raw outputs -> one view for `decode_views`: probabilities (N, K, h, w)
+    and visibility logits (N, K). With `flip_index`, `out` is of the mirrored crop: its maps are
+    mirrored back (the mirror crop is exact: cell j <-> w - 1 - j) and its joints relabelled."""
     prob, vis = softmax(out["heatmap"]), np.asarray(out["visible"], np.float32)
-    if mirrored is not None:
-        # The mirrored heatmaps are averaged as probabilities before the one decode (the mirror
-        # crop is exact: cell j <-> w - 1 - j), so a joint that one view places on the wrong
-        # limb cannot drag the mean between two.
-        prob = (prob + softmax(np.asarray(mirrored["heatmap"])[:, flip_index, :, ::-1])) / 2
-        vis = (vis + np.asarray(mirrored["visible"], np.float32)[:, flip_index]) / 2
+    if flip_index is None:
+        return prob, vis
+    return np.ascontiguousarray(prob[:, flip_index, :, ::-1]), vis[:, flip_index]
+
+
+def decode_views(views: list[tuple[np.ndarray, np.ndarray]], radius: float | None = None) -> dict[str, np.ndarray]:
+    """Views of the same crops (`heatmap_view`s, in one crop frame) -> one decode. Views are
+    averaged as probabilities before it, so a joint that one view places on the wrong limb
+    cannot drag the mean between two."""
+    prob = sum(p for p, _ in views) / len(views)
+    visible = sigmoid(sum(v for _, v in views) / len(views))
     coords = local(prob, radius) if radius else expectation(prob)
-    visible = sigmoid(vis)
     return {"coords": coords, "score": visible * mass_near(prob, coords), "visible": visible}
+
+
+def resample_view(view: tuple[np.ndarray, np.ndarray], m_from: np.ndarray, m_to: np.ndarray, size: int
+                  ) -> tuple[np.ndarray, np.ndarray]:
+    """A view of crops `m_from` (N, 2, 3) -> the same view in the frame of crops `m_to` (another
+    box of the same images, size `size`): each map sampled bilinearly at the cells of the new
+    crop and renormalised (mass beyond the old crop is lost). Lets the person search take the
+    flip test's mirrored view from the pass before its last (inference/search.py)."""
+    prob, vis = view
+    n, k, h, w = prob.shape
+    cy, cx = np.meshgrid(cell_centres(h), cell_centres(w), indexing="ij")
+    cells = np.broadcast_to(np.stack([cx.ravel(), cy.ravel()], -1), (n, h * w, 2))
+    src = encode_keypoints(m_from, g.to_image(m_to, cells, size), size)
+    fx, fy = (src[..., 0] + 0.5) * w - 0.5, (src[..., 1] + 0.5) * h - 0.5       # in old cells
+    x0, y0 = np.floor(fx).astype(np.int64), np.floor(fy).astype(np.int64)
+    flat = prob.reshape(n, k, h * w)
+    out = np.zeros((n, k, h * w), np.float32)
+    for xi, yi in ((x0, y0), (x0 + 1, y0), (x0, y0 + 1), (x0 + 1, y0 + 1)):
+        weight = (1 - np.abs(fx - xi)) * (1 - np.abs(fy - yi)) * ((xi >= 0) & (xi < w) & (yi >= 0) & (yi < h))
+        idx = (yi.clip(0, h - 1) * w + xi.clip(0, w - 1))[:, None, :]
+        out += np.take_along_axis(flat, np.broadcast_to(idx, (n, k, h * w)), 2) * weight[:, None, :].astype(np.float32)
+    out /= np.maximum(out.sum(-1, keepdims=True), 1e-12)
+    return out.reshape(n, k, h, w), vis
 
 
 def merge_fc(out: dict, mirrored: dict, flip_index) -> dict[str, np.ndarray]:

@@ -4,8 +4,9 @@ import cv2
 import numpy as np
 import pytest
 
+from poser import geometry as g
 from poser.evaluate.metrics import pdj
-from poser.inference.predictor import Predictor, search_box
+from poser.inference.predictor import DEFAULT_WEIGHTS, Predictor, search_box
 from poser.skeletons import COCO17
 from poser.synth.dataset import one_person
 
@@ -122,3 +123,45 @@ def test_only_the_last_pass_takes_the_flip_test(passes, monkeypatch):
         assert 1 <= len(mine) <= passes + 1
         assert np.array_equal(mine[-1][1].keypoints, result.keypoints)
     assert all(ids for _, ids, _ in calls)
+
+
+def test_a_view_resampled_into_another_crop_keeps_its_peak_on_the_same_image_point():
+    from poser.codec import cell_centres, encode_keypoints, expectation, resample_view
+
+    size, h = 64, 16
+    prob = np.zeros((1, 1, h, h), np.float32)
+    prob[0, 0, 5, 9] = 1.0                                  # one hot cell of the first crop
+    vis = np.zeros((1, 1), np.float32)
+    m_from = g.crop_matrix(np.array([[100.0, 100.0]]), np.array([80.0]), size)
+    same, _ = resample_view((prob, vis), m_from, m_from, size)
+    np.testing.assert_allclose(same, prob, atol=1e-6)      # the same crop: the same maps
+    # A crop shifted right by a quarter of its side and grown 1.25x: the cell's image point,
+    # seen from there, is where the resampled map's expectation lies.
+    m_to = g.crop_matrix(np.array([[120.0, 100.0]]), np.array([100.0]), size)
+    moved, _ = resample_view((prob, vis), m_from, m_to, size)
+    point = g.to_image(m_from, np.array([[[cell_centres(h)[9], cell_centres(h)[5]]]]), size)
+    want = encode_keypoints(m_to, point, size)
+    assert moved.sum() == pytest.approx(1.0, abs=1e-5)
+    np.testing.assert_allclose(expectation(moved), want, atol=0.5 / h)   # within half a cell
+
+
+def test_the_search_mirrors_the_pass_before_its_last_instead_of_cropping_the_last_box_twice():
+    pred = Predictor.from_file(DEFAULT_WEIGHTS)            # heatmaps, flip test on: the mirrored search
+    images = [im for im, _, _ in _small_people(6)]
+    assert pred.flip_test and pred.mirror_search(True, 3) and not pred.mirror_search(False, 3)
+    assert not pred.mirror_search(True, 1)                  # no pass before the last to lend a mirror
+    crops = []
+    forward = pred._forward
+    pred._forward = lambda s, x: crops.append(len(x)) or forward(s, x)
+    found = pred.find_person(images)
+    mirrored = sum(crops)
+    crops.clear()
+    pred.mirror_search = lambda flip, passes: False         # the plain flip test on the last box
+    plain = pred.find_person(images)
+    # one crop fewer for every image: the last pass crops once, not twice (a settled-or-not
+    # decision may differ for an image between the two: a pass more or less, here or there)
+    assert sum(crops) - mirrored >= len(images) - 2, (mirrored, sum(crops))
+    a, b = (np.stack([r.keypoints[0] for r in x]) for x in (found, plain))
+    size = np.array([r.boxes[0, 2:].max() for r in plain])
+    # the same people found, the joints where the plain flip test puts them (median within 5% of the box)
+    assert np.median(np.linalg.norm(a - b, axis=-1) / size[:, None]) < 0.05
